@@ -1,0 +1,369 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+)
+
+// fakeSource hands out consecutive integers, at most per items per call (0: as many as asked),
+// and records what each Receive asked for. With gate set, each call first waits for a value.
+type fakeSource struct {
+	mu     sync.Mutex
+	asks   []int
+	next   int
+	per    int
+	limit  int // total items available; 0 = unlimited
+	gate   chan struct{}
+	active int
+	peak   int
+}
+
+func (s *fakeSource) Receive(ctx context.Context, max int) ([]int, error) {
+	s.mu.Lock()
+	s.asks = append(s.asks, max)
+	s.active++
+	s.peak = maxInt(s.peak, s.active)
+	s.mu.Unlock()
+	defer func() { s.mu.Lock(); s.active--; s.mu.Unlock() }()
+	if s.gate != nil {
+		select {
+		case <-s.gate:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := max
+	if s.per > 0 && n > s.per {
+		n = s.per
+	}
+	if s.limit > 0 && s.next+n > s.limit {
+		n = s.limit - s.next
+	}
+	out := make([]int, n)
+	for i := range out {
+		out[i] = s.next
+		s.next++
+	}
+	if n == 0 {
+		// An empty long poll: wait a little, as SQS would, or the producer spins.
+		select {
+		case <-time.After(10 * time.Millisecond):
+		case <-ctx.Done():
+		}
+	}
+	return out, nil
+}
+
+func (s *fakeSource) calls() []int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.asks)
+}
+
+func maxInt(a, b int) int {
+	if a > b {
+		return a
+	}
+	return b
+}
+
+func collect(t *testing.T, p *Producer[int], n int) []int {
+	t.Helper()
+	var got []int
+	timeout := time.After(5 * time.Second)
+	for len(got) < n {
+		select {
+		case v := <-p.Out():
+			got = append(got, v)
+		case <-timeout:
+			t.Fatalf("got %d items, want %d", len(got), n)
+		}
+	}
+	return got
+}
+
+func startProducer(t *testing.T, src Source[int], cfg ProducerConfig) (*Producer[int], func() []int) {
+	t.Helper()
+	p := NewProducer(src, cfg)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan []int, 1)
+	go func() { done <- p.Run(ctx) }()
+	stop := func() []int { cancel(); return <-done }
+	t.Cleanup(func() { cancel() })
+	return p, stop
+}
+
+func TestDemandOfTenAsksForTen(t *testing.T) {
+	src := &fakeSource{}
+	p, stop := startProducer(t, src, ProducerConfig{Pollers: 1, MaxBatch: 10})
+	p.Ask(10)
+	got := collect(t, p, 10)
+	stop()
+	if calls := src.calls(); len(calls) != 1 || calls[0] != 10 {
+		t.Fatalf("Receive calls asked for %v, want exactly [10]", calls)
+	}
+	if !slices.Equal(got, []int{0, 1, 2, 3, 4, 5, 6, 7, 8, 9}) {
+		t.Fatalf("items %v", got)
+	}
+}
+
+func TestPartialBatchesUntilDemandMet(t *testing.T) {
+	src := &fakeSource{per: 2}
+	p, stop := startProducer(t, src, ProducerConfig{Pollers: 1, MaxBatch: 10})
+	p.Ask(10)
+	got := collect(t, p, 10)
+	// The producer must not ask for more once the demand is met.
+	time.Sleep(50 * time.Millisecond)
+	stop()
+	if calls := src.calls(); !slices.Equal(calls, []int{10, 8, 6, 4, 2}) {
+		t.Fatalf("Receive calls asked for %v, want [10 8 6 4 2]", calls)
+	}
+	if len(got) != 10 {
+		t.Fatalf("got %d items", len(got))
+	}
+}
+
+func TestDemandFromSeveralConsumersIsAggregated(t *testing.T) {
+	src := &fakeSource{gate: make(chan struct{})}
+	p, stop := startProducer(t, src, ProducerConfig{Pollers: 1, MaxBatch: 20})
+	p.Ask(1) // consumer A: the first poll asks for 1 and blocks at the gate
+	waitFor(t, func() bool { return len(src.calls()) == 1 })
+	var wg sync.WaitGroup
+	for _, n := range []int{4, 5, 5} { // consumers B, C, D ask while the poll is in flight
+		wg.Add(1)
+		go func() { defer wg.Done(); p.Ask(n) }()
+	}
+	wg.Wait()
+	time.Sleep(20 * time.Millisecond) // let the producer see the asks before the gate opens
+	src.gate <- struct{}{}
+	src.gate <- struct{}{}
+	got := collect(t, p, 15)
+	stop()
+	if calls := src.calls(); !slices.Equal(calls, []int{1, 14}) {
+		t.Fatalf("Receive calls asked for %v, want [1 14] (the demand of 3 consumers in one ask)", calls)
+	}
+	if len(got) != 15 {
+		t.Fatalf("got %d items", len(got))
+	}
+}
+
+func TestNoDemandNoPoll(t *testing.T) {
+	src := &fakeSource{}
+	p, stop := startProducer(t, src, ProducerConfig{Pollers: 4, MaxBatch: 10})
+	time.Sleep(100 * time.Millisecond)
+	if calls := src.calls(); len(calls) != 0 {
+		t.Fatalf("producer polled %v with no demand", calls)
+	}
+	p.Ask(3)
+	collect(t, p, 3)
+	time.Sleep(100 * time.Millisecond)
+	stop()
+	if calls := src.calls(); !slices.Equal(calls, []int{3}) {
+		t.Fatalf("Receive calls %v, want [3] and nothing once the demand was met", calls)
+	}
+}
+
+func TestPollersRunConcurrentlyAndSplitDemand(t *testing.T) {
+	src := &fakeSource{gate: make(chan struct{})}
+	p, stop := startProducer(t, src, ProducerConfig{Pollers: 3, MaxBatch: 10})
+	p.Ask(25)
+	waitFor(t, func() bool { return len(src.calls()) == 3 })
+	calls := src.calls()
+	slices.Sort(calls)
+	if !slices.Equal(calls, []int{5, 10, 10}) {
+		t.Fatalf("concurrent polls asked for %v, want 10, 10 and 5", calls)
+	}
+	close(src.gate)
+	collect(t, p, 25)
+	stop()
+	if src.peak != 3 {
+		t.Fatalf("peak concurrent polls %d, want 3", src.peak)
+	}
+}
+
+func TestUndeliveredItemsAreReturned(t *testing.T) {
+	src := &fakeSource{}
+	p, stop := startProducer(t, src, ProducerConfig{Pollers: 1, MaxBatch: 10})
+	p.Ask(5)
+	waitFor(t, func() bool { return len(src.calls()) == 1 })
+	time.Sleep(20 * time.Millisecond)
+	got := collect(t, p, 2)
+	left := stop()
+	if len(got)+len(left) != 5 {
+		t.Fatalf("delivered %v and returned %v: want 5 items in all", got, left)
+	}
+}
+
+type errSource struct {
+	mu    sync.Mutex
+	calls int
+}
+
+func (s *errSource) Receive(ctx context.Context, max int) ([]int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.calls++
+	if s.calls == 1 {
+		return nil, errors.New("connection refused")
+	}
+	return []int{s.calls}, nil
+}
+
+func TestReceiveErrorBacksOffThenRecovers(t *testing.T) {
+	src := &errSource{}
+	p, stop := startProducer(t, src, ProducerConfig{Pollers: 1, MaxBatch: 10, ErrorBackoff: 30 * time.Millisecond})
+	start := time.Now()
+	p.Ask(1)
+	collect(t, p, 1)
+	stop()
+	if elapsed := time.Since(start); elapsed < 30*time.Millisecond {
+		t.Fatalf("recovered after %s, sooner than the backoff", elapsed)
+	}
+}
+
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met in 5s")
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+type settled struct {
+	mu   sync.Mutex
+	errs map[int]error
+	by   map[int]int
+}
+
+func TestCrashingWorkerIsRestartedAndItsItemNotAcked(t *testing.T) {
+	src := &fakeSource{limit: 20}
+	s := &settled{errs: map[int]error{}, by: map[int]int{}}
+	var traceMu sync.Mutex
+	var trace []string
+	cfg := Config{Producer: ProducerConfig{Pollers: 1, MaxBatch: 10, Trace: func(f string, a ...any) {
+		traceMu.Lock()
+		trace = append(trace, fmt.Sprintf(f, a...))
+		traceMu.Unlock()
+	}}, Workers: 1, ShutdownTimeout: time.Second, ExitWhenIdle: 50 * time.Millisecond,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	pl := New[int](src, cfg, Handler[int]{
+		Handle: func(ctx context.Context, w int, item int) error {
+			if item == 3 || item == 7 {
+				panic(fmt.Sprintf("boom on %d", item))
+			}
+			return nil
+		},
+		Settle: func(item int, err error) {
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			if _, dup := s.errs[item]; dup {
+				t.Errorf("item %d settled twice", item)
+			}
+			s.errs[item] = err
+		},
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := pl.Run(ctx); err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	if len(s.errs) != 20 {
+		t.Fatalf("settled %d items, want all 20 (the worker must be restarted after each crash)", len(s.errs))
+	}
+	for item, err := range s.errs {
+		crashed := item == 3 || item == 7
+		if crashed != errors.Is(err, ErrPanic) {
+			t.Errorf("item %d settled with %v", item, err)
+		}
+	}
+	restarts := 0
+	for _, line := range trace {
+		if line == "supervisor: pipeline 1 crashed; restarted" {
+			restarts++
+		}
+	}
+	if restarts != 2 {
+		t.Fatalf("%d restarts traced, want 2", restarts)
+	}
+}
+
+func TestWorkersBoundInFlightAndDemand(t *testing.T) {
+	src := &fakeSource{limit: 200}
+	var mu sync.Mutex
+	cur, peak, done := 0, 0, 0
+	cfg := Config{Producer: ProducerConfig{Pollers: 2, MaxBatch: 10}, Workers: 4, ShutdownTimeout: time.Second, ExitWhenIdle: 50 * time.Millisecond}
+	pl := New[int](src, cfg, Handler[int]{
+		Handle: func(ctx context.Context, w int, item int) error {
+			mu.Lock()
+			cur++
+			peak = maxInt(peak, cur)
+			mu.Unlock()
+			time.Sleep(time.Millisecond)
+			mu.Lock()
+			cur--
+			done++
+			mu.Unlock()
+			return nil
+		},
+		Settle: func(int, error) {},
+	})
+	if err := pl.Run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if done != 200 || peak > 4 {
+		t.Fatalf("handled %d (want 200), peak concurrency %d (want <= 4)", done, peak)
+	}
+	for _, n := range src.calls() {
+		if n > 4 {
+			t.Fatalf("a poll asked for %d with only 4 workers", n)
+		}
+	}
+}
+
+func TestShutdownFinishesInFlightAndReleasesTheRest(t *testing.T) {
+	src := &fakeSource{}
+	started := make(chan int, 10)
+	var mu sync.Mutex
+	var ok []int
+	var released []int
+	cfg := Config{Producer: ProducerConfig{Pollers: 1, MaxBatch: 10}, Workers: 2, ShutdownTimeout: 5 * time.Second}
+	pl := New[int](src, cfg, Handler[int]{
+		Handle: func(ctx context.Context, w int, item int) error {
+			started <- item
+			time.Sleep(100 * time.Millisecond)
+			return ctx.Err()
+		},
+		Settle: func(item int, err error) {
+			mu.Lock()
+			defer mu.Unlock()
+			if err == nil {
+				ok = append(ok, item)
+			}
+		},
+		Release: func(items []int) { released = append(released, items...) },
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() { <-started; <-started; cancel() }()
+	if err := pl.Run(ctx); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Run: %v", err)
+	}
+	if len(ok) != 2 {
+		t.Fatalf("%d in-flight items finished cleanly, want 2", len(ok))
+	}
+	_ = released // the producer had no unmet demand beyond the 2 workers, so there may be none
+	if p := pl.InFlight(); p != 0 {
+		t.Fatalf("in flight after Run: %d", p)
+	}
+}

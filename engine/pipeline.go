@@ -1,0 +1,241 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"runtime/debug"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// ErrPanic is wrapped by the error an item is settled with when its handler panicked.
+var ErrPanic = errors.New("handler panicked")
+
+// PanicError carries a recovered panic and its stack.
+type PanicError struct {
+	Value any
+	Stack []byte
+}
+
+func (e *PanicError) Error() string { return fmt.Sprintf("handler panicked: %v", e.Value) }
+func (e *PanicError) Unwrap() error { return ErrPanic }
+
+// Config sizes a Pipeline.
+type Config struct {
+	Producer ProducerConfig
+	// Workers is how many items are handled at once; each worker asks for one item when idle.
+	Workers int
+	// ShutdownTimeout bounds how long in-flight items may take to finish after Run's context is
+	// done; then their context is cancelled.
+	ShutdownTimeout time.Duration
+	// ExitWhenIdle, when positive, makes Run return once nothing is in flight, the last poll came
+	// back empty, and nothing was received or finished for that long.
+	ExitWhenIdle time.Duration
+	// Logger gets panics with their stacks; nil means slog.Default().
+	Logger *slog.Logger
+}
+
+// DefaultConfig returns 8 workers fed by 1 poller, a 30s shutdown grace period, no idle exit.
+func DefaultConfig() Config {
+	return Config{Producer: DefaultProducerConfig(), Workers: 8, ShutdownTimeout: 30 * time.Second}
+}
+
+// Validate reports the first setting out of range, naming it.
+func (c Config) Validate() error {
+	if err := c.Producer.Validate(); err != nil {
+		return err
+	}
+	if c.Workers < 1 || c.Workers > 10000 {
+		return fmt.Errorf("workers: %d is out of range [1, 10000]", c.Workers)
+	}
+	if c.ShutdownTimeout < 0 {
+		return fmt.Errorf("shutdown timeout: %s must not be negative", c.ShutdownTimeout)
+	}
+	if c.ExitWhenIdle < 0 {
+		return fmt.Errorf("exit when idle: %s must not be negative", c.ExitWhenIdle)
+	}
+	return nil
+}
+
+// Handler is what a Pipeline does with items.
+type Handler[T any] struct {
+	// Handle processes one item on worker number worker (1-based). Its ctx is cancelled only at
+	// the hard stop after ShutdownTimeout. Required.
+	Handle func(ctx context.Context, worker int, item T) error
+	// Settle is called exactly once for every item handed to a worker, after Handle, with Handle's
+	// error; a panic in Handle is settled with a *PanicError (errors.Is ErrPanic). Required.
+	Settle func(item T, err error)
+	// Release is given the items that were received but never handed to a worker, once, when Run
+	// stops. Optional.
+	Release func(items []T)
+}
+
+// Pipeline is a Producer feeding Workers supervised workers.
+type Pipeline[T any] struct {
+	cfg  Config
+	h    Handler[T]
+	prod *Producer[T]
+	log  *slog.Logger
+
+	inFlight     atomic.Int64
+	lastActivity atomic.Int64 // unix nanos of the last item received or settled
+	emptyPolls   atomic.Int64 // polls that came back empty since lastActivity
+}
+
+// New returns a Pipeline; cfg must be valid and h.Handle and h.Settle set.
+func New[T any](src Source[T], cfg Config, h Handler[T]) *Pipeline[T] {
+	p := &Pipeline[T]{cfg: cfg, h: h, log: cfg.Logger}
+	if p.log == nil {
+		p.log = slog.Default()
+	}
+	pc := cfg.Producer
+	user := pc.OnReceive
+	pc.OnReceive = func(n int, err error) {
+		if n > 0 {
+			p.touch()
+		} else if err == nil {
+			p.emptyPolls.Add(1)
+		}
+		if user != nil {
+			user(n, err)
+		}
+	}
+	p.prod = NewProducer(src, pc)
+	p.touch()
+	return p
+}
+
+// InFlight is the number of items being handled now.
+func (p *Pipeline[T]) InFlight() int { return int(p.inFlight.Load()) }
+
+func (p *Pipeline[T]) touch() {
+	p.emptyPolls.Store(0)
+	p.lastActivity.Store(time.Now().UnixNano())
+}
+
+func (p *Pipeline[T]) trace(format string, args ...any) {
+	if p.cfg.Producer.Trace != nil {
+		p.cfg.Producer.Trace(format, args...)
+	}
+}
+
+// Run runs the pipeline until ctx is done (or, with ExitWhenIdle, until idle). Then it stops
+// polling, lets in-flight items finish within ShutdownTimeout (cancelling their context after
+// that), releases items never started, and returns. It returns ctx's error if stopped by ctx.
+func (p *Pipeline[T]) Run(ctx context.Context) error {
+	pollCtx, stopPolling := context.WithCancel(ctx)
+	defer stopPolling()
+	workCtx, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelWork()
+
+	var undelivered []T
+	prodDone := make(chan struct{})
+	go func() {
+		defer close(prodDone)
+		undelivered = p.prod.Run(pollCtx)
+	}()
+
+	var workers sync.WaitGroup
+	for i := 1; i <= p.cfg.Workers; i++ {
+		workers.Add(1)
+		go func() {
+			defer workers.Done()
+			p.supervise(pollCtx, workCtx, i)
+		}()
+	}
+
+	idleDone := make(chan struct{})
+	go func() {
+		defer close(idleDone)
+		p.watchIdle(pollCtx, stopPolling)
+	}()
+
+	<-pollCtx.Done()
+	<-idleDone
+	workersDone := make(chan struct{})
+	go func() { workers.Wait(); close(workersDone) }()
+	select {
+	case <-workersDone:
+	case <-time.After(p.cfg.ShutdownTimeout):
+		p.log.Warn("shutdown timeout reached; cancelling in-flight work", "in_flight", p.InFlight(), "timeout", p.cfg.ShutdownTimeout)
+		cancelWork()
+		<-workersDone
+	}
+	<-prodDone
+	if len(undelivered) > 0 {
+		p.trace("producer: releasing %d events never started", len(undelivered))
+		if p.h.Release != nil {
+			p.h.Release(undelivered)
+		}
+	}
+	return ctx.Err()
+}
+
+func (p *Pipeline[T]) watchIdle(ctx context.Context, stop func()) {
+	if p.cfg.ExitWhenIdle <= 0 {
+		<-ctx.Done()
+		return
+	}
+	tick := time.NewTicker(max(p.cfg.ExitWhenIdle/20, 5*time.Millisecond))
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+			idleFor := time.Since(time.Unix(0, p.lastActivity.Load()))
+			if p.inFlight.Load() == 0 && p.emptyPolls.Load() > 0 && idleFor >= p.cfg.ExitWhenIdle {
+				p.trace("pipeline: idle for %s with nothing in flight; stopping", idleFor.Round(time.Millisecond))
+				stop()
+				return
+			}
+		}
+	}
+}
+
+// supervise runs worker i, restarting it after a crash, until polling stops.
+func (p *Pipeline[T]) supervise(pollCtx, workCtx context.Context, i int) {
+	for pollCtx.Err() == nil {
+		if !p.work(pollCtx, workCtx, i) {
+			return
+		}
+		p.trace("supervisor: pipeline %d crashed; restarted", i)
+	}
+}
+
+// work is one life of worker i: it asks for one item at a time and handles it. It returns true
+// if the worker crashed (and should be restarted), false when polling stopped.
+func (p *Pipeline[T]) work(pollCtx, workCtx context.Context, i int) (crashed bool) {
+	for {
+		p.trace("pipeline %d: asks for 1 event", i)
+		p.prod.Ask(1)
+		var item T
+		select {
+		case <-pollCtx.Done():
+			return false
+		case item = <-p.prod.Out():
+		}
+		p.inFlight.Add(1)
+		err := p.handle(workCtx, i, item)
+		p.h.Settle(item, err)
+		p.inFlight.Add(-1)
+		p.touch()
+		if errors.Is(err, ErrPanic) {
+			return true
+		}
+	}
+}
+
+func (p *Pipeline[T]) handle(ctx context.Context, i int, item T) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			pe := &PanicError{Value: r, Stack: debug.Stack()}
+			p.log.Error("pipeline worker panicked; item failed and worker restarted", "pipeline", i, "panic", fmt.Sprint(r), "stack", string(pe.Stack))
+			err = pe
+		}
+	}()
+	return p.h.Handle(ctx, i, item)
+}

@@ -1,0 +1,199 @@
+// Package engine is Palleto's demand-driven stage engine, the GenStage/Broadway model done the Go
+// way: consumers ask for N items, the Producer asks its Source for at most the unmet demand (in up
+// to Pollers concurrent calls of at most MaxBatch each), hands items over only to consumers that
+// are waiting for them, and never calls the Source while there is no demand.
+//
+// The engine knows nothing of AWS: an SQS queue, a file or a test fake plug in as a Source.
+package engine
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+)
+
+// Source produces items on demand.
+//
+// Receive returns at most max items (1 <= max <= the producer's MaxBatch). It may block (a long
+// poll) and may return no items. It must return promptly once ctx is done. Receive is called from
+// up to Pollers goroutines at once.
+type Source[T any] interface {
+	Receive(ctx context.Context, max int) ([]T, error)
+}
+
+// Tracer receives the engine's flow in words (demand asked, polls started, items received). It is
+// called from several goroutines; nil means no trace.
+type Tracer func(format string, args ...any)
+
+// ProducerConfig sizes a Producer.
+type ProducerConfig struct {
+	// Pollers is how many Receive calls may be in flight at once.
+	Pollers int
+	// MaxBatch caps what one Receive call asks for (SQS allows 10).
+	MaxBatch int
+	// ErrorBackoff is how long the producer waits before polling again after a Receive error.
+	ErrorBackoff time.Duration
+	// Trace, when set, is told of demand and polls.
+	Trace Tracer
+	// OnReceive, when set, is called after each Receive returns (items received, error), from the
+	// producer's goroutine. Used for idle detection and metrics.
+	OnReceive func(n int, err error)
+}
+
+// DefaultProducerConfig returns one poller asking for up to 10 items.
+func DefaultProducerConfig() ProducerConfig {
+	return ProducerConfig{Pollers: 1, MaxBatch: 10, ErrorBackoff: time.Second}
+}
+
+// Validate reports the first setting out of range.
+func (c ProducerConfig) Validate() error {
+	if c.Pollers < 1 || c.Pollers > 100 {
+		return fmt.Errorf("pollers: %d is out of range [1, 100]", c.Pollers)
+	}
+	if c.MaxBatch < 1 {
+		return fmt.Errorf("max batch: %d must be at least 1", c.MaxBatch)
+	}
+	if c.ErrorBackoff < 0 {
+		return fmt.Errorf("error backoff: %s must not be negative", c.ErrorBackoff)
+	}
+	return nil
+}
+
+// Producer turns demand into Receive calls. Consumers call Ask(n) and then read Out(); every item
+// read from Out meets one unit of demand. Create it with NewProducer and run it with Run.
+type Producer[T any] struct {
+	src Source[T]
+	cfg ProducerConfig
+
+	mu     sync.Mutex
+	asked  int           // demand added by Ask since the producer last looked
+	signal chan struct{} // capacity 1: wakes the producer after Ask; one pending wake-up is enough
+	out    chan T        // unbuffered: an item is handed over only to a consumer waiting for it
+}
+
+// NewProducer returns a Producer polling src. The config must be valid.
+func NewProducer[T any](src Source[T], cfg ProducerConfig) *Producer[T] {
+	if cfg.MaxBatch == 0 {
+		cfg.MaxBatch = 10
+	}
+	if cfg.Pollers == 0 {
+		cfg.Pollers = 1
+	}
+	return &Producer[T]{src: src, cfg: cfg, signal: make(chan struct{}, 1), out: make(chan T)}
+}
+
+// Ask adds n to the demand. It never blocks and is safe for concurrent use.
+func (p *Producer[T]) Ask(n int) {
+	if n <= 0 {
+		return
+	}
+	p.mu.Lock()
+	p.asked += n
+	p.mu.Unlock()
+	select {
+	case p.signal <- struct{}{}:
+	default:
+	}
+}
+
+// Out is where items are handed to consumers. It is never closed; consumers stop by their own
+// context.
+func (p *Producer[T]) Out() <-chan T { return p.out }
+
+func (p *Producer[T]) takeAsked() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	n := p.asked
+	p.asked = 0
+	return n
+}
+
+func (p *Producer[T]) trace(format string, args ...any) {
+	if p.cfg.Trace != nil {
+		p.cfg.Trace(format, args...)
+	}
+}
+
+type pollResult[T any] struct {
+	id    int
+	asked int
+	items []T
+	err   error
+}
+
+// Run polls until ctx is done, then cancels the polls in flight, waits for them, and returns the
+// items that were received but never handed to a consumer, so that the caller can give them back.
+func (p *Producer[T]) Run(ctx context.Context) (undelivered []T) {
+	pollCtx, cancelPolls := context.WithCancel(context.WithoutCancel(ctx))
+	// Buffered to Pollers: each poll goroutine sends exactly one result and must never block on it.
+	results := make(chan pollResult[T], p.cfg.Pollers)
+	var wg sync.WaitGroup
+	var pending []T
+	demand, asking, active, pollSeq := 0, 0, 0, 0
+	var backoff <-chan time.Time
+
+	defer func() {
+		cancelPolls()
+		wg.Wait()
+		close(results)
+		for r := range results {
+			pending = append(pending, r.items...)
+		}
+		undelivered = pending
+	}()
+
+	for {
+		if n := p.takeAsked(); n > 0 {
+			demand += n
+			p.trace("producer: demand +%d, unmet demand now %d", n, demand)
+		}
+		for backoff == nil && active < p.cfg.Pollers && demand-asking > 0 && ctx.Err() == nil {
+			n := min(p.cfg.MaxBatch, demand-asking)
+			asking += n
+			active++
+			pollSeq++
+			id := pollSeq
+			p.trace("producer: poll #%d asking for %d events (unmet demand %d)", id, n, demand)
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				items, err := p.src.Receive(pollCtx, n)
+				results <- pollResult[T]{id: id, asked: n, items: items, err: err}
+			}()
+		}
+		var out chan<- T
+		var next T
+		if len(pending) > 0 {
+			out, next = p.out, pending[0]
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-p.signal:
+		case r := <-results:
+			active--
+			asking -= r.asked
+			demand -= len(r.items)
+			if demand < 0 { // a Source that returned more than asked; the extra still gets handed out
+				demand = 0
+			}
+			pending = append(pending, r.items...)
+			if r.err != nil && ctx.Err() == nil {
+				p.trace("producer: poll #%d failed: %v (retrying in %s)", r.id, r.err, p.cfg.ErrorBackoff)
+				backoff = time.After(p.cfg.ErrorBackoff)
+			} else {
+				p.trace("producer: poll #%d received %d of %d events", r.id, len(r.items), r.asked)
+			}
+			if p.cfg.OnReceive != nil {
+				p.cfg.OnReceive(len(r.items), r.err)
+			}
+		case out <- next:
+			var zero T
+			pending[0] = zero
+			pending = pending[1:]
+		case <-backoff:
+			backoff = nil
+		}
+	}
+}
