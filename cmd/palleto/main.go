@@ -1,0 +1,95 @@
+// Command palleto consumes S3 ObjectCreated notifications from an SQS queue and processes each
+// object as it lands. See `palleto help`.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+// Exit codes.
+const (
+	exitOK    = 0
+	exitFatal = 1
+	exitUsage = 2
+)
+
+// usageError marks errors in what the user asked for: exit code 2.
+type usageError struct{ error }
+
+const mainUsage = `palleto: process every file the moment it lands in S3.
+
+S3 sends ObjectCreated notifications to an SQS queue (directly, through SNS or EventBridge);
+palleto polls the queue for exactly as many messages as its workers can take, streams each
+object from S3, decompresses it (gzip, zstd, bzip2 or plain), processes it (by default: counts
+lines and bytes), writes one JSON result per object under --out, then deletes the message.
+
+Usage:
+  palleto run --queue-url URL --out DIR [flags]   consume a queue (see palleto run --help)
+  palleto demo [--objects N] [--out DIR]          the whole job on an embedded S3 and SQS
+  palleto devstack                                run the embedded S3 and SQS for development
+  palleto version
+
+AWS settings come the standard way: credential chain, AWS_REGION, AWS_PROFILE, and
+AWS_ENDPOINT_URL / AWS_ENDPOINT_URL_SQS / AWS_ENDPOINT_URL_S3 for local or S3-compatible servers.
+`
+
+var version = "dev"
+
+func main() {
+	os.Exit(realMain(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func realMain(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, mainUsage)
+		return exitUsage
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	go func() {
+		// A second signal exits at once; messages in flight come back by their visibility timeout.
+		<-ctx.Done()
+		stop()
+		again := make(chan os.Signal, 1)
+		signal.Notify(again, os.Interrupt, syscall.SIGTERM)
+		<-again
+		fmt.Fprintln(stderr, "palleto: second signal; exiting now")
+		os.Exit(exitFatal)
+	}()
+	var err error
+	switch args[0] {
+	case "run":
+		err = cmdRun(ctx, args[1:], stdout, stderr)
+	case "demo":
+		err = cmdDemo(ctx, args[1:], stdout, stderr)
+	case "devstack":
+		err = cmdDevstack(ctx, args[1:], stdout, stderr)
+	case "version", "--version":
+		fmt.Fprintln(stdout, "palleto", version)
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, mainUsage)
+	default:
+		fmt.Fprintf(stderr, "palleto: unknown command %q\n\n%s", args[0], mainUsage)
+		return exitUsage
+	}
+	var ue usageError
+	switch {
+	case err == nil:
+		return exitOK
+	case errors.As(err, &ue):
+		if ue.error != nil && !errors.Is(ue.error, errHelp) {
+			fmt.Fprintf(stderr, "palleto %s: %v\n", args[0], ue.error)
+			return exitUsage
+		}
+		return exitOK
+	default:
+		fmt.Fprintf(stderr, "palleto %s: %v\n", args[0], err)
+		return exitFatal
+	}
+}

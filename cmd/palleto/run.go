@@ -1,0 +1,149 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/palleto/palleto"
+	"github.com/palleto/palleto/process"
+)
+
+var errHelp = flag.ErrHelp
+
+// runFlags binds every knob of palleto.Config to a flag. Each flag can also come from the
+// environment as PALLETO_<NAME> (dashes as underscores); a flag on the command line wins.
+func runFlags(fs *flag.FlagSet, c *palleto.Config, logLevel, logFormat *string) {
+	fs.StringVar(&c.SQS.QueueURL, "queue-url", c.SQS.QueueURL, "SQS queue URL to consume (required)")
+	fs.StringVar(&c.OutDir, "out", c.OutDir, "directory for results: one JSON file per object, failures under _failed/")
+	fs.IntVar(&c.Engine.Workers, "workers", c.Engine.Workers, "download/process workers (objects handled at once)")
+	fs.IntVar(&c.Engine.Producer.Pollers, "pollers", c.Engine.Producer.Pollers, "concurrent SQS ReceiveMessage calls (each asks for at most the unmet demand, <= 10)")
+	fs.DurationVar(&c.SQS.WaitTime, "wait-time", c.SQS.WaitTime, "SQS long-poll wait per receive (0s-20s)")
+	fs.DurationVar(&c.SQS.VisibilityTimeout, "visibility-timeout", c.SQS.VisibilityTimeout, "visibility timeout asked for on receive; renewed every half of it while a message is worked on")
+	fs.DurationVar(&c.Engine.ExitWhenIdle, "exit-when-idle", c.Engine.ExitWhenIdle, "exit 0 once the queue has been empty this long with nothing in flight (0: run until stopped)")
+	fs.DurationVar(&c.Engine.ShutdownTimeout, "shutdown-timeout", c.Engine.ShutdownTimeout, "on SIGINT/SIGTERM, how long in-flight objects may take to finish")
+	fs.IntVar(&c.MaxReceives, "max-receives", c.MaxReceives, "poison guard: a message received this many times fails permanently (0: off)")
+	fs.DurationVar(&c.RetryBackoff, "retry-backoff", c.RetryBackoff, "after a retryable failure the message is hidden this long, doubled per receive (max 15m)")
+	fs.StringVar(&c.DLQURL, "dlq-url", c.DLQURL, "dead-letter queue for permanent failures (the body, with the error in message attributes); without it they are recorded and deleted")
+	fs.StringVar(&c.Processor, "processor", c.Processor, "what to do with each object: "+strings.Join(process.Names(), ", "))
+	fs.StringVar(logLevel, "log-level", *logLevel, "debug, info, warn or error")
+	fs.StringVar(logFormat, "log-format", *logFormat, "text or json (default: text on a terminal, json otherwise)")
+}
+
+func parseFlags(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		return usageError{err}
+	}
+	if fs.NArg() > 0 {
+		return usageError{fmt.Errorf("unexpected argument %q", fs.Arg(0))}
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	var err error
+	fs.VisitAll(func(f *flag.Flag) {
+		env := "PALLETO_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
+		if v, ok := os.LookupEnv(env); ok && !set[f.Name] && err == nil {
+			if e := f.Value.Set(v); e != nil {
+				err = usageError{fmt.Errorf("%s=%q: %v", env, v, e)}
+			}
+		}
+	})
+	return err
+}
+
+func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("log-level: %q is not one of debug, info, warn, error", level)
+	}
+	opts := &slog.HandlerOptions{Level: lv}
+	if format == "" {
+		format = "json"
+		if f, ok := w.(*os.File); ok {
+			if fi, err := f.Stat(); err == nil && fi.Mode()&os.ModeCharDevice != 0 {
+				format = "text"
+			}
+		}
+	}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return nil, fmt.Errorf("log-format: %q is not one of text, json", format)
+}
+
+func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	cfg := palleto.DefaultConfig()
+	logLevel, logFormat := "info", ""
+	trace := false
+	fs := flag.NewFlagSet("palleto run", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	runFlags(fs, &cfg, &logLevel, &logFormat)
+	fs.BoolVar(&trace, "trace", false, "print the demand flow in words: demand asked, polls, events received, downloaded/processed by pipeline K, deleted")
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), `Usage: palleto run --queue-url URL --out DIR [flags]
+
+Consumes S3 ObjectCreated notifications from the queue. Each object is streamed from S3,
+decompressed, processed, and its result written atomically to DIR/<bucket>/<key>.json; only then
+is the message deleted. Failures are recorded under DIR/_failed/ and retried with backoff, or,
+when permanent (missing object, corrupt data, malformed notification, --max-receives reached),
+recorded and deleted (or sent to --dlq-url).
+
+Every flag can also be set as PALLETO_<FLAG> in the environment (PALLETO_QUEUE_URL,
+PALLETO_WORKERS, ...); the command line wins.
+
+Exit codes: 0 done (including a stop by SIGINT/SIGTERM), 1 fatal error, 2 bad usage or config.
+
+Flags:
+`)
+		fs.PrintDefaults()
+	}
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	log, err := newLogger(stderr, logLevel, logFormat)
+	if err != nil {
+		return usageError{err}
+	}
+	if trace {
+		cfg.Trace = stdout
+	}
+	if err := cfg.Validate(); err != nil {
+		return usageError{err}
+	}
+	if _, err := process.New(cfg.Processor); err != nil {
+		return usageError{err}
+	}
+	sqsc, s3c, err := palleto.AWSClients(ctx, cfg.Engine.Workers+cfg.Engine.Producer.Pollers)
+	if err != nil {
+		return err
+	}
+	d, err := palleto.New(cfg, palleto.Deps{SQS: sqsc, S3: s3c, Logger: log})
+	if err != nil {
+		return err
+	}
+	s, err := d.Run(ctx)
+	if err != nil && !errors.Is(err, context.Canceled) {
+		return err
+	}
+	printSummary(stderr, s)
+	return nil
+}
+
+func printSummary(w io.Writer, s palleto.Summary) {
+	secs := s.Elapsed.Seconds()
+	if secs <= 0 {
+		secs = 1e-9
+	}
+	fmt.Fprintf(w, "palleto: %d objects processed (%d already done, %d failed), %d lines, %.1f MB decompressed from %.1f MB fetched in %s: %.1f objects/s, %.1f MB/s; %d messages deleted; results in %s\n",
+		s.Objects, s.AlreadyDone, s.Failed, s.Lines, float64(s.Bytes)/1e6, float64(s.Fetched)/1e6, s.Elapsed.Round(time.Millisecond),
+		float64(s.Objects)/secs, float64(s.Bytes)/1e6/secs, s.Deleted, s.OutDir)
+}

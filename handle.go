@@ -1,0 +1,163 @@
+package palleto
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/palleto/palleto/decode"
+	"github.com/palleto/palleto/fetch"
+	"github.com/palleto/palleto/notify"
+	"github.com/palleto/palleto/process"
+	"github.com/palleto/palleto/sink"
+	"github.com/palleto/palleto/sqs"
+)
+
+// objectFailure is one failed object of a message; Record is zero when the message itself could
+// not be understood.
+type objectFailure struct {
+	Record notify.Record
+	Err    error
+}
+
+// MessageError is what handle returns when any part of a message failed.
+type MessageError struct{ Failures []objectFailure }
+
+func (e *MessageError) Error() string {
+	parts := make([]string, len(e.Failures))
+	for i, f := range e.Failures {
+		parts[i] = f.Err.Error()
+	}
+	return strings.Join(parts, "; ")
+}
+
+// handle processes every ObjectCreated record of one message. It runs on engine worker `worker`;
+// ctx is cancelled only at the hard stop of a shutdown.
+func (d *Daemon) handle(ctx context.Context, worker int, m *sqs.Message) error {
+	d.tracef("pipeline %d: got message %s (receive count %d)", worker, m.ID, m.ReceiveCount)
+	n, err := notify.Parse(m.Body)
+	if err != nil {
+		return &MessageError{Failures: []objectFailure{{Err: err}}}
+	}
+	if n.Format == notify.FormatTest {
+		d.stats.skipped.Add(1)
+		d.testLog.Do(func() { d.log.Info("s3:TestEvent received: the bucket notification is wired to this queue; deleting it", "message_id", m.ID) })
+		return nil
+	}
+	for _, r := range n.Skipped {
+		d.stats.skipped.Add(1)
+		d.log.Debug("event skipped: not ObjectCreated", "event", r.EventName, "bucket", r.Bucket, "key", r.Key, "message_id", m.ID)
+	}
+	var fails []objectFailure
+	for _, rec := range n.Records {
+		if err := d.object(ctx, worker, m, rec); err != nil {
+			fails = append(fails, objectFailure{Record: rec, Err: err})
+			if ctx.Err() != nil {
+				break
+			}
+		}
+	}
+	if len(fails) > 0 {
+		return &MessageError{Failures: fails}
+	}
+	return nil
+}
+
+// object streams one object through decode and the processor and writes its result.
+func (d *Daemon) object(ctx context.Context, worker int, m *sqs.Message, rec notify.Record) error {
+	where := fmt.Sprintf("s3://%s/%s", rec.Bucket, rec.Key)
+	if _, same := d.sink.Existing(rec.Bucket, rec.Key, rec.VersionID, rec.ETag); same {
+		d.stats.already.Add(1)
+		d.tracef("pipeline %d: %s already has a result for this version; skipped", worker, where)
+		d.log.Info("object already done", "bucket", rec.Bucket, "key", rec.Key, "etag", rec.ETag, "outcome", "already_done", "message_id", m.ID)
+		return nil
+	}
+	started := time.Now()
+	obj, err := d.fetch.Open(ctx, fetch.Request{Bucket: rec.Bucket, Key: rec.Key, VersionID: rec.VersionID, ETag: rec.ETag})
+	if err != nil {
+		return err
+	}
+	defer obj.Body.Close()
+	d.tracef("pipeline %d: downloading %s (%d bytes)", worker, where, obj.Size)
+	fetched := &countingReader{r: obj.Body}
+	dr, err := decode.NewReader(fetched)
+	if err != nil {
+		return fmt.Errorf("decode %s: %w", where, err)
+	}
+	defer dr.Close()
+	decoded := &countingReader{r: dr}
+	fields, err := d.proc.Process(ctx, process.Object{Bucket: rec.Bucket, Key: rec.Key, VersionID: rec.VersionID, ETag: rec.ETag, Encoding: dr.Encoding}, decoded)
+	if err != nil {
+		return fmt.Errorf("process %s (%s, %s): %w", where, dr.Encoding, d.proc.Name(), err)
+	}
+	etag := obj.ETag
+	if etag == "" {
+		etag = strings.Trim(rec.ETag, "\"")
+	}
+	version := obj.VersionID
+	if version == "" {
+		version = rec.VersionID
+	}
+	res := sink.Result{
+		Bucket: rec.Bucket, Key: rec.Key, VersionID: version, ETag: etag,
+		Size: fetched.n, Bytes: decoded.n, Encoding: dr.Encoding, Processor: d.proc.Name(),
+		MessageID: m.ID, ReceiveCount: m.ReceiveCount, EventTime: rec.EventTime,
+		StartedAt: started.UTC(), FinishedAt: time.Now().UTC(), Fields: fields,
+	}
+	path, err := d.sink.WriteResult(res)
+	if err != nil {
+		return fmt.Errorf("result of %s: %w", where, err)
+	}
+	d.stats.objects.Add(1)
+	d.stats.bytes.Add(decoded.n)
+	d.stats.fetched.Add(fetched.n)
+	if l, ok := fields["lines"].(int64); ok {
+		d.stats.lines.Add(l)
+	}
+	d.tracef("pipeline %d: processed %s: %d bytes %s -> %d bytes, %v; result %s", worker, where, fetched.n, dr.Encoding, decoded.n, fieldsSummary(fields), path)
+	d.log.Info("object processed", "bucket", rec.Bucket, "key", rec.Key, "size", fetched.n, "bytes", decoded.n,
+		"encoding", dr.Encoding, "duration", time.Since(started).Round(time.Microsecond), "outcome", "ok", "result", path, "message_id", m.ID)
+	return nil
+}
+
+func fieldsSummary(f process.Fields) string {
+	if l, ok := f["lines"]; ok {
+		return fmt.Sprintf("%v lines", l)
+	}
+	return fmt.Sprintf("%v", map[string]any(f))
+}
+
+type countingReader struct {
+	r io.Reader
+	n int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	return n, err
+}
+
+// Classes of failure, as recorded.
+const (
+	ClassPermanent = "permanent"
+	ClassRetryable = "retryable"
+	classShutdown  = "shutdown"
+)
+
+// classify decides a failure's class: the one table of what retrying cannot fix.
+func classify(err error) string {
+	switch {
+	case errors.Is(err, context.Canceled):
+		return classShutdown
+	case errors.Is(err, notify.ErrMalformed),
+		errors.Is(err, decode.ErrCorrupt),
+		errors.Is(err, fetch.ErrPermanent),
+		errors.Is(err, process.ErrPermanent):
+		return ClassPermanent
+	}
+	return ClassRetryable
+}

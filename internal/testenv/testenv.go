@@ -1,0 +1,137 @@
+// Package testenv gives tests the real servers started by scripts/testservers.sh (local-aws-sqs,
+// MinIO with its webhook notifications bridged to SQS). Without them a test is skipped, unless
+// PALLETO_REQUIRE_SERVERS=1 (set by `make test` and CI), when it fails.
+package testenv
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	s3types "github.com/aws/aws-sdk-go-v2/service/s3/types"
+	"github.com/aws/aws-sdk-go-v2/service/sqs"
+	sqstypes "github.com/aws/aws-sdk-go-v2/service/sqs/types"
+)
+
+// Env is where the servers are.
+type Env struct {
+	SQSEndpoint, S3Endpoint string
+	AccessKey, SecretKey    string
+	MinioQueueARN           string // the webhook target MinIO was started with
+}
+
+// Get returns the servers' addresses, or skips (fails, when they are required) without them.
+func Get(t testing.TB) Env {
+	t.Helper()
+	e := Env{
+		SQSEndpoint: os.Getenv("PALLETO_TEST_SQS_ENDPOINT"), S3Endpoint: os.Getenv("PALLETO_TEST_S3_ENDPOINT"),
+		AccessKey: os.Getenv("PALLETO_TEST_S3_ACCESS_KEY"), SecretKey: os.Getenv("PALLETO_TEST_S3_SECRET_KEY"),
+		MinioQueueARN: os.Getenv("PALLETO_TEST_MINIO_QUEUE_ARN"),
+	}
+	if e.SQSEndpoint == "" || e.S3Endpoint == "" {
+		if os.Getenv("PALLETO_REQUIRE_SERVERS") == "1" {
+			t.Fatal("test servers required but PALLETO_TEST_SQS_ENDPOINT/PALLETO_TEST_S3_ENDPOINT are not set: run `make test`")
+		}
+		t.Skip("no test servers: run `make test` (or scripts/testservers.sh start and source .testservers/env)")
+	}
+	return e
+}
+
+// AWSEnv is the environment a palleto subprocess needs to reach the servers the standard way.
+func (e Env) AWSEnv() []string {
+	return []string{
+		"AWS_REGION=us-east-1", "AWS_ACCESS_KEY_ID=" + e.AccessKey, "AWS_SECRET_ACCESS_KEY=" + e.SecretKey,
+		"AWS_ENDPOINT_URL_SQS=" + e.SQSEndpoint, "AWS_ENDPOINT_URL_S3=" + e.S3Endpoint,
+		"AWS_EC2_METADATA_DISABLED=true", "AWS_CONFIG_FILE=/dev/null", "AWS_SHARED_CREDENTIALS_FILE=/dev/null",
+	}
+}
+
+func (e Env) awsConfig() aws.Config {
+	return aws.Config{Region: "us-east-1", Credentials: credentials.NewStaticCredentialsProvider(e.AccessKey, e.SecretKey, "")}
+}
+
+// SQS returns a client of the SQS server.
+func (e Env) SQS() *sqs.Client {
+	return sqs.NewFromConfig(e.awsConfig(), func(o *sqs.Options) { o.BaseEndpoint = aws.String(e.SQSEndpoint) })
+}
+
+// S3 returns a path-style client of MinIO.
+func (e Env) S3() *s3.Client {
+	return s3.NewFromConfig(e.awsConfig(), func(o *s3.Options) {
+		o.BaseEndpoint = aws.String(e.S3Endpoint)
+		o.UsePathStyle = true
+		o.RequestChecksumCalculation = aws.RequestChecksumCalculationWhenRequired
+	})
+}
+
+// Name returns a fresh lower-case name usable for a bucket and a queue.
+func Name(prefix string) string {
+	return fmt.Sprintf("%s-%d-%06d", prefix, time.Now().Unix()%100000, rand.IntN(1000000))
+}
+
+// NewQueue creates a queue and returns its URL.
+func NewQueue(t testing.TB, c *sqs.Client, name string, attrs map[string]string) string {
+	t.Helper()
+	out, err := c.CreateQueue(context.Background(), &sqs.CreateQueueInput{QueueName: &name, Attributes: attrs})
+	if err != nil {
+		t.Fatalf("CreateQueue %s: %v", name, err)
+	}
+	return aws.ToString(out.QueueUrl)
+}
+
+// NotifiedBucket creates a MinIO bucket and a queue of the same name, and configures MinIO to
+// send every ObjectCreated event to it (through the webhook bridge). It returns the queue URL.
+func (e Env) NotifiedBucket(t testing.TB, name string) string {
+	t.Helper()
+	ctx := context.Background()
+	url := NewQueue(t, e.SQS(), name, nil)
+	s3c := e.S3()
+	if _, err := s3c.CreateBucket(ctx, &s3.CreateBucketInput{Bucket: &name}); err != nil {
+		t.Fatalf("CreateBucket %s: %v", name, err)
+	}
+	_, err := s3c.PutBucketNotificationConfiguration(ctx, &s3.PutBucketNotificationConfigurationInput{
+		Bucket: &name,
+		NotificationConfiguration: &s3types.NotificationConfiguration{QueueConfigurations: []s3types.QueueConfiguration{{
+			QueueArn: aws.String(e.MinioQueueARN), Events: []s3types.Event{"s3:ObjectCreated:*"},
+		}}},
+	})
+	if err != nil {
+		t.Fatalf("PutBucketNotificationConfiguration %s: %v", name, err)
+	}
+	return url
+}
+
+// QueueCounts returns the visible and in-flight message counts.
+func QueueCounts(t testing.TB, c *sqs.Client, url string) (visible, inFlight int) {
+	t.Helper()
+	out, err := c.GetQueueAttributes(context.Background(), &sqs.GetQueueAttributesInput{QueueUrl: &url,
+		AttributeNames: []sqstypes.QueueAttributeName{sqstypes.QueueAttributeNameApproximateNumberOfMessages, sqstypes.QueueAttributeNameApproximateNumberOfMessagesNotVisible}})
+	if err != nil {
+		t.Fatalf("GetQueueAttributes: %v", err)
+	}
+	fmt.Sscan(out.Attributes[string(sqstypes.QueueAttributeNameApproximateNumberOfMessages)], &visible)
+	fmt.Sscan(out.Attributes[string(sqstypes.QueueAttributeNameApproximateNumberOfMessagesNotVisible)], &inFlight)
+	return visible, inFlight
+}
+
+// WaitForMessages waits until the queue holds at least n messages (visible or not).
+func WaitForMessages(t testing.TB, c *sqs.Client, url string, n int, timeout time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		v, f := QueueCounts(t, c, url)
+		if v+f >= n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("queue %s holds %d messages after %s, want %d", url, v+f, timeout, n)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}

@@ -1,0 +1,190 @@
+// Package palleto wires the pieces into the daemon: the engine (demand, workers) pulls messages
+// from the SQS source; each message is parsed (notify), each object streamed from S3 (fetch),
+// decompressed (decode), processed (process) and its result written durably (sink); only then is
+// the message deleted (sqs). Embed it with New and Run, or run cmd/palleto.
+//
+// Where things happen: a message is received in sqs.Source.Receive, handled in handle.go,
+// settled (deleted, retried, recorded) in settle.go, deleted in sqs.Source.runDeleter, and a
+// byte is decompressed in decode.NewReader.
+package palleto
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/palleto/palleto/engine"
+	"github.com/palleto/palleto/fetch"
+	"github.com/palleto/palleto/process"
+	"github.com/palleto/palleto/sink"
+	"github.com/palleto/palleto/sqs"
+)
+
+// Config is everything `palleto run` can be told.
+type Config struct {
+	Engine engine.Config
+	SQS    sqs.Config
+	// OutDir is where results go.
+	OutDir string
+	// Processor is the registered processor's name (default "lines"); ignored when New is given
+	// a Processor in Deps.
+	Processor string
+	// MaxReceives promotes any failure to permanent once a message has been received this many
+	// times (the poison guard). 0 turns the guard off.
+	MaxReceives int
+	// RetryBackoff is the visibility delay after a retryable failure on first receipt; it doubles
+	// with each further receipt, up to 15 minutes.
+	RetryBackoff time.Duration
+	// DLQURL, when set, receives the original body of permanently failed messages, with the
+	// error in message attributes, before they are deleted.
+	DLQURL string
+	// Trace, when set, is told the flow in words.
+	Trace io.Writer
+}
+
+// DefaultConfig returns the defaults of `palleto run`.
+func DefaultConfig() Config {
+	e := engine.DefaultConfig()
+	e.Producer.Pollers = 2
+	return Config{Engine: e, SQS: sqs.DefaultConfig(), OutDir: "out", Processor: "lines", MaxReceives: 5, RetryBackoff: 10 * time.Second}
+}
+
+// Validate names the first bad setting, its value and its bound.
+func (c Config) Validate() error {
+	if err := c.Engine.Validate(); err != nil {
+		return err
+	}
+	if err := c.SQS.Validate(); err != nil {
+		return err
+	}
+	if c.OutDir == "" {
+		return fmt.Errorf("out: required (the directory results are written to)")
+	}
+	if c.MaxReceives < 0 {
+		return fmt.Errorf("max-receives: %d must be 0 (off) or more", c.MaxReceives)
+	}
+	if c.RetryBackoff < 0 || c.RetryBackoff > 12*time.Hour {
+		return fmt.Errorf("retry-backoff: %s is out of range [0s, 12h]", c.RetryBackoff)
+	}
+	return nil
+}
+
+// Deps are the daemon's connections. SQS and S3 are required.
+type Deps struct {
+	SQS       sqs.API
+	S3        fetch.API
+	Processor process.Processor // default: the one Config.Processor names
+	Logger    *slog.Logger
+}
+
+// Summary counts what a run did.
+type Summary struct {
+	Messages      int64 // messages handled
+	Deleted       int64 // messages deleted
+	Objects       int64 // objects processed successfully
+	AlreadyDone   int64 // objects skipped: an identical result existed
+	Failed        int64 // object or message failures recorded
+	Skipped       int64 // non-ObjectCreated records and test events
+	Bytes         int64 // decompressed bytes processed
+	Fetched       int64 // bytes fetched from S3
+	Lines         int64
+	Elapsed       time.Duration
+	OutDir        string
+}
+
+// Daemon is a configured Palleto. Create it with New; Run it once.
+type Daemon struct {
+	cfg   Config
+	log   *slog.Logger
+	src   *sqs.Source
+	fetch *fetch.Fetcher
+	sink  *sink.Disk
+	proc  process.Processor
+	pl    *engine.Pipeline[*sqs.Message]
+	deps  Deps
+
+	traceMu sync.Mutex
+	stats   struct{ messages, deleted, objects, already, failed, skipped, bytes, fetched, lines atomic.Int64 }
+	testLog sync.Once
+}
+
+// New checks cfg, opens the output directory and prepares the pipeline.
+func New(cfg Config, deps Deps) (*Daemon, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	d := &Daemon{cfg: cfg, log: deps.Logger, deps: deps, proc: deps.Processor}
+	if d.log == nil {
+		d.log = slog.Default()
+	}
+	if d.proc == nil {
+		p, err := process.New(cfg.Processor)
+		if err != nil {
+			return nil, err
+		}
+		d.proc = p
+	}
+	disk, err := sink.Open(cfg.OutDir)
+	if err != nil {
+		return nil, err
+	}
+	d.sink = disk
+	d.fetch = fetch.New(deps.S3)
+	d.src = sqs.New(deps.SQS, cfg.SQS, d.log, sqs.Hooks{
+		Trace:   d.tracef,
+		Deleted: func(n int) { d.stats.deleted.Add(int64(n)) },
+	})
+	ec := cfg.Engine
+	ec.Logger = d.log
+	if cfg.Trace != nil {
+		ec.Producer.Trace = d.tracef
+	}
+	d.pl = engine.New[*sqs.Message](d.src, ec, engine.Handler[*sqs.Message]{
+		Handle:  d.handle,
+		Settle:  d.settle,
+		Release: d.release,
+	})
+	return d, nil
+}
+
+func (d *Daemon) tracef(format string, args ...any) {
+	if d.cfg.Trace == nil {
+		return
+	}
+	d.traceMu.Lock()
+	defer d.traceMu.Unlock()
+	fmt.Fprintf(d.cfg.Trace, "%s %s\n", time.Now().Format("15:04:05.000"), fmt.Sprintf(format, args...))
+}
+
+// Stats returns the counts so far; safe to call while Run runs.
+func (d *Daemon) Stats() Summary {
+	return Summary{
+		Messages: d.stats.messages.Load(), Deleted: d.stats.deleted.Load(), Objects: d.stats.objects.Load(),
+		AlreadyDone: d.stats.already.Load(), Failed: d.stats.failed.Load(), Skipped: d.stats.skipped.Load(),
+		Bytes: d.stats.bytes.Load(), Fetched: d.stats.fetched.Load(), Lines: d.stats.lines.Load(), OutDir: d.cfg.OutDir,
+	}
+}
+
+// InFlight is the number of messages being handled now.
+func (d *Daemon) InFlight() int { return d.pl.InFlight() }
+
+// Run consumes the queue until ctx is done (or, with ExitWhenIdle, until the queue stays empty),
+// then drains: in-flight messages finish within the shutdown timeout, unstarted ones are handed
+// back, pending deletes are flushed. A stop by ctx is not an error.
+func (d *Daemon) Run(ctx context.Context) (Summary, error) {
+	start := time.Now()
+	d.log.Info("palleto started", "queue_url", d.cfg.SQS.QueueURL, "out", d.cfg.OutDir, "workers", d.cfg.Engine.Workers,
+		"pollers", d.cfg.Engine.Producer.Pollers, "processor", d.proc.Name(), "visibility_timeout", d.cfg.SQS.VisibilityTimeout)
+	d.pl.Run(ctx)
+	d.src.Close()
+	d.sink.Close()
+	s := d.Stats()
+	s.Elapsed = time.Since(start)
+	d.log.Info("palleto stopped", "objects", s.Objects, "already_done", s.AlreadyDone, "failed", s.Failed,
+		"messages_deleted", s.Deleted, "bytes", s.Bytes, "elapsed", s.Elapsed.Round(time.Millisecond))
+	return s, nil
+}

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# The whole test suite against real servers on 127.0.0.1: what `make test` and .ci/run run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/testservers.sh install
+scripts/testservers.sh start
+trap 'scripts/testservers.sh stop' EXIT
+set -a; . .testservers/env; set +a
+export PALLETO_REQUIRE_SERVERS=1
+go vet ./...
+go test -race -count=1 -timeout 15m ./...
+# A short run of each fuzz target, so that they stay alive.
+go test -run '^$' -fuzz '^FuzzPath$' -fuzztime 10s ./sink
+go test -run '^$' -fuzz '^FuzzParse$' -fuzztime 10s ./notify
