@@ -44,7 +44,9 @@ func (d *Daemon) handle(ctx context.Context, worker int, m *sqs.Message) error {
 	}
 	if n.Format == notify.FormatTest {
 		d.stats.skipped.Add(1)
-		d.testLog.Do(func() { d.log.Info("s3:TestEvent received: the bucket notification is wired to this queue; deleting it", "message_id", m.ID) })
+		d.testLog.Do(func() {
+			d.log.Info("s3:TestEvent received: the bucket notification is wired to this queue; deleting it", "message_id", m.ID)
+		})
 		return nil
 	}
 	for _, r := range n.Skipped {

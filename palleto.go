@@ -83,17 +83,17 @@ type Deps struct {
 
 // Summary counts what a run did.
 type Summary struct {
-	Messages      int64 // messages handled
-	Deleted       int64 // messages deleted
-	Objects       int64 // objects processed successfully
-	AlreadyDone   int64 // objects skipped: an identical result existed
-	Failed        int64 // object or message failures recorded
-	Skipped       int64 // non-ObjectCreated records and test events
-	Bytes         int64 // decompressed bytes processed
-	Fetched       int64 // bytes fetched from S3
-	Lines         int64
-	Elapsed       time.Duration
-	OutDir        string
+	Messages    int64 // messages handled
+	Deleted     int64 // messages deleted
+	Objects     int64 // objects processed successfully
+	AlreadyDone int64 // objects skipped: an identical result existed
+	Failed      int64 // object or message failures recorded
+	Skipped     int64 // non-ObjectCreated records and test events
+	Bytes       int64 // decompressed bytes processed
+	Fetched     int64 // bytes fetched from S3
+	Lines       int64
+	Elapsed     time.Duration
+	OutDir      string
 }
 
 // Daemon is a configured Palleto. Create it with New; Run it once.

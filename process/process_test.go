@@ -19,7 +19,7 @@ func TestCountLines(t *testing.T) {
 		{"a\nb", 2},
 		{"a\nb\n", 2},
 		{"\n\n\n", 3},
-		{strings.Repeat("x\n", 300000), 300000},       // spans several buffers
+		{strings.Repeat("x\n", 300000), 300000}, // spans several buffers
 		{strings.Repeat("x\n", 300000) + "tail", 300001},
 	} {
 		got, err := CountLines(context.Background(), iotest.HalfReader(strings.NewReader(tt.in)))

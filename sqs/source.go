@@ -123,7 +123,9 @@ func (s *Source) Receive(ctx context.Context, max int) ([]*Message, error) {
 		WaitTimeSeconds:             int32(s.cfg.WaitTime / time.Second),
 		VisibilityTimeout:           int32(s.cfg.VisibilityTimeout / time.Second),
 		MessageSystemAttributeNames: []types.MessageSystemAttributeName{types.MessageSystemAttributeNameApproximateReceiveCount, types.MessageSystemAttributeNameSentTimestamp},
-		MessageAttributeNames:       []string{"All"},
+		// The deprecated spelling too: older servers and emulators (local-aws-sqs) read only it.
+		AttributeNames:        []types.QueueAttributeName{"ApproximateReceiveCount", "SentTimestamp"},
+		MessageAttributeNames: []string{"All"},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("sqs ReceiveMessage %s: %w", s.cfg.QueueURL, err)

@@ -5,5 +5,5 @@ import (
 	"io"
 )
 
-func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error { return nil }
+func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error     { return nil }
 func cmdDevstack(ctx context.Context, args []string, stdout, stderr io.Writer) error { return nil }
