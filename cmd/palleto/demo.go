@@ -1,9 +1,184 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"errors"
+	"flag"
+	"fmt"
 	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/palleto/palleto"
+	"github.com/palleto/palleto/devstack"
+	"golang.org/x/sync/errgroup"
 )
 
-func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error     { return nil }
-func cmdDevstack(ctx context.Context, args []string, stdout, stderr io.Writer) error { return nil }
+// useStack points this process's AWS SDK configuration at the embedded stack, so that palleto
+// reaches it through exactly the code path it uses against AWS.
+func useStack(st *devstack.Stack) {
+	for _, kv := range st.Env() {
+		k, v, _ := strings.Cut(kv, "=")
+		os.Setenv(k, v)
+	}
+	os.Unsetenv("AWS_PROFILE")
+	os.Unsetenv("AWS_ENDPOINT_URL")
+	os.Setenv("AWS_CONFIG_FILE", os.DevNull)
+	os.Setenv("AWS_SHARED_CREDENTIALS_FILE", os.DevNull)
+	os.Setenv("AWS_EC2_METADATA_DISABLED", "true")
+}
+
+func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("palleto demo", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	objects := fs.Int("objects", 20, "how many sample gzip log files to upload")
+	out := fs.String("out", filepath.Join(os.TempDir(), "palleto-demo"), "directory for the results")
+	workers := fs.Int("workers", 4, "download/process workers")
+	trace := fs.Bool("trace", false, "print the demand flow in words, like the original GenStage demo")
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), `Usage: palleto demo [--objects N] [--out DIR] [--trace]
+
+Runs the whole job with no AWS account: starts an embedded S3 and SQS on 127.0.0.1 (for
+development only), uploads N generated gzip log files (packrat/data/20160721.gz, ...), whose
+ObjectCreated notifications reach the queue as S3 would send them, and runs the real pipeline
+against them through the AWS SDK, as palleto run does. Prints progress and a summary.
+
+Flags:
+`)
+		fs.PrintDefaults()
+	}
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if *objects < 1 || *objects > 100000 {
+		return usageError{fmt.Errorf("objects: %d is out of range [1, 100000]", *objects)}
+	}
+	st, err := devstack.Start(devstack.DefaultConfig())
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	useStack(st)
+	fmt.Fprintf(stderr, "demo: embedded S3 at %s, SQS at %s (development only)\n", st.S3Endpoint, st.SQSEndpoint)
+	if err := os.RemoveAll(*out); err != nil {
+		return err
+	}
+
+	cfg := palleto.DefaultConfig()
+	cfg.SQS.QueueURL = st.QueueURL
+	cfg.SQS.WaitTime = time.Second
+	cfg.OutDir = *out
+	cfg.Engine.Workers = *workers
+	cfg.Engine.ExitWhenIdle = 3 * time.Second
+	if *trace {
+		cfg.Trace = stdout
+	}
+	log, _ := newLogger(io.Discard, "error", "text")
+	if os.Getenv("PALLETO_DEMO_LOG") != "" {
+		log, _ = newLogger(stderr, "info", "text")
+	}
+	sqsc, s3c, err := palleto.AWSClients(ctx, *workers+4)
+	if err != nil {
+		return err
+	}
+	d, err := palleto.New(cfg, palleto.Deps{SQS: sqsc, S3: s3c, Logger: log})
+	if err != nil {
+		return err
+	}
+
+	runCtx, stopRun := context.WithCancel(ctx)
+	defer stopRun()
+	var wg sync.WaitGroup
+	var summary palleto.Summary
+	var runErr error
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		summary, runErr = d.Run(runCtx)
+	}()
+
+	// Upload while the pipeline runs: each object is processed the moment it lands.
+	var uploaded, plainBytes, wantLines int64
+	var mu sync.Mutex
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(4)
+	for i := 0; i < *objects; i++ {
+		g.Go(func() error {
+			key, gz, pb, lines := devstack.SampleObject(i)
+			if _, err := s3c.PutObject(gctx, &s3.PutObjectInput{Bucket: &st.Bucket, Key: &key, Body: bytes.NewReader(gz)}); err != nil {
+				return fmt.Errorf("upload %s: %w", key, err)
+			}
+			mu.Lock()
+			uploaded++
+			plainBytes += int64(pb)
+			wantLines += int64(lines)
+			mu.Unlock()
+			return nil
+		})
+	}
+	uploadErr := make(chan error, 1)
+	go func() { uploadErr <- g.Wait() }()
+
+	tick := time.NewTicker(500 * time.Millisecond)
+	defer tick.Stop()
+	start := time.Now()
+	uploadsDone := false
+	for {
+		s := d.Stats()
+		done := s.Objects + s.AlreadyDone + s.Failed
+		if uploadsDone && done >= int64(*objects) {
+			stopRun()
+			break
+		}
+		select {
+		case err := <-uploadErr:
+			if err != nil {
+				stopRun()
+				wg.Wait()
+				return err
+			}
+			uploadsDone = true
+			continue
+		case <-ctx.Done():
+			stopRun()
+		case <-tick.C:
+			mu.Lock()
+			up := uploaded
+			mu.Unlock()
+			secs := time.Since(start).Seconds()
+			fmt.Fprintf(stderr, "demo: %d/%d uploaded, %d processed, %d lines, %.1f MB/s, %d in flight\n",
+				up, *objects, done, s.Lines, float64(s.Bytes)/1e6/secs, d.InFlight())
+			continue
+		}
+		break
+	}
+	wg.Wait()
+	if runErr != nil && !errors.Is(runErr, context.Canceled) {
+		return runErr
+	}
+	if ctx.Err() != nil {
+		return nil
+	}
+	secs := summary.Elapsed.Seconds()
+	fmt.Fprintf(stdout, `
+Palleto demo: done.
+  objects:    %d processed, %d failed (uploaded %d gzip files to s3://%s)
+  lines:      %d (expected %d)
+  bytes:      %.1f MB decompressed from %.1f MB of gzip
+  throughput: %.1f objects/s, %.1f MB/s over %s
+  messages:   %d deleted from the queue
+  results:    %s (one JSON file per object, e.g. %s)
+`, summary.Objects, summary.Failed, uploaded, st.Bucket, summary.Lines, wantLines,
+		float64(summary.Bytes)/1e6, float64(summary.Fetched)/1e6,
+		float64(summary.Objects)/secs, float64(summary.Bytes)/1e6/secs, summary.Elapsed.Round(time.Millisecond),
+		summary.Deleted, *out, filepath.Join(*out, st.Bucket, "packrat", "data", "20160721.gz.json"))
+	if summary.Objects != int64(*objects) || summary.Lines != wantLines {
+		return fmt.Errorf("demo: %d of %d objects and %d of %d lines processed", summary.Objects, *objects, summary.Lines, wantLines)
+	}
+	return nil
+}

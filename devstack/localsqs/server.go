@@ -185,3 +185,18 @@ func setAttributes(q *queue, attrs map[string]string) *apiError {
 	}
 	return nil
 }
+
+// SetRedrive gives queue a redrive policy to dlq after maxReceives receipts.
+func (s *Server) SetRedrive(queue, dlq string, maxReceives int) error {
+	s.mu.Lock()
+	q, ok1 := s.queues[queue]
+	d, ok2 := s.queues[dlq]
+	s.mu.Unlock()
+	if !ok1 || !ok2 {
+		return fmt.Errorf("redrive %s -> %s: no such queue", queue, dlq)
+	}
+	if err := setAttributes(q, map[string]string{"RedrivePolicy": fmt.Sprintf(`{"deadLetterTargetArn":%q,"maxReceiveCount":%d}`, d.arn, maxReceives)}); err != nil {
+		return err
+	}
+	return nil
+}

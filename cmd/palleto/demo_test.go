@@ -1,0 +1,129 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"compress/gzip"
+	"encoding/json"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/palleto/palleto/devstack"
+	"github.com/palleto/palleto/internal/testenv"
+	"github.com/palleto/palleto/sink"
+)
+
+// countGzipLines decompresses with the standard library and counts lines: an independent check
+// of what palleto reports.
+func countGzipLines(t *testing.T, gz []byte) (lines, size int) {
+	t.Helper()
+	r, err := gzip.NewReader(bytes.NewReader(gz))
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain, err := io.ReadAll(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return bytes.Count(plain, []byte{'\n'}), len(plain)
+}
+
+func TestDemoProcessesEveryObject(t *testing.T) {
+	out := t.TempDir()
+	code, stdout, stderr := runPalleto(t, nil, 3*time.Minute, "demo", "--objects", "50", "--out", out)
+	if code != 0 {
+		t.Fatalf("palleto demo exited %d\nstdout:\n%s\nstderr:\n%s", code, stdout, tail(stderr, 3000))
+	}
+	for i := 0; i < 50; i++ {
+		key, gz, _, _ := devstack.SampleObject(i)
+		wantLines, wantBytes := countGzipLines(t, gz)
+		data, err := os.ReadFile(filepath.Join(out, sink.Path("uploads", key)))
+		if err != nil {
+			t.Fatalf("no result for %s: %v", key, err)
+		}
+		var res struct {
+			Key   string `json:"key"`
+			Lines int    `json:"lines"`
+			Bytes int    `json:"bytes"`
+		}
+		if err := json.Unmarshal(data, &res); err != nil || res.Key != key || res.Lines != wantLines || res.Bytes != wantBytes {
+			t.Errorf("result of %s: %s; want %d lines, %d bytes", key, data, wantLines, wantBytes)
+		}
+	}
+	files, _ := filepath.Glob(filepath.Join(out, "uploads", "packrat", "data", "*.json"))
+	if len(files) != 50 {
+		t.Errorf("%d result files, want 50", len(files))
+	}
+	if !strings.Contains(stdout, "50 processed") || !strings.Contains(stdout, out) {
+		t.Errorf("summary does not say what happened:\n%s", stdout)
+	}
+}
+
+// TestRunAgainstDevstack is what a developer does with `palleto devstack`: paste its exports,
+// upload, and `palleto run` against it.
+func TestRunAgainstDevstack(t *testing.T) {
+	cmd := exec.Command(palletoBin, "devstack", "--s3-addr", "127.0.0.1:0", "--sqs-addr", "127.0.0.1:0")
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cmd.Process.Signal(os.Interrupt); cmd.Wait() }()
+	var env []string
+	queueURL := ""
+	sc := bufio.NewScanner(stdout)
+	for sc.Scan() {
+		line := sc.Text()
+		if kv, ok := strings.CutPrefix(line, "export "); ok {
+			env = append(env, kv)
+		}
+		if rest, ok := strings.CutPrefix(line, "# then: palleto run --queue-url "); ok {
+			queueURL = strings.Fields(rest)[0]
+			break
+		}
+	}
+	if queueURL == "" || len(env) < 5 {
+		t.Fatalf("devstack printed no exports / queue URL: %v %q", env, queueURL)
+	}
+	get := func(name string) string {
+		for _, kv := range env {
+			if v, ok := strings.CutPrefix(kv, name+"="); ok {
+				return v
+			}
+		}
+		return ""
+	}
+	s3c := testenv.Env{S3Endpoint: get("AWS_ENDPOINT_URL_S3"), AccessKey: "devstack", SecretKey: "devstack"}.S3()
+	keys := []string{"a b.gz", "x+y/z%.gz", "日本/データ.gz"}
+	want := map[string]int{}
+	for i, k := range keys {
+		_, gz, _, _ := devstack.SampleObject(i)
+		want[k], _ = countGzipLines(t, gz)
+		if _, err := s3c.PutObject(t.Context(), &s3.PutObjectInput{Bucket: aws.String("uploads"), Key: aws.String(k), Body: bytes.NewReader(gz)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	out := t.TempDir()
+	code, _, stderr := runPalleto(t, append(env, "AWS_CONFIG_FILE=/dev/null", "AWS_SHARED_CREDENTIALS_FILE=/dev/null"), 2*time.Minute,
+		"run", "--queue-url", queueURL, "--out", out, "--exit-when-idle", "1s", "--wait-time", "1s")
+	if code != 0 {
+		t.Fatalf("palleto run exited %d: %s", code, tail(stderr, 3000))
+	}
+	for k, lines := range want {
+		data, err := os.ReadFile(filepath.Join(out, sink.Path("uploads", k)))
+		var res struct{ Lines int }
+		if err != nil || json.Unmarshal(data, &res) != nil || res.Lines != lines {
+			t.Errorf("result of %q: %s %v; want %d lines", k, data, err, lines)
+		}
+	}
+}

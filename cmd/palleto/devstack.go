@@ -1,0 +1,57 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/palleto/palleto/devstack"
+)
+
+func cmdDevstack(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	cfg := devstack.DefaultConfig()
+	fs := flag.NewFlagSet("palleto devstack", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&cfg.S3Addr, "s3-addr", "127.0.0.1:9000", "address of the embedded S3")
+	fs.StringVar(&cfg.SQSAddr, "sqs-addr", "127.0.0.1:9324", "address of the embedded SQS")
+	fs.StringVar(&cfg.Bucket, "bucket", cfg.Bucket, "bucket to create; its ObjectCreated notifications go to --queue")
+	fs.StringVar(&cfg.Queue, "queue", cfg.Queue, "queue to create")
+	fs.StringVar(&cfg.DLQ, "dlq", cfg.DLQ, "dead-letter queue of --queue (\"\" for none)")
+	fs.IntVar(&cfg.MaxReceives, "max-receives", cfg.MaxReceives, "redrive policy: receipts before a message moves to --dlq")
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), `Usage: palleto devstack [flags]
+
+Runs an embedded S3 and SQS on 127.0.0.1 until interrupted, FOR DEVELOPMENT ONLY (in memory, no
+authentication). Objects created in the bucket send S3 event notifications to the queue, as AWS
+does. Paste the printed export lines into another shell to point palleto run, or any AWS SDK or
+tool, at it.
+
+Flags:
+`)
+		fs.PrintDefaults()
+	}
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	st, err := devstack.Start(cfg)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	fmt.Fprintf(stdout, "# palleto devstack (development only): S3 %s, SQS %s\n", st.S3Endpoint, st.SQSEndpoint)
+	fmt.Fprintf(stdout, "# bucket %s notifies queue %s", st.Bucket, st.QueueURL)
+	if st.DLQURL != "" {
+		fmt.Fprintf(stdout, " (dead letters: %s)", st.DLQURL)
+	}
+	fmt.Fprintln(stdout)
+	for _, kv := range st.Env() {
+		k, v, _ := strings.Cut(kv, "=")
+		fmt.Fprintf(stdout, "export %s=%s\n", k, v)
+	}
+	fmt.Fprintf(stdout, "# then: palleto run --queue-url %s --out ./out\n", st.QueueURL)
+	<-ctx.Done()
+	fmt.Fprintln(stderr, "devstack: stopped")
+	return nil
+}

@@ -1,0 +1,183 @@
+// Package devstack runs an S3 and an SQS endpoint inside the process, on 127.0.0.1, wired the way
+// AWS wires them: every object created in the embedded S3 (PUT, copy, multipart completion)
+// sends an AWS-format S3 event notification to the configured queue. It is for development, the
+// demo and tests ONLY: everything is in memory, there is no authentication, and only what Palleto
+// uses is implemented. S3 is github.com/johannesboyne/gofakes3; SQS is devstack/localsqs.
+package devstack
+
+import (
+	"context"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/johannesboyne/gofakes3"
+	"github.com/johannesboyne/gofakes3/backend/s3mem"
+	"github.com/palleto/palleto/devstack/localsqs"
+)
+
+// Config says where the stack listens and what it creates.
+type Config struct {
+	S3Addr, SQSAddr string // host:port; port 0 picks a free one
+	Bucket          string // created at start
+	Queue           string // receives the bucket's notifications
+	DLQ             string // dead-letter queue of Queue ("" for none)
+	MaxReceives     int    // the redrive policy's maxReceiveCount (default 5)
+}
+
+// DefaultConfig listens on free ports with bucket and queue "uploads" and DLQ "uploads-dlq".
+func DefaultConfig() Config {
+	return Config{S3Addr: "127.0.0.1:0", SQSAddr: "127.0.0.1:0", Bucket: "uploads", Queue: "uploads", DLQ: "uploads-dlq", MaxReceives: 5}
+}
+
+// Stack is a running embedded S3 + SQS.
+type Stack struct {
+	S3Endpoint, SQSEndpoint string
+	Bucket, QueueURL        string
+	DLQURL                  string
+	SQS                     *localsqs.Server
+
+	stops []func()
+}
+
+// Start starts the stack. Close stops it.
+func Start(cfg Config) (*Stack, error) {
+	st := &Stack{Bucket: cfg.Bucket}
+	sqsSrv, sqsURL, stopSQS, err := localsqs.Listen(cfg.SQSAddr)
+	if err != nil {
+		return nil, fmt.Errorf("devstack SQS on %s: %w", cfg.SQSAddr, err)
+	}
+	st.stops = append(st.stops, stopSQS)
+	st.SQS, st.SQSEndpoint = sqsSrv, sqsURL
+	st.QueueURL = sqsSrv.Queue(cfg.Queue)
+	if cfg.DLQ != "" {
+		st.DLQURL = sqsSrv.Queue(cfg.DLQ)
+		if cfg.MaxReceives == 0 {
+			cfg.MaxReceives = 5
+		}
+		if err := sqsSrv.SetRedrive(cfg.Queue, cfg.DLQ, cfg.MaxReceives); err != nil {
+			st.Close()
+			return nil, err
+		}
+	}
+
+	backend := &notifying{Backend: s3mem.New(), send: func(body string) { sqsSrv.Send(cfg.Queue, body) }}
+	faker := gofakes3.New(backend, gofakes3.WithTimeSkewLimit(0), gofakes3.WithLogger(gofakes3.DiscardLog()))
+	ln, err := net.Listen("tcp", cfg.S3Addr)
+	if err != nil {
+		st.Close()
+		return nil, fmt.Errorf("devstack S3 on %s: %w", cfg.S3Addr, err)
+	}
+	hs := &http.Server{Handler: faker.Server(), ReadHeaderTimeout: 10 * time.Second}
+	done := make(chan struct{})
+	go func() { defer close(done); hs.Serve(ln) }()
+	st.stops = append(st.stops, func() { hs.Close(); <-done })
+	st.S3Endpoint = "http://" + ln.Addr().String()
+	if cfg.Bucket != "" {
+		if err := backend.CreateBucket(cfg.Bucket); err != nil {
+			st.Close()
+			return nil, fmt.Errorf("devstack bucket %s: %w", cfg.Bucket, err)
+		}
+	}
+	return st, nil
+}
+
+// Env is the environment that points AWS SDKs and tools (and `palleto run`) at the stack.
+func (s *Stack) Env() []string {
+	return []string{
+		"AWS_REGION=us-east-1",
+		"AWS_ACCESS_KEY_ID=devstack",
+		"AWS_SECRET_ACCESS_KEY=devstack",
+		"AWS_ENDPOINT_URL_S3=" + s.S3Endpoint,
+		"AWS_ENDPOINT_URL_SQS=" + s.SQSEndpoint,
+	}
+}
+
+// Close stops both servers.
+func (s *Stack) Close() {
+	for i := len(s.stops) - 1; i >= 0; i-- {
+		s.stops[i]()
+	}
+	s.stops = nil
+}
+
+// notifying wraps a gofakes3 backend so that every object creation sends an S3 event. It does
+// not implement gofakes3.MultipartBackend, so gofakes3 assembles multipart uploads itself and
+// stores them with PutObject: a completed multipart upload is notified too.
+type notifying struct {
+	gofakes3.Backend
+	send func(body string)
+}
+
+func (n *notifying) PutObject(bucket, key string, meta map[string]string, input io.Reader, size int64, cond *gofakes3.PutConditions) (gofakes3.PutObjectResult, error) {
+	r, err := n.Backend.PutObject(bucket, key, meta, input, size, cond)
+	if err == nil {
+		n.emit("ObjectCreated:Put", bucket, key, string(r.VersionID))
+	}
+	return r, err
+}
+
+func (n *notifying) CopyObject(srcBucket, srcKey, dstBucket, dstKey string, meta map[string]string) (gofakes3.CopyObjectResult, error) {
+	r, err := n.Backend.CopyObject(srcBucket, srcKey, dstBucket, dstKey, meta)
+	if err == nil {
+		n.emit("ObjectCreated:Copy", dstBucket, dstKey, "")
+	}
+	return r, err
+}
+
+// S3KeyEscape encodes a key the way S3 event notifications do: form encoding ('+' for a
+// space), with '/' left as it is.
+func S3KeyEscape(key string) string {
+	return strings.ReplaceAll(url.QueryEscape(key), "%2F", "/")
+}
+
+func (n *notifying) emit(event, bucket, key, version string) {
+	var size int64
+	var etag string
+	if obj, err := n.Backend.HeadObject(bucket, key); err == nil {
+		size, etag = obj.Size, hex.EncodeToString(obj.Hash)
+		if obj.Contents != nil {
+			obj.Contents.Close()
+		}
+	}
+	object := map[string]any{"key": S3KeyEscape(key), "size": size, "eTag": etag, "sequencer": fmt.Sprintf("%016X", time.Now().UnixNano())}
+	if version != "" {
+		object["versionId"] = version
+	}
+	body, _ := json.Marshal(map[string]any{"Records": []any{map[string]any{
+		"eventVersion": "2.1", "eventSource": "aws:s3", "awsRegion": "us-east-1",
+		"eventTime": time.Now().UTC().Format("2006-01-02T15:04:05.000Z"), "eventName": event,
+		"userIdentity":      map[string]string{"principalId": "devstack"},
+		"requestParameters": map[string]string{"sourceIPAddress": "127.0.0.1"},
+		"s3": map[string]any{"s3SchemaVersion": "1.0", "configurationId": "devstack",
+			"bucket": map[string]any{"name": bucket, "arn": "arn:aws:s3:::" + bucket},
+			"object": object},
+	}}})
+	n.send(string(body))
+}
+
+// WaitReady waits until both endpoints answer (they do once Start returns; this is for callers
+// that start the stack in another process).
+func WaitReady(ctx context.Context, endpoints ...string) error {
+	for _, e := range endpoints {
+		for {
+			resp, err := http.Get(e)
+			if err == nil {
+				resp.Body.Close()
+				break
+			}
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("%s not ready: %w", e, err)
+			case <-time.After(50 * time.Millisecond):
+			}
+		}
+	}
+	return nil
+}
