@@ -1,0 +1,281 @@
+package palleto_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	awssqs "github.com/aws/aws-sdk-go-v2/service/sqs"
+	"github.com/palleto/palleto"
+	"github.com/palleto/palleto/devstack"
+	"github.com/palleto/palleto/internal/testenv"
+	"github.com/palleto/palleto/process"
+	"github.com/palleto/palleto/sink"
+)
+
+// stack starts the embedded S3 + SQS and returns clients for them.
+func stack(t *testing.T) (*devstack.Stack, *s3.Client, *awssqs.Client) {
+	t.Helper()
+	cfg := devstack.DefaultConfig()
+	cfg.DLQ = ""
+	st, err := devstack.Start(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(st.Close)
+	env := testenv.Env{S3Endpoint: st.S3Endpoint, SQSEndpoint: st.SQSEndpoint, AccessKey: "devstack", SecretKey: "devstack"}
+	return st, env.S3(), env.SQS()
+}
+
+func config(st *devstack.Stack, out string) palleto.Config {
+	cfg := palleto.DefaultConfig()
+	cfg.SQS.QueueURL = st.QueueURL
+	cfg.SQS.WaitTime = time.Second
+	cfg.OutDir = out
+	cfg.Engine.Workers = 4
+	cfg.Engine.ExitWhenIdle = 1500 * time.Millisecond
+	cfg.RetryBackoff = time.Second
+	return cfg
+}
+
+func run(t *testing.T, cfg palleto.Config, s3c *s3.Client, sqsc *awssqs.Client, p process.Processor) (palleto.Summary, string) {
+	t.Helper()
+	var logs bytes.Buffer
+	var mu sync.Mutex
+	log := slog.New(slog.NewTextHandler(&lockedWriter{w: &logs, mu: &mu}, nil))
+	d, err := palleto.New(cfg, palleto.Deps{SQS: sqsc, S3: s3c, Processor: p, Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	s, err := d.Run(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	return s, logs.String()
+}
+
+type lockedWriter struct {
+	w  io.Writer
+	mu *sync.Mutex
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
+}
+
+func put(t *testing.T, c *s3.Client, bucket, key, body string) {
+	t.Helper()
+	if _, err := c.PutObject(context.Background(), &s3.PutObjectInput{Bucket: &bucket, Key: &key, Body: strings.NewReader(body)}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func readJSON(t *testing.T, path string) map[string]any {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("read %s: %v", path, err)
+	}
+	var m map[string]any
+	if err := json.Unmarshal(data, &m); err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+func TestHostileKeysStayInsideTheOutputDirectory(t *testing.T) {
+	st, s3c, sqsc := stack(t)
+	parent := t.TempDir()
+	out := filepath.Join(parent, "out")
+	keys := []string{"../../etc/passwd", "/abs/path", "a/../../b", "dot/./x", strings.Repeat("long", 250), "back\\slash", "x.json/y"}
+	for _, k := range keys {
+		put(t, s3c, st.Bucket, k, "one\ntwo\n")
+	}
+	s, logs := run(t, config(st, out), s3c, sqsc, nil)
+	if s.Objects != int64(len(keys)) {
+		t.Fatalf("%d objects processed, want %d\n%s", s.Objects, len(keys), logs)
+	}
+	for _, k := range keys {
+		if res := readJSON(t, filepath.Join(out, sink.Path(st.Bucket, k))); res["key"] != k || res["lines"] != 2.0 {
+			t.Errorf("result of %q: %v", k, res)
+		}
+	}
+	entries, _ := os.ReadDir(parent)
+	if len(entries) != 1 {
+		t.Fatalf("something was written beside the output directory: %v", entries)
+	}
+}
+
+func TestMissingObjectIsRecordedAndDeleted(t *testing.T) {
+	st, s3c, sqsc := stack(t)
+	out := t.TempDir()
+	// A notification for an object that does not exist (deleted since the event).
+	body := `{"Records":[{"eventName":"ObjectCreated:Put","s3":{"bucket":{"name":"uploads"},"object":{"key":"gone.gz","size":10,"eTag":"abc"}}}]}`
+	if _, err := sqsc.SendMessage(context.Background(), &awssqs.SendMessageInput{QueueUrl: &st.QueueURL, MessageBody: &body}); err != nil {
+		t.Fatal(err)
+	}
+	put(t, s3c, st.Bucket, "ok.txt", "fine\n")
+	s, logs := run(t, config(st, out), s3c, sqsc, nil)
+	if s.Objects != 1 || s.Failed != 1 || s.Deleted != 2 {
+		t.Fatalf("summary %+v\n%s", s, logs)
+	}
+	rec := readJSON(t, filepath.Join(out, sink.FailedDir, sink.Path("uploads", "gone.gz")))
+	if rec["class"] != "permanent" || !strings.Contains(rec["error"].(string), "NoSuchKey") || rec["action"] != "deleted" {
+		t.Fatalf("failure record %v", rec)
+	}
+	if !strings.Contains(logs, "object failed") || !strings.Contains(logs, "gone.gz") {
+		t.Fatalf("log does not say what happened:\n%s", logs)
+	}
+}
+
+// flaky fails each object the first time it sees it, then counts its lines.
+type flaky struct {
+	mu   sync.Mutex
+	seen map[string]int
+}
+
+func (f *flaky) Name() string { return "flaky" }
+func (f *flaky) Process(ctx context.Context, o process.Object, r io.Reader) (process.Fields, error) {
+	f.mu.Lock()
+	f.seen[o.Key]++
+	n := f.seen[o.Key]
+	f.mu.Unlock()
+	if n == 1 {
+		return nil, errors.New("disk on fire (retryable)")
+	}
+	return process.Lines{}.Process(ctx, o, r)
+}
+
+func TestRetryableFailureComesBackAndSucceeds(t *testing.T) {
+	st, s3c, sqsc := stack(t)
+	out := t.TempDir()
+	put(t, s3c, st.Bucket, "a.txt", "1\n2\n3\n")
+	cfg := config(st, out)
+	cfg.Engine.ExitWhenIdle = 3 * time.Second // longer than the 1s retry backoff
+	p := &flaky{seen: map[string]int{}}
+	s, logs := run(t, cfg, s3c, sqsc, p)
+	if s.Objects != 1 || p.seen["a.txt"] != 2 {
+		t.Fatalf("summary %+v, attempts %d\n%s", s, p.seen["a.txt"], logs)
+	}
+	if res := readJSON(t, filepath.Join(out, sink.Path("uploads", "a.txt"))); res["lines"] != 3.0 || res["receive_count"] != 2.0 {
+		t.Fatalf("result %v", res)
+	}
+	if _, err := os.Stat(filepath.Join(out, sink.FailedDir, sink.Path("uploads", "a.txt"))); !os.IsNotExist(err) {
+		t.Fatalf("the failure record of the first attempt is still there after success: %v", err)
+	}
+}
+
+type panicky struct{ calls atomic.Int64 }
+
+func (p *panicky) Name() string { return "panicky" }
+func (p *panicky) Process(context.Context, process.Object, io.Reader) (process.Fields, error) {
+	p.calls.Add(1)
+	panic("processor bug")
+}
+
+func TestPanickingProcessorIsRetriedThenPoisonGuarded(t *testing.T) {
+	st, s3c, sqsc := stack(t)
+	out := t.TempDir()
+	put(t, s3c, st.Bucket, "bad.txt", "x\n")
+	cfg := config(st, out)
+	cfg.MaxReceives = 2
+	cfg.Engine.ExitWhenIdle = 3 * time.Second
+	p := &panicky{}
+	s, logs := run(t, cfg, s3c, sqsc, p)
+	if p.calls.Load() != 2 || s.Deleted != 1 {
+		t.Fatalf("%d attempts, summary %+v\n%s", p.calls.Load(), s, logs)
+	}
+	recs, _ := filepath.Glob(filepath.Join(out, sink.FailedDir, "_messages", "*.json"))
+	if len(recs) != 1 {
+		t.Fatalf("failure records %v", recs)
+	}
+	rec := readJSON(t, recs[0])
+	if rec["class"] != "permanent" || !strings.Contains(rec["error"].(string), "received 2 times") || !strings.Contains(rec["error"].(string), "panicked") {
+		t.Fatalf("failure record %v", rec)
+	}
+	if !strings.Contains(logs, "processor bug") || !strings.Contains(logs, "goroutine") {
+		t.Fatalf("the panic and its stack are not logged:\n%s", logs)
+	}
+}
+
+func TestRedeliveredObjectIsNotProcessedAgain(t *testing.T) {
+	st, s3c, sqsc := stack(t)
+	out := t.TempDir()
+	put(t, s3c, st.Bucket, "once.txt", "a\nb\n")
+	var calls atomic.Int64
+	counting := processorFunc(func(ctx context.Context, o process.Object, r io.Reader) (process.Fields, error) {
+		calls.Add(1)
+		return process.Lines{}.Process(ctx, o, r)
+	})
+	run(t, config(st, out), s3c, sqsc, counting)
+	// The same notification again, as SQS may deliver it twice.
+	head, err := s3c.HeadObject(context.Background(), &s3.HeadObjectInput{Bucket: &st.Bucket, Key: aws.String("once.txt")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := `{"Records":[{"eventName":"ObjectCreated:Put","s3":{"bucket":{"name":"uploads"},"object":{"key":"once.txt","size":4,"eTag":` + `"` + strings.Trim(aws.ToString(head.ETag), `"`) + `"}}}]}`
+	sqsc.SendMessage(context.Background(), &awssqs.SendMessageInput{QueueUrl: &st.QueueURL, MessageBody: &body})
+	s, logs := run(t, config(st, out), s3c, sqsc, counting)
+	if calls.Load() != 1 || s.AlreadyDone != 1 || s.Deleted != 1 {
+		t.Fatalf("processed %d times; second run %+v\n%s", calls.Load(), s, logs)
+	}
+}
+
+type processorFunc func(context.Context, process.Object, io.Reader) (process.Fields, error)
+
+func (f processorFunc) Name() string { return "func" }
+func (f processorFunc) Process(ctx context.Context, o process.Object, r io.Reader) (process.Fields, error) {
+	return f(ctx, o, r)
+}
+
+func TestShutdownFinishesInFlightAndHandsBackTheRest(t *testing.T) {
+	st, s3c, sqsc := stack(t)
+	out := t.TempDir()
+	for i := 0; i < 30; i++ {
+		put(t, s3c, st.Bucket, "k"+strings.Repeat("x", i), "line\n")
+	}
+	started := make(chan struct{}, 100)
+	slow := processorFunc(func(ctx context.Context, o process.Object, r io.Reader) (process.Fields, error) {
+		started <- struct{}{}
+		time.Sleep(300 * time.Millisecond)
+		return process.Lines{}.Process(ctx, o, r)
+	})
+	cfg := config(st, out)
+	cfg.Engine.ExitWhenIdle = 0
+	cfg.Engine.Workers = 2
+	d, err := palleto.New(cfg, palleto.Deps{SQS: sqsc, S3: s3c, Processor: slow, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() { <-started; <-started; cancel() }()
+	s, err := d.Run(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Objects < 2 || s.Deleted != s.Objects {
+		t.Fatalf("in-flight objects not finished and deleted: %+v", s)
+	}
+	visible, inFlight := testenv.QueueCounts(t, sqsc, st.QueueURL)
+	if visible != 30-int(s.Objects) || inFlight != 0 {
+		t.Fatalf("after shutdown: %d visible, %d in flight; want %d visible at once", visible, inFlight, 30-s.Objects)
+	}
+}
