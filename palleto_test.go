@@ -279,3 +279,5 @@ func TestShutdownFinishesInFlightAndHandsBackTheRest(t *testing.T) {
 		t.Fatalf("after shutdown: %d visible, %d in flight; want %d visible at once", visible, inFlight, 30-s.Objects)
 	}
 }
+
+func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
