@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
-	awssqs "github.com/aws/aws-sdk-go-v2/service/sqs"
 	"github.com/aws/aws-sdk-go-v2/service/sqs/types"
 )
 
@@ -63,21 +62,14 @@ func (h *heartbeat) extend(ctx context.Context) {
 		msgs = append(msgs, m)
 	}
 	h.mu.Unlock()
-	secs := int32(h.s.cfg.VisibilityTimeout / time.Second)
-	for start := 0; start < len(msgs); start += 10 {
-		chunk := msgs[start:min(start+10, len(msgs))]
-		entries := make([]types.ChangeMessageVisibilityBatchRequestEntry, len(chunk))
-		for i, m := range chunk {
-			entries[i] = types.ChangeMessageVisibilityBatchRequestEntry{Id: aws.String(strconv.Itoa(i)), ReceiptHandle: aws.String(m.ReceiptHandle), VisibilityTimeout: secs}
-		}
-		out, err := h.s.api.ChangeMessageVisibilityBatch(ctx, &awssqs.ChangeMessageVisibilityBatchInput{QueueUrl: &h.s.cfg.QueueURL, Entries: entries})
+	h.s.visibilityBatches(ctx, msgs, h.s.cfg.VisibilityTimeout, func(chunk []*Message, failed []types.BatchResultErrorEntry, err error) {
 		if err != nil {
 			if ctx.Err() == nil {
 				h.s.log.Warn("visibility heartbeat failed; will try again at the next beat", "messages", len(chunk), "error", err)
 			}
-			continue
+			return
 		}
-		for _, f := range out.Failed {
+		for _, f := range failed {
 			i, _ := strconv.Atoi(aws.ToString(f.Id))
 			if i < 0 || i >= len(chunk) {
 				continue
@@ -88,11 +80,11 @@ func (h *heartbeat) extend(ctx context.Context) {
 			}
 			h.s.log.Warn("visibility heartbeat refused", "message_id", chunk[i].ID, "code", aws.ToString(f.Code), "reason", aws.ToString(f.Message))
 		}
-		if n := len(chunk) - len(out.Failed); n > 0 {
+		if n := len(chunk) - len(failed); n > 0 {
 			h.s.trace("sqs: heartbeat extended %d in-flight messages by %s", n, h.s.cfg.VisibilityTimeout)
 			if h.s.hooks.Extended != nil {
 				h.s.hooks.Extended(n)
 			}
 		}
-	}
+	})
 }

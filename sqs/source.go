@@ -187,6 +187,23 @@ func (s *Source) Close() {
 
 func (s *Source) changeVisibility(ctx context.Context, msgs []*Message, d time.Duration) error {
 	var firstErr error
+	s.visibilityBatches(ctx, msgs, d, func(chunk []*Message, failed []types.BatchResultErrorEntry, err error) {
+		if firstErr != nil {
+			return
+		}
+		if err != nil {
+			firstErr = err
+		} else if len(failed) > 0 {
+			i, _ := strconv.Atoi(aws.ToString(failed[0].Id))
+			firstErr = fmt.Errorf("sqs ChangeMessageVisibility %s: %s: %s", chunk[min(i, len(chunk)-1)].ID, aws.ToString(failed[0].Code), aws.ToString(failed[0].Message))
+		}
+	})
+	return firstErr
+}
+
+// visibilityBatches sets the visibility of msgs to d, 10 per ChangeMessageVisibilityBatch, and
+// reports each call's outcome to done (entry Ids are indexes into chunk).
+func (s *Source) visibilityBatches(ctx context.Context, msgs []*Message, d time.Duration, done func(chunk []*Message, failed []types.BatchResultErrorEntry, err error)) {
 	for start := 0; start < len(msgs); start += 10 {
 		chunk := msgs[start:min(start+10, len(msgs))]
 		entries := make([]types.ChangeMessageVisibilityBatchRequestEntry, len(chunk))
@@ -195,19 +212,11 @@ func (s *Source) changeVisibility(ctx context.Context, msgs []*Message, d time.D
 		}
 		out, err := s.api.ChangeMessageVisibilityBatch(ctx, &awssqs.ChangeMessageVisibilityBatchInput{QueueUrl: &s.cfg.QueueURL, Entries: entries})
 		if err != nil {
-			if firstErr == nil {
-				firstErr = fmt.Errorf("sqs ChangeMessageVisibilityBatch %s: %w", s.cfg.QueueURL, err)
-			}
+			done(chunk, nil, fmt.Errorf("sqs ChangeMessageVisibilityBatch %s: %w", s.cfg.QueueURL, err))
 			continue
 		}
-		for _, f := range out.Failed {
-			i, _ := strconv.Atoi(aws.ToString(f.Id))
-			if firstErr == nil && i < len(chunk) {
-				firstErr = fmt.Errorf("sqs ChangeMessageVisibility %s: %s: %s", chunk[i].ID, aws.ToString(f.Code), aws.ToString(f.Message))
-			}
-		}
+		done(chunk, out.Failed, nil)
 	}
-	return firstErr
 }
 
 // runDeleter batches deletes: up to 10 per DeleteMessageBatch, waiting at most DeleteLinger for

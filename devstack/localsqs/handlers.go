@@ -391,7 +391,8 @@ func batchEntries(in map[string]json.RawMessage) ([]receiptEntry, *apiError) {
 	return req.Entries, nil
 }
 
-func deleteMessageBatch(s *Server, _ *http.Request, in map[string]json.RawMessage) (any, *apiError) {
+// eachEntry runs a batch call: do returns an error code and message for an entry that fails.
+func eachEntry(s *Server, in map[string]json.RawMessage, do func(q *queue, e receiptEntry) (code, msg string)) (any, *apiError) {
 	q, err := s.queueByURL(in["QueueUrl"])
 	if err != nil {
 		return nil, err
@@ -403,13 +404,22 @@ func deleteMessageBatch(s *Server, _ *http.Request, in map[string]json.RawMessag
 	ok := []map[string]string{}
 	failed := []batchFailure{}
 	for _, e := range entries {
-		if q.remove(e.ReceiptHandle) {
-			ok = append(ok, map[string]string{"Id": e.Id})
+		if code, msg := do(q, e); code != "" {
+			failed = append(failed, batchFailure{Id: e.Id, SenderFault: true, Code: code, Message: msg})
 		} else {
-			failed = append(failed, batchFailure{Id: e.Id, SenderFault: true, Code: "ReceiptHandleIsInvalid", Message: "the receipt handle is not valid"})
+			ok = append(ok, map[string]string{"Id": e.Id})
 		}
 	}
 	return map[string]any{"Successful": ok, "Failed": failed}, nil
+}
+
+func deleteMessageBatch(s *Server, _ *http.Request, in map[string]json.RawMessage) (any, *apiError) {
+	return eachEntry(s, in, func(q *queue, e receiptEntry) (string, string) {
+		if !q.remove(e.ReceiptHandle) {
+			return "ReceiptHandleIsInvalid", "the receipt handle is not valid"
+		}
+		return "", ""
+	})
 }
 
 func changeMessageVisibility(s *Server, _ *http.Request, in map[string]json.RawMessage) (any, *apiError) {
@@ -431,24 +441,13 @@ func changeMessageVisibility(s *Server, _ *http.Request, in map[string]json.RawM
 }
 
 func changeMessageVisibilityBatch(s *Server, _ *http.Request, in map[string]json.RawMessage) (any, *apiError) {
-	q, err := s.queueByURL(in["QueueUrl"])
-	if err != nil {
-		return nil, err
-	}
-	entries, err := batchEntries(in)
-	if err != nil {
-		return nil, err
-	}
-	ok := []map[string]string{}
-	failed := []batchFailure{}
-	for _, e := range entries {
+	return eachEntry(s, in, func(q *queue, e receiptEntry) (string, string) {
 		if e.VisibilityTimeout < 0 || e.VisibilityTimeout > 43200 {
-			failed = append(failed, batchFailure{Id: e.Id, SenderFault: true, Code: "InvalidParameterValue", Message: "VisibilityTimeout out of range"})
-		} else if code := q.changeVisibility(e.ReceiptHandle, time.Duration(e.VisibilityTimeout)*time.Second); code != "" {
-			failed = append(failed, batchFailure{Id: e.Id, SenderFault: true, Code: code, Message: "cannot change visibility"})
-		} else {
-			ok = append(ok, map[string]string{"Id": e.Id})
+			return "InvalidParameterValue", "VisibilityTimeout out of range"
 		}
-	}
-	return map[string]any{"Successful": ok, "Failed": failed}, nil
+		if code := q.changeVisibility(e.ReceiptHandle, time.Duration(e.VisibilityTimeout)*time.Second); code != "" {
+			return code, "cannot change visibility"
+		}
+		return "", ""
+	})
 }
