@@ -15,9 +15,13 @@ BRIDGE_PORT="${PALLETO_TEST_BRIDGE_PORT:-19400}"
 MINIO="$CACHE/bin/minio-$MINIO_VERSION"
 
 install() {
-  if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
-    echo "testservers: installing nodejs and npm (Debian packages)"
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null
+  local missing=()
+  command -v node >/dev/null || missing+=(nodejs)
+  command -v npm >/dev/null || missing+=(npm)
+  command -v curl >/dev/null || missing+=(curl)
+  if [ ${#missing[@]} -gt 0 ]; then
+    echo "testservers: installing ${missing[*]} (Debian packages)"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
   fi
   if [ ! -d "$ROOT/testservers/sqs/node_modules/local-aws-sqs" ]; then
     (cd "$ROOT/testservers/sqs" && npm ci --no-audit --no-fund --loglevel=error)

@@ -5,11 +5,13 @@ import (
 	"bytes"
 	"compress/gzip"
 	"encoding/json"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -125,5 +127,64 @@ func TestRunAgainstDevstack(t *testing.T) {
 		if err != nil || json.Unmarshal(data, &res) != nil || res.Lines != lines {
 			t.Errorf("result of %q: %s %v; want %d lines", k, data, err, lines)
 		}
+	}
+}
+
+// TestSIGTERMExitsZeroAndLeavesNothingStuck: a signal mid-run; every object either has its
+// result (and its message is gone) or its message is visible again at once.
+func TestSIGTERMExitsZeroAndLeavesNothingStuck(t *testing.T) {
+	cfg := devstack.DefaultConfig()
+	cfg.DLQ = ""
+	st, err := devstack.Start(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	env := testenv.Env{S3Endpoint: st.S3Endpoint, SQSEndpoint: st.SQSEndpoint, AccessKey: "devstack", SecretKey: "devstack"}
+	s3c, sqsc := env.S3(), env.SQS()
+	const n = 300
+	for i := 0; i < n; i++ {
+		_, gz, _, _ := devstack.SampleObject(i % 20)
+		key := fmt.Sprintf("obj/%03d.gz", i)
+		if _, err := s3c.PutObject(t.Context(), &s3.PutObjectInput{Bucket: aws.String("uploads"), Key: &key, Body: bytes.NewReader(gz)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	out := t.TempDir()
+	cmd := exec.Command(palletoBin, "run", "--queue-url", st.QueueURL, "--out", out, "--wait-time", "1s", "--workers", "2", "--shutdown-timeout", "20s")
+	cmd.Env = append(os.Environ(), append(st.Env(), "AWS_CONFIG_FILE=/dev/null", "AWS_SHARED_CREDENTIALS_FILE=/dev/null")...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	// Wait until some results exist, then signal.
+	deadline := time.Now().Add(time.Minute)
+	for {
+		done, _ := filepath.Glob(filepath.Join(out, "uploads", "obj", "*.json"))
+		if len(done) >= 5 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no progress: %s", tail(stderr.String(), 2000))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	cmd.Process.Signal(syscall.SIGTERM)
+	start := time.Now()
+	err = cmd.Wait()
+	if err != nil {
+		t.Fatalf("palleto run after SIGTERM: %v\n%s", err, tail(stderr.String(), 3000))
+	}
+	if took := time.Since(start); took > 20*time.Second {
+		t.Fatalf("took %s to stop, more than --shutdown-timeout", took)
+	}
+	done, _ := filepath.Glob(filepath.Join(out, "uploads", "obj", "*.json"))
+	visible, inFlight := testenv.QueueCounts(t, sqsc, st.QueueURL)
+	if inFlight != 0 || len(done)+visible != n {
+		t.Fatalf("after SIGTERM: %d results + %d visible messages (want %d in all), %d stuck in flight", len(done), visible, n, inFlight)
+	}
+	if !strings.Contains(stderr.String(), "objects processed") {
+		t.Errorf("no summary at exit: %s", tail(stderr.String(), 1000))
 	}
 }
