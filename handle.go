@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"path"
+	"slices"
 	"strings"
 	"time"
 
@@ -71,6 +73,18 @@ func (d *Daemon) handle(ctx context.Context, worker int, m *sqs.Message) error {
 // object streams one object through decode and the processor and writes its result.
 func (d *Daemon) object(ctx context.Context, worker int, m *sqs.Message, rec notify.Record) error {
 	where := fmt.Sprintf("s3://%s/%s", rec.Bucket, rec.Key)
+	if len(d.cfg.Buckets) > 0 && !slices.Contains(d.cfg.Buckets, rec.Bucket) {
+		return fmt.Errorf("%w: %s: bucket %q is not in the --bucket allowlist %v", ErrRefused, where, rec.Bucket, d.cfg.Buckets)
+	}
+	if !d.wanted(rec.Key) {
+		d.stats.skipped.Add(1)
+		d.tracef("pipeline %d: %s skipped by --include/--exclude", worker, where)
+		d.log.Info("object skipped by filters", "bucket", rec.Bucket, "key", rec.Key, "outcome", "filtered", "message_id", m.ID)
+		return nil
+	}
+	if max := d.cfg.MaxObjectBytes; max > 0 && rec.Size > max {
+		return fmt.Errorf("%w: %s is %d bytes, over --max-object-bytes %d", ErrTooLarge, where, rec.Size, max)
+	}
 	if _, same := d.sink.Existing(rec.Bucket, rec.Key, rec.VersionID, rec.ETag); same {
 		d.stats.already.Add(1)
 		d.tracef("pipeline %d: %s already has a result for this version; skipped", worker, where)
@@ -84,13 +98,16 @@ func (d *Daemon) object(ctx context.Context, worker int, m *sqs.Message, rec not
 	}
 	defer obj.Body.Close()
 	d.tracef("pipeline %d: downloading %s (%d bytes)", worker, where, obj.Size)
-	fetched := &countingReader{r: obj.Body}
+	if max := d.cfg.MaxObjectBytes; max > 0 && obj.Size > max {
+		return fmt.Errorf("%w: %s is %d bytes, over --max-object-bytes %d", ErrTooLarge, where, obj.Size, max)
+	}
+	fetched := &countingReader{r: obj.Body, limit: d.cfg.MaxObjectBytes, what: "--max-object-bytes"}
 	dr, err := decode.NewReader(fetched)
 	if err != nil {
 		return fmt.Errorf("decode %s: %w", where, err)
 	}
 	defer dr.Close()
-	decoded := &countingReader{r: dr}
+	decoded := &countingReader{r: dr, limit: d.cfg.MaxDecompressedBytes, what: "--max-decompressed-bytes"}
 	fields, err := d.proc.Process(ctx, process.Object{Bucket: rec.Bucket, Key: rec.Key, VersionID: rec.VersionID, ETag: rec.ETag, Encoding: dr.Encoding}, decoded)
 	if err != nil {
 		return fmt.Errorf("process %s (%s, %s): %w", where, dr.Encoding, d.proc.Name(), err)
@@ -132,14 +149,38 @@ func fieldsSummary(f process.Fields) string {
 	return fmt.Sprintf("%v", map[string]any(f))
 }
 
+// ErrTooLarge is wrapped by the error of an object over a size limit: a permanent failure.
+var ErrTooLarge = errors.New("object over the size limit")
+
+// ErrRefused is wrapped by the error of an event Palleto refuses to act on (a bucket outside the
+// allowlist): a permanent failure.
+var ErrRefused = errors.New("refused")
+
+// wanted applies --include and --exclude to a key.
+func (d *Daemon) wanted(key string) bool {
+	if len(d.cfg.Include) > 0 && !slices.ContainsFunc(d.cfg.Include, func(g string) bool { ok, _ := path.Match(g, key); return ok }) {
+		return false
+	}
+	return !slices.ContainsFunc(d.cfg.Exclude, func(g string) bool { ok, _ := path.Match(g, key); return ok })
+}
+
+// countingReader counts bytes and, with a limit, fails with ErrTooLarge past it.
 type countingReader struct {
-	r io.Reader
-	n int64
+	r     io.Reader
+	n     int64
+	limit int64
+	what  string
 }
 
 func (c *countingReader) Read(p []byte) (int, error) {
+	if c.limit > 0 && int64(len(p)) > c.limit-c.n+1 {
+		p = p[:c.limit-c.n+1]
+	}
 	n, err := c.r.Read(p)
 	c.n += int64(n)
+	if c.limit > 0 && c.n > c.limit {
+		return n, fmt.Errorf("%w: more than %d bytes (%s)", ErrTooLarge, c.limit, c.what)
+	}
 	return n, err
 }
 
@@ -158,7 +199,9 @@ func classify(err error) string {
 	case errors.Is(err, notify.ErrMalformed),
 		errors.Is(err, decode.ErrCorrupt),
 		errors.Is(err, fetch.ErrPermanent),
-		errors.Is(err, process.ErrPermanent):
+		errors.Is(err, process.ErrPermanent),
+		errors.Is(err, ErrTooLarge),
+		errors.Is(err, ErrRefused):
 		return ClassPermanent
 	}
 	return ClassRetryable

@@ -13,6 +13,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"path"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -44,6 +46,17 @@ type Config struct {
 	DLQURL string
 	// Trace, when set, is told the flow in words.
 	Trace io.Writer
+	// ProcessorOptions configure the named processor (the grep pattern).
+	ProcessorOptions process.Options
+	// Buckets, when not empty, is the allowlist: an event naming another bucket is refused and
+	// recorded (a forged notification must not make Palleto read another bucket).
+	Buckets []string
+	// Include and Exclude are key globs (path.Match: '*' does not cross '/'). A key must match
+	// an Include pattern (when there are any) and no Exclude pattern, or it is skipped.
+	Include, Exclude []string
+	// MaxObjectBytes and MaxDecompressedBytes stop objects that are larger (0: no limit); such an
+	// object fails permanently, and memory stays flat whatever its size.
+	MaxObjectBytes, MaxDecompressedBytes int64
 }
 
 // DefaultConfig returns the defaults of `palleto run`.
@@ -66,6 +79,14 @@ func (c Config) Validate() error {
 	}
 	if c.MaxReceives < 0 {
 		return fmt.Errorf("max-receives: %d must be 0 (off) or more", c.MaxReceives)
+	}
+	for _, g := range append(slices.Clone(c.Include), c.Exclude...) {
+		if _, err := path.Match(g, ""); err != nil {
+			return fmt.Errorf("include/exclude: %q is not a glob: %v", g, err)
+		}
+	}
+	if c.MaxObjectBytes < 0 || c.MaxDecompressedBytes < 0 {
+		return fmt.Errorf("max-object-bytes/max-decompressed-bytes: must be 0 (no limit) or more, not %d/%d", c.MaxObjectBytes, c.MaxDecompressedBytes)
 	}
 	if c.RetryBackoff < 0 || c.RetryBackoff > 12*time.Hour {
 		return fmt.Errorf("retry-backoff: %s is out of range [0s, 12h]", c.RetryBackoff)
@@ -122,7 +143,7 @@ func New(cfg Config, deps Deps) (*Daemon, error) {
 		d.log = slog.Default()
 	}
 	if d.proc == nil {
-		p, err := process.New(cfg.Processor)
+		p, err := process.New(cfg.Processor, cfg.ProcessorOptions)
 		if err != nil {
 			return nil, err
 		}

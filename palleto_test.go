@@ -2,6 +2,7 @@ package palleto_test
 
 import (
 	"bytes"
+	"compress/gzip"
 	"context"
 	"encoding/json"
 	"errors"
@@ -281,3 +282,54 @@ func TestShutdownFinishesInFlightAndHandsBackTheRest(t *testing.T) {
 }
 
 func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+func TestFiltersLimitsAndProcessors(t *testing.T) {
+	st, s3c, sqsc := stack(t)
+	out := t.TempDir()
+	// A decompression bomb: 200 MB of zeros in about 200 KB of gzip.
+	var bomb bytes.Buffer
+	zw := gzip.NewWriter(&bomb)
+	zero := make([]byte, 1<<20)
+	for i := 0; i < 200; i++ {
+		zw.Write(zero)
+	}
+	zw.Close()
+	if _, err := s3c.PutObject(context.Background(), &s3.PutObjectInput{Bucket: &st.Bucket, Key: aws.String("logs/bomb.gz"), Body: bytes.NewReader(bomb.Bytes())}); err != nil {
+		t.Fatal(err)
+	}
+	put(t, s3c, st.Bucket, "logs/app.log", "GET / 200\nGET /x 500\nPOST /y 500\n")
+	put(t, s3c, st.Bucket, "logs/skip.tmp", "ignored\n")
+	put(t, s3c, st.Bucket, "other/x.log", "not included\n")
+	// A forged notification naming a bucket outside the allowlist.
+	forged := `{"Records":[{"eventName":"ObjectCreated:Put","s3":{"bucket":{"name":"secrets"},"object":{"key":"logs/keys.log","size":1,"eTag":"x"}}}]}`
+	sqsc.SendMessage(context.Background(), &awssqs.SendMessageInput{QueueUrl: &st.QueueURL, MessageBody: &forged})
+
+	cfg := config(st, out)
+	cfg.Buckets = []string{"uploads"}
+	cfg.Include = []string{"logs/*"}
+	cfg.Exclude = []string{"*/*.tmp"}
+	cfg.MaxDecompressedBytes = 10 << 20
+	cfg.Processor = "grep"
+	cfg.ProcessorOptions.Grep = ` 500$`
+	s, logs := run(t, cfg, s3c, sqsc, nil)
+	if s.Objects != 1 || s.Failed != 2 || s.Skipped != 2 || s.Deleted != 5 {
+		t.Fatalf("summary %+v\n%s", s, logs)
+	}
+	res := readJSON(t, filepath.Join(out, sink.Path("uploads", "logs/app.log")))
+	if res["matches"] != 2.0 || res["lines"] != 3.0 || res["processor"] != "grep" {
+		t.Fatalf("grep result %v", res)
+	}
+	bombRec := readJSON(t, filepath.Join(out, sink.FailedDir, sink.Path("uploads", "logs/bomb.gz")))
+	if bombRec["class"] != "permanent" || !strings.Contains(bombRec["error"].(string), "max-decompressed-bytes") {
+		t.Fatalf("bomb record %v", bombRec)
+	}
+	forgedRec := readJSON(t, filepath.Join(out, sink.FailedDir, sink.Path("secrets", "logs/keys.log")))
+	if forgedRec["class"] != "permanent" || !strings.Contains(forgedRec["error"].(string), "allowlist") {
+		t.Fatalf("forged record %v", forgedRec)
+	}
+	for _, k := range []string{"logs/skip.tmp", "other/x.log"} {
+		if _, err := os.Stat(filepath.Join(out, sink.Path("uploads", k))); !os.IsNotExist(err) {
+			t.Errorf("filtered key %s has a result", k)
+		}
+	}
+}

@@ -84,13 +84,15 @@ func CountLines(ctx context.Context, r io.Reader) (int64, error) {
 
 var (
 	regMu    sync.RWMutex
-	registry = map[string]func() (Processor, error){
-		"lines": func() (Processor, error) { return Lines{}, nil },
+	registry = map[string]func(Options) (Processor, error){
+		"lines":  func(Options) (Processor, error) { return Lines{}, nil },
+		"sha256": func(Options) (Processor, error) { return SHA256{}, nil },
+		"grep":   func(o Options) (Processor, error) { return NewGrep(o.Grep) },
 	}
 )
 
 // Register makes a processor available by name to New (and so to `palleto run --processor`).
-func Register(name string, factory func() (Processor, error)) {
+func Register(name string, factory func(Options) (Processor, error)) {
 	regMu.Lock()
 	defer regMu.Unlock()
 	registry[name] = factory
@@ -108,13 +110,13 @@ func Names() []string {
 	return out
 }
 
-// New returns the registered processor called name.
-func New(name string) (Processor, error) {
+// New returns the registered processor called name, built with opts.
+func New(name string, opts Options) (Processor, error) {
 	regMu.RLock()
 	f, ok := registry[name]
 	regMu.RUnlock()
 	if !ok {
 		return nil, fmt.Errorf("processor: %q is not one of %v", name, Names())
 	}
-	return f()
+	return f(opts)
 }

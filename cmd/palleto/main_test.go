@@ -92,6 +92,8 @@ func TestUsageErrorsExit2(t *testing.T) {
 		{"run", "--queue-url", "http://q", "--wait-time", "30s"},
 		{"run", "--queue-url", "http://q", "--processor", "nope"},
 		{"run", "--no-such-flag"},
+		{"run", "--queue-url", "http://q", "--include", "["},
+		{"run", "--queue-url", "http://q", "--processor", "grep"},
 		{"frobnicate"},
 	} {
 		code, _, stderr := runPalleto(t, nil, time.Minute, args...)

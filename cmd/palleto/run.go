@@ -32,6 +32,12 @@ func runFlags(fs *flag.FlagSet, c *palleto.Config, logLevel, logFormat *string) 
 	fs.DurationVar(&c.RetryBackoff, "retry-backoff", c.RetryBackoff, "after a retryable failure the message is hidden this long, doubled per receive (max 15m)")
 	fs.StringVar(&c.DLQURL, "dlq-url", c.DLQURL, "dead-letter queue for permanent failures (the body, with the error in message attributes); without it they are recorded and deleted")
 	fs.StringVar(&c.Processor, "processor", c.Processor, "what to do with each object: "+strings.Join(process.Names(), ", "))
+	fs.StringVar(&c.ProcessorOptions.Grep, "grep", c.ProcessorOptions.Grep, "regular expression of --processor grep (counts matching lines)")
+	fs.Var((*listFlag)(&c.Buckets), "bucket", "allowlist of buckets (repeat or comma-separate); events for others are refused and recorded")
+	fs.Var((*listFlag)(&c.Include), "include", "only keys matching one of these globs ('*' does not cross '/'; repeat or comma-separate)")
+	fs.Var((*listFlag)(&c.Exclude), "exclude", "skip keys matching one of these globs")
+	fs.Int64Var(&c.MaxObjectBytes, "max-object-bytes", c.MaxObjectBytes, "objects larger than this (as stored) fail permanently (0: no limit)")
+	fs.Int64Var(&c.MaxDecompressedBytes, "max-decompressed-bytes", c.MaxDecompressedBytes, "objects that decompress to more than this fail permanently: stops decompression bombs (0: no limit)")
 	fs.StringVar(logLevel, "log-level", *logLevel, "debug, info, warn or error")
 	fs.StringVar(logFormat, "log-format", *logFormat, "text or json (default: text on a terminal, json otherwise)")
 }
@@ -119,7 +125,7 @@ Flags:
 	if err := cfg.Validate(); err != nil {
 		return usageError{err}
 	}
-	if _, err := process.New(cfg.Processor); err != nil {
+	if _, err := process.New(cfg.Processor, cfg.ProcessorOptions); err != nil {
 		return usageError{err}
 	}
 	sqsc, s3c, err := palleto.AWSClients(ctx, cfg.Engine.Workers+cfg.Engine.Producer.Pollers)
@@ -146,4 +152,17 @@ func printSummary(w io.Writer, s palleto.Summary) {
 	fmt.Fprintf(w, "palleto: %d objects processed (%d already done, %d failed), %d lines, %.1f MB decompressed from %.1f MB fetched in %s: %.1f objects/s, %.1f MB/s; %d messages deleted; results in %s\n",
 		s.Objects, s.AlreadyDone, s.Failed, s.Lines, float64(s.Bytes)/1e6, float64(s.Fetched)/1e6, s.Elapsed.Round(time.Millisecond),
 		float64(s.Objects)/secs, float64(s.Bytes)/1e6/secs, s.Deleted, s.OutDir)
+}
+
+// listFlag is a repeatable, comma-separated string flag.
+type listFlag []string
+
+func (l *listFlag) String() string { return strings.Join(*l, ",") }
+func (l *listFlag) Set(v string) error {
+	for _, s := range strings.Split(v, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			*l = append(*l, s)
+		}
+	}
+	return nil
 }
