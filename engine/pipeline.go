@@ -92,6 +92,9 @@ func New[T any](src Source[T], cfg Config, h Handler[T]) *Pipeline[T] {
 		p.log = slog.Default()
 	}
 	pc := cfg.Producer
+	if pc.DrainPolls == 0 {
+		pc.DrainPolls = cfg.ShutdownTimeout
+	}
 	user := pc.OnReceive
 	pc.OnReceive = func(n int, err error) {
 		if n > 0 {

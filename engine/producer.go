@@ -36,6 +36,10 @@ type ProducerConfig struct {
 	ErrorBackoff time.Duration
 	// Trace, when set, is told of demand and polls.
 	Trace Tracer
+	// DrainPolls is how long Run, once stopped, waits for polls in flight to come back before
+	// cancelling them. Items they bring are returned as undelivered, so the caller can hand them
+	// back at once; a cancelled poll may have taken messages that then wait out their timeout.
+	DrainPolls time.Duration
 	// OnReceive, when set, is called after each Receive returns (items received, error), from the
 	// producer's goroutine. Used for idle detection and metrics.
 	OnReceive func(n int, err error)
@@ -122,8 +126,9 @@ type pollResult[T any] struct {
 	err   error
 }
 
-// Run polls until ctx is done, then cancels the polls in flight, waits for them, and returns the
-// items that were received but never handed to a consumer, so that the caller can give them back.
+// Run polls until ctx is done, then waits for the polls in flight (cancelling them after
+// DrainPolls) and returns the items that were received but never handed to a consumer, so that
+// the caller can give them back.
 func (p *Producer[T]) Run(ctx context.Context) (undelivered []T) {
 	pollCtx, cancelPolls := context.WithCancel(context.WithoutCancel(ctx))
 	// Buffered to Pollers: each poll goroutine sends exactly one result and must never block on it.
@@ -134,8 +139,13 @@ func (p *Producer[T]) Run(ctx context.Context) (undelivered []T) {
 	var backoff <-chan time.Time
 
 	defer func() {
-		cancelPolls()
+		if active > 0 {
+			p.trace("producer: stopping; waiting up to %s for %d polls in flight", p.cfg.DrainPolls, active)
+		}
+		stopTimer := time.AfterFunc(p.cfg.DrainPolls, cancelPolls)
 		wg.Wait()
+		stopTimer.Stop()
+		cancelPolls()
 		close(results)
 		for r := range results {
 			pending = append(pending, r.items...)
