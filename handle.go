@@ -82,8 +82,8 @@ func (d *Daemon) object(ctx context.Context, worker int, m *sqs.Message, rec not
 		d.log.Info("object skipped by filters", "bucket", rec.Bucket, "key", rec.Key, "outcome", "filtered", "message_id", m.ID)
 		return nil
 	}
-	if max := d.cfg.MaxObjectBytes; max > 0 && rec.Size > max {
-		return fmt.Errorf("%w: %s is %d bytes, over --max-object-bytes %d", ErrTooLarge, where, rec.Size, max)
+	if err := d.checkObjectSize(where, rec.Size); err != nil { // before the GET: it is not worth starting
+		return err
 	}
 	if _, same := d.sink.Existing(rec.Bucket, rec.Key, rec.VersionID, rec.ETag); same {
 		d.stats.already.Add(1)
@@ -98,8 +98,8 @@ func (d *Daemon) object(ctx context.Context, worker int, m *sqs.Message, rec not
 	}
 	defer obj.Body.Close()
 	d.tracef("pipeline %d: downloading %s (%d bytes)", worker, where, obj.Size)
-	if max := d.cfg.MaxObjectBytes; max > 0 && obj.Size > max {
-		return fmt.Errorf("%w: %s is %d bytes, over --max-object-bytes %d", ErrTooLarge, where, obj.Size, max)
+	if err := d.checkObjectSize(where, obj.Size); err != nil { // the size may have changed since the event
+		return err
 	}
 	fetched := &countingReader{r: obj.Body, limit: d.cfg.MaxObjectBytes, what: "--max-object-bytes"}
 	dr, err := decode.NewReader(fetched)
@@ -156,6 +156,15 @@ var ErrTooLarge = errors.New("object over the size limit")
 // allowlist): a permanent failure.
 var ErrRefused = errors.New("refused")
 
+// checkObjectSize fails with ErrTooLarge when size is over --max-object-bytes. Bodies of unknown
+// or understated size are still stopped by the counting reader.
+func (d *Daemon) checkObjectSize(where string, size int64) error {
+	if max := d.cfg.MaxObjectBytes; max > 0 && size > max {
+		return fmt.Errorf("%w: %s is %d bytes, over --max-object-bytes %d", ErrTooLarge, where, size, max)
+	}
+	return nil
+}
+
 // wanted applies --include and --exclude to a key.
 func (d *Daemon) wanted(key string) bool {
 	if len(d.cfg.Include) > 0 && !slices.ContainsFunc(d.cfg.Include, func(g string) bool { ok, _ := path.Match(g, key); return ok }) {
@@ -164,7 +173,8 @@ func (d *Daemon) wanted(key string) bool {
 	return !slices.ContainsFunc(d.cfg.Exclude, func(g string) bool { ok, _ := path.Match(g, key); return ok })
 }
 
-// countingReader counts bytes and, with a limit, fails with ErrTooLarge past it.
+// countingReader counts bytes and, with a limit, fails with ErrTooLarge once more than limit bytes
+// have been read; it never reads more than one byte past the limit, and keeps failing after.
 type countingReader struct {
 	r     io.Reader
 	n     int64

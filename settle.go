@@ -43,28 +43,27 @@ func (d *Daemon) settle(m *sqs.Message, err error) {
 			class = ClassRetryable
 		}
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
 	if class == classShutdown {
-		d.log.Info("message interrupted by shutdown; handed back", "message_id", m.ID)
-		if err := d.src.Release(ctx, []*sqs.Message{m}); err != nil {
-			d.log.Warn("could not hand message back; it returns after its visibility timeout", "message_id", m.ID, "error", err)
-		}
+		d.log.Info("message interrupted by shutdown; handing it back", "message_id", m.ID)
+		d.release([]*sqs.Message{m})
 		return
 	}
 	promoted := class == ClassRetryable && d.cfg.MaxReceives > 0 && m.ReceiveCount >= d.cfg.MaxReceives
+	dlqClass := class
 	if promoted {
-		class = ClassPermanent
+		class, dlqClass = ClassPermanent, ClassPermanent+" (max-receives)"
 	}
+	// Used for a retryable failure, and for a permanent one whose record or dead letter failed.
+	delay := d.backoff(m.ReceiveCount)
 	action := "deleted"
-	var delay time.Duration
 	switch {
 	case class == ClassRetryable:
-		delay = d.backoff(m.ReceiveCount)
 		action = "retry in " + delay.String()
 	case d.cfg.DLQURL != "":
 		action = "dead-lettered"
 	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
 	recorded := true
 	for _, f := range fails {
 		d.stats.failed.Add(1)
@@ -86,7 +85,7 @@ func (d *Daemon) settle(m *sqs.Message, err error) {
 			"receive_count", m.ReceiveCount, "action", action, "record", path, "message_id", m.ID)
 	}
 	if class == ClassPermanent && recorded && d.cfg.DLQURL != "" {
-		if err := d.deadLetter(ctx, m, fails[0].Err, promoted); err != nil {
+		if err := d.deadLetter(ctx, m, fails[0].Err, dlqClass); err != nil {
 			d.log.Error("dead-letter send failed; the message is kept and retried", "message_id", m.ID, "dlq_url", d.cfg.DLQURL, "error", err)
 			recorded = false
 		}
@@ -95,9 +94,6 @@ func (d *Daemon) settle(m *sqs.Message, err error) {
 		d.tracef("sqs: message %s failed permanently (%s); deleting", m.ID, action)
 		d.src.Delete(m)
 		return
-	}
-	if delay == 0 {
-		delay = d.backoff(m.ReceiveCount)
 	}
 	d.tracef("sqs: message %s failed; visible again in %s", m.ID, delay)
 	if err := d.src.Retry(ctx, m, delay); err != nil {
@@ -122,11 +118,8 @@ func (d *Daemon) release(msgs []*sqs.Message) {
 	}
 }
 
-func (d *Daemon) deadLetter(ctx context.Context, m *sqs.Message, cause error, promoted bool) error {
-	class := classify(cause)
-	if promoted {
-		class = ClassPermanent + " (max-receives)"
-	}
+// deadLetter sends m's body to the DLQ with the cause and its class in message attributes.
+func (d *Daemon) deadLetter(ctx context.Context, m *sqs.Message, cause error, class string) error {
 	attr := func(v string) types.MessageAttributeValue {
 		return types.MessageAttributeValue{DataType: aws.String("String"), StringValue: aws.String(truncate(v, 1024))}
 	}
