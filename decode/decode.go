@@ -69,7 +69,7 @@ func NewReader(src io.Reader) (*Reader, error) {
 	if err != nil && err != io.EOF && !errors.Is(err, bufio.ErrBufferFull) {
 		return nil, err
 	}
-	cs := &countingSource{r: br}
+	cs := &watchedSource{r: br}
 	switch enc := Sniff(head); enc {
 	case Gzip:
 		zr, err := gzip.NewReader(cs)
@@ -91,14 +91,14 @@ func NewReader(src io.Reader) (*Reader, error) {
 	}
 }
 
-// countingSource remembers the last error the underlying reader returned, so that a decoder error
+// watchedSource remembers the last error the underlying reader returned, so that a decoder error
 // can be told apart from a transport error it merely passed on.
-type countingSource struct {
+type watchedSource struct {
 	r   io.Reader
 	err error
 }
 
-func (c *countingSource) Read(p []byte) (int, error) {
+func (c *watchedSource) Read(p []byte) (int, error) {
 	n, err := c.r.Read(p)
 	if err != nil && err != io.EOF {
 		c.err = err
@@ -106,7 +106,7 @@ func (c *countingSource) Read(p []byte) (int, error) {
 	return n, err
 }
 
-func (c *countingSource) classify(err error) error {
+func (c *watchedSource) classify(err error) error {
 	if c.err != nil {
 		return c.err // the source failed: keep its error (retryable or not) as is
 	}
@@ -118,7 +118,7 @@ func (c *countingSource) classify(err error) error {
 
 type classifying struct {
 	r   io.Reader
-	src *countingSource
+	src *watchedSource
 }
 
 func (c *classifying) Read(p []byte) (int, error) {

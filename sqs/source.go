@@ -85,7 +85,7 @@ type Source struct {
 	hooks Hooks
 
 	hb      *heartbeat
-	deletes chan *Message // buffered: see newDeleter
+	deletes chan *Message // buffered: see New
 	wg      sync.WaitGroup
 	stop    context.CancelFunc
 	once    sync.Once

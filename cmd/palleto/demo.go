@@ -82,11 +82,7 @@ Flags:
 	if os.Getenv("PALLETO_DEMO_LOG") != "" {
 		log, _ = newLogger(stderr, "info", "text")
 	}
-	sqsc, s3c, err := palleto.AWSClients(ctx, *workers+4)
-	if err != nil {
-		return err
-	}
-	d, err := palleto.New(cfg, palleto.Deps{SQS: sqsc, S3: s3c, Logger: log})
+	d, s3c, err := newDaemon(ctx, cfg, log)
 	if err != nil {
 		return err
 	}

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/palleto/palleto"
 	"github.com/palleto/palleto/process"
 )
@@ -128,11 +129,7 @@ Flags:
 	if _, err := process.New(cfg.Processor, cfg.ProcessorOptions); err != nil {
 		return usageError{err}
 	}
-	sqsc, s3c, err := palleto.AWSClients(ctx, cfg.Engine.Workers+cfg.Engine.Producer.Pollers)
-	if err != nil {
-		return err
-	}
-	d, err := palleto.New(cfg, palleto.Deps{SQS: sqsc, S3: s3c, Logger: log})
+	d, _, err := newDaemon(ctx, cfg, log)
 	if err != nil {
 		return err
 	}
@@ -142,6 +139,17 @@ Flags:
 	}
 	printSummary(stderr, s)
 	return nil
+}
+
+// newDaemon builds the daemon on SDK clients from the standard AWS configuration, with an HTTP
+// connection pool sized for the workers and pollers. It also returns the S3 client.
+func newDaemon(ctx context.Context, cfg palleto.Config, log *slog.Logger) (*palleto.Daemon, *s3.Client, error) {
+	sqsc, s3c, err := palleto.AWSClients(ctx, cfg.Engine.Workers+cfg.Engine.Producer.Pollers)
+	if err != nil {
+		return nil, nil, err
+	}
+	d, err := palleto.New(cfg, palleto.Deps{SQS: sqsc, S3: s3c, Logger: log})
+	return d, s3c, err
 }
 
 func printSummary(w io.Writer, s palleto.Summary) {

@@ -73,11 +73,9 @@ func getQueueURL(s *Server, _ *http.Request, in map[string]json.RawMessage) (any
 	if err := decode(in, &req); err != nil {
 		return nil, err
 	}
-	s.mu.Lock()
-	q, ok := s.queues[req.QueueName]
-	s.mu.Unlock()
-	if !ok {
-		return nil, errNoQueue(req.QueueName)
+	q, err := s.lookup(req.QueueName)
+	if err != nil {
+		return nil, err
 	}
 	return map[string]string{"QueueUrl": q.url}, nil
 }

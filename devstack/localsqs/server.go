@@ -102,7 +102,11 @@ func (s *Server) queueByURL(raw json.RawMessage) (*queue, *apiError) {
 	if json.Unmarshal(raw, &url) != nil || url == "" {
 		return nil, errBadRequest("MissingParameter", "QueueUrl is required")
 	}
-	name := url[strings.LastIndex(url, "/")+1:]
+	return s.lookup(url[strings.LastIndex(url, "/")+1:])
+}
+
+// lookup returns the queue called name, or QueueDoesNotExist.
+func (s *Server) lookup(name string) (*queue, *apiError) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	q, ok := s.queues[name]
@@ -121,11 +125,9 @@ func (s *Server) Queue(name string) string {
 
 // Send puts a message on the named queue (used for the embedded S3's notifications).
 func (s *Server) Send(name, body string) error {
-	s.mu.Lock()
-	q, ok := s.queues[name]
-	s.mu.Unlock()
-	if !ok {
-		return errNoQueue(name)
+	q, err := s.lookup(name)
+	if err != nil {
+		return err
 	}
 	q.send(body, nil, 0)
 	return nil
@@ -188,12 +190,13 @@ func setAttributes(q *queue, attrs map[string]string) *apiError {
 
 // SetRedrive gives queue a redrive policy to dlq after maxReceives receipts.
 func (s *Server) SetRedrive(queue, dlq string, maxReceives int) error {
-	s.mu.Lock()
-	q, ok1 := s.queues[queue]
-	d, ok2 := s.queues[dlq]
-	s.mu.Unlock()
-	if !ok1 || !ok2 {
-		return fmt.Errorf("redrive %s -> %s: no such queue", queue, dlq)
+	q, err := s.lookup(queue)
+	if err != nil {
+		return err
+	}
+	d, err := s.lookup(dlq)
+	if err != nil {
+		return err
 	}
 	if err := setAttributes(q, map[string]string{"RedrivePolicy": fmt.Sprintf(`{"deadLetterTargetArn":%q,"maxReceiveCount":%d}`, d.arn, maxReceives)}); err != nil {
 		return err
