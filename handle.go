@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/palleto/palleto/decode"
 	"github.com/palleto/palleto/fetch"
@@ -75,6 +76,9 @@ func (d *Daemon) object(ctx context.Context, worker int, m *sqs.Message, rec not
 	where := fmt.Sprintf("s3://%s/%s", rec.Bucket, rec.Key)
 	if len(d.cfg.Buckets) > 0 && !slices.Contains(d.cfg.Buckets, rec.Bucket) {
 		return fmt.Errorf("%w: %s: bucket %q is not in the --bucket allowlist %v", ErrRefused, where, rec.Bucket, d.cfg.Buckets)
+	}
+	if !utf8.ValidString(rec.Key) {
+		return fmt.Errorf("%w: s3://%s/%q: the key is not valid UTF-8, which no S3 object key can be", ErrRefused, rec.Bucket, rec.Key)
 	}
 	if !d.wanted(rec.Key) {
 		d.stats.skipped.Add(1)

@@ -142,18 +142,21 @@ func New(cfg Config, deps Deps) (*Daemon, error) {
 	if d.log == nil {
 		d.log = slog.Default()
 	}
-	if d.proc == nil {
-		p, err := process.New(cfg.Processor, cfg.ProcessorOptions)
-		if err != nil {
-			return nil, err
-		}
-		d.proc = p
-	}
 	disk, err := sink.Open(cfg.OutDir)
 	if err != nil {
 		return nil, err
 	}
 	d.sink = disk
+	if d.proc == nil {
+		opts := cfg.ProcessorOptions
+		opts.Store, opts.CopyPath = disk, sink.CopyPath
+		p, err := process.New(cfg.Processor, opts)
+		if err != nil {
+			disk.Close()
+			return nil, err
+		}
+		d.proc = p
+	}
 	d.fetch = fetch.New(deps.S3)
 	d.src = sqs.New(deps.SQS, cfg.SQS, d.log, sqs.Hooks{
 		Trace:   d.tracef,

@@ -146,6 +146,11 @@ func (n *notifying) emit(event, bucket, key, version string) {
 			obj.Contents.Close()
 		}
 	}
+	n.send(EventBody(event, bucket, key, version, etag, size))
+}
+
+// EventBody is an S3 event notification for one object, as S3 sends it to SQS.
+func EventBody(event, bucket, key, version, etag string, size int64) string {
 	object := map[string]any{"key": S3KeyEscape(key), "size": size, "eTag": etag, "sequencer": fmt.Sprintf("%016X", time.Now().UnixNano())}
 	if version != "" {
 		object["versionId"] = version
@@ -159,7 +164,7 @@ func (n *notifying) emit(event, bucket, key, version string) {
 			"bucket": map[string]any{"name": bucket, "arn": "arn:aws:s3:::" + bucket},
 			"object": object},
 	}}})
-	n.send(string(body))
+	return string(body)
 }
 
 // WaitReady waits until both endpoints answer (they do once Start returns; this is for callers

@@ -367,3 +367,40 @@ func TestShutdownFinishesInFlightAndReleasesTheRest(t *testing.T) {
 		t.Fatalf("in flight after Run: %d", p)
 	}
 }
+
+// slowHolder is a server that gives every message to the first poll and answers it only at the
+// end of its long poll, while later polls come back empty at once: what local-aws-sqs does when
+// two polls wait on one queue.
+type slowHolder struct {
+	mu    sync.Mutex
+	calls int
+}
+
+func (s *slowHolder) Receive(ctx context.Context, max int) ([]int, error) {
+	s.mu.Lock()
+	s.calls++
+	first := s.calls == 1
+	s.mu.Unlock()
+	if first {
+		time.Sleep(300 * time.Millisecond)
+		return []int{1, 2, 3}, nil
+	}
+	time.Sleep(5 * time.Millisecond)
+	return nil, nil
+}
+
+func TestIdleExitWaitsForOlderPollsInFlight(t *testing.T) {
+	var mu sync.Mutex
+	var handled []int
+	cfg := Config{Producer: ProducerConfig{Pollers: 2, MaxBatch: 10}, Workers: 4, ShutdownTimeout: time.Second, ExitWhenIdle: 50 * time.Millisecond}
+	released := 0
+	pl := New[int](&slowHolder{}, cfg, Handler[int]{
+		Handle:  func(ctx context.Context, w int, item int) error { mu.Lock(); handled = append(handled, item); mu.Unlock(); return nil },
+		Settle:  func(int, error) {},
+		Release: func(items []int) { released += len(items) },
+	})
+	pl.Run(context.Background())
+	if len(handled) != 3 || released != 0 {
+		t.Fatalf("handled %v and released %d: the idle exit came while the first poll still held the items", handled, released)
+	}
+}

@@ -83,6 +83,11 @@ type Pipeline[T any] struct {
 	inFlight     atomic.Int64
 	lastActivity atomic.Int64 // unix nanos of the last item received or settled
 	emptyPolls   atomic.Int64 // polls that came back empty since lastActivity
+	// An empty poll proves little while an older poll is still out: that one may hold the
+	// messages (servers hand a message to one poll only). emptyMark is the highest poll ID
+	// started when the first empty poll since lastActivity came back; the queue counts as
+	// empty only once every poll up to it is back (oldestActive, as last reported, is past it).
+	emptyMark, oldestActive atomic.Int64
 }
 
 // New returns a Pipeline; cfg must be valid and h.Handle and h.Settle set.
@@ -96,14 +101,18 @@ func New[T any](src Source[T], cfg Config, h Handler[T]) *Pipeline[T] {
 		pc.DrainPolls = cfg.ShutdownTimeout
 	}
 	user := pc.OnReceive
-	pc.OnReceive = func(n int, err error) {
-		if n > 0 {
+	pc.OnReceive = func(d PollDone) {
+		p.oldestActive.Store(int64(d.OldestActive))
+		if d.Items > 0 {
 			p.touch()
-		} else if err == nil {
+		} else if d.Err == nil {
+			if p.emptyPolls.Load() == 0 { // the mark first: watchIdle reads emptyPolls, then the mark
+				p.emptyMark.Store(int64(d.Started))
+			}
 			p.emptyPolls.Add(1)
 		}
 		if user != nil {
-			user(n, err)
+			user(d)
 		}
 	}
 	p.prod = NewProducer(src, pc)
@@ -116,6 +125,7 @@ func (p *Pipeline[T]) InFlight() int { return int(p.inFlight.Load()) }
 
 func (p *Pipeline[T]) touch() {
 	p.emptyPolls.Store(0)
+	p.emptyMark.Store(0)
 	p.lastActivity.Store(time.Now().UnixNano())
 }
 
@@ -190,7 +200,9 @@ func (p *Pipeline[T]) watchIdle(ctx context.Context, stop func()) {
 			return
 		case <-tick.C:
 			idleFor := time.Since(time.Unix(0, p.lastActivity.Load()))
-			if p.inFlight.Load() == 0 && p.emptyPolls.Load() > 0 && idleFor >= p.cfg.ExitWhenIdle {
+			oldest := p.oldestActive.Load()
+			allBack := oldest == 0 || oldest > p.emptyMark.Load()
+			if p.inFlight.Load() == 0 && p.emptyPolls.Load() > 0 && allBack && idleFor >= p.cfg.ExitWhenIdle {
 				p.trace("pipeline: idle for %s with nothing in flight; stopping", idleFor.Round(time.Millisecond))
 				stop()
 				return

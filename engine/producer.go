@@ -40,9 +40,18 @@ type ProducerConfig struct {
 	// cancelling them. Items they bring are returned as undelivered, so the caller can hand them
 	// back at once; a cancelled poll may have taken messages that then wait out their timeout.
 	DrainPolls time.Duration
-	// OnReceive, when set, is called after each Receive returns (items received, error), from the
-	// producer's goroutine. Used for idle detection and metrics.
-	OnReceive func(n int, err error)
+	// OnReceive, when set, is called after each Receive returns, from the producer's goroutine.
+	// Used for idle detection and metrics.
+	OnReceive func(PollDone)
+}
+
+// PollDone describes a Receive call that returned.
+type PollDone struct {
+	ID           int   // the poll's number, counting from 1
+	Items        int   // items it brought
+	Err          error // its error, if any
+	Started      int   // polls started so far: the highest ID
+	OldestActive int   // the lowest ID of a poll still in flight; 0 when none is
 }
 
 // DefaultProducerConfig returns one poller asking for up to 10 items.
@@ -136,6 +145,7 @@ func (p *Producer[T]) Run(ctx context.Context) (undelivered []T) {
 	var wg sync.WaitGroup
 	var pending []T
 	demand, asking, active, pollSeq := 0, 0, 0, 0
+	inFlight := map[int]bool{} // IDs of the polls in flight
 	var backoff <-chan time.Time
 
 	defer func() {
@@ -164,6 +174,7 @@ func (p *Producer[T]) Run(ctx context.Context) (undelivered []T) {
 			active++
 			pollSeq++
 			id := pollSeq
+			inFlight[id] = true
 			p.trace("producer: poll #%d asking for %d events (unmet demand %d)", id, n, demand)
 			wg.Add(1)
 			go func() {
@@ -195,8 +206,15 @@ func (p *Producer[T]) Run(ctx context.Context) (undelivered []T) {
 			} else {
 				p.trace("producer: poll #%d received %d of %d events", r.id, len(r.items), r.asked)
 			}
+			delete(inFlight, r.id)
 			if p.cfg.OnReceive != nil {
-				p.cfg.OnReceive(len(r.items), r.err)
+				oldest := 0
+				for id := range inFlight {
+					if oldest == 0 || id < oldest {
+						oldest = id
+					}
+				}
+				p.cfg.OnReceive(PollDone{ID: r.id, Items: len(r.items), Err: r.err, Started: pollSeq, OldestActive: oldest})
 			}
 		case out <- next:
 			var zero T

@@ -72,25 +72,39 @@ func (f *Fetcher) Open(ctx context.Context, r Request) (*Object, error) {
 
 // permanentCodes are the S3 error codes that retrying cannot fix.
 var permanentCodes = map[string]string{
-	"NoSuchKey":          "the object no longer exists (deleted since the event)",
-	"NoSuchBucket":       "the bucket does not exist",
-	"NoSuchVersion":      "the version named by the event no longer exists",
-	"AccessDenied":       "access denied",
-	"PreconditionFailed": "the object was overwritten since the event (its eTag changed)",
-	"InvalidObjectState": "the object is archived (restore it first)",
-	"InvalidBucketName":  "invalid bucket name",
-	"KeyTooLongError":    "key too long",
+	"NoSuchKey":               "the object no longer exists (deleted since the event)",
+	"NoSuchBucket":            "the bucket does not exist",
+	"NoSuchVersion":           "the version named by the event no longer exists",
+	"AccessDenied":            "access denied",
+	"PreconditionFailed":      "the object was overwritten since the event (its eTag changed)",
+	"InvalidObjectState":      "the object is archived (restore it first)",
+	"InvalidBucketName":       "invalid bucket name",
+	"KeyTooLongError":         "key too long",
+	"InvalidArgument":         "the request names something S3 cannot accept",
+	"XMinioInvalidObjectName": "the key is not a valid object name for this server",
 }
 
-// Classify wraps err with ErrPermanent when its S3 error code (or, without one, its HTTP status:
-// 403, 404, 412) says retrying cannot help. Everything else (5xx, throttling, timeouts, resets)
-// is left retryable.
+// retryableCodes are errors whose HTTP status (400 or 403) would read as permanent, but that a
+// later attempt can get past: a slow upload, a clock or credentials being fixed or refreshed.
+// Treating them as permanent would record and delete every message during a credentials outage.
+var retryableCodes = map[string]bool{
+	"RequestTimeout": true, "RequestTimeTooSkewed": true, "ExpiredToken": true, "TokenRefreshRequired": true,
+	"InvalidAccessKeyId": true, "SignatureDoesNotMatch": true, "InvalidToken": true,
+}
+
+// Classify wraps err with ErrPermanent when retrying cannot help: its S3 error code is in
+// permanentCodes or, for a code in neither table, its HTTP status is 400, 403, 404 or 412.
+// Everything else (5xx, throttling, timeouts, resets, the codes of retryableCodes) is left
+// retryable.
 func Classify(err error) error {
 	if err == nil || errors.Is(err, ErrPermanent) {
 		return err
 	}
 	var api smithy.APIError
 	if errors.As(err, &api) {
+		if retryableCodes[api.ErrorCode()] {
+			return err
+		}
 		if why, ok := permanentCodes[api.ErrorCode()]; ok {
 			return fmt.Errorf("%w: %s: %w", ErrPermanent, why, err)
 		}
@@ -98,7 +112,7 @@ func Classify(err error) error {
 	var re *smithyhttp.ResponseError
 	if errors.As(err, &re) {
 		switch re.HTTPStatusCode() {
-		case http.StatusNotFound, http.StatusForbidden, http.StatusPreconditionFailed:
+		case http.StatusBadRequest, http.StatusNotFound, http.StatusForbidden, http.StatusPreconditionFailed:
 			return fmt.Errorf("%w: HTTP %d: %w", ErrPermanent, re.HTTPStatusCode(), err)
 		}
 	}

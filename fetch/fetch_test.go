@@ -10,6 +10,11 @@ import (
 	smithyhttp "github.com/aws/smithy-go/transport/http"
 )
 
+func codedRespErr(status int, code string) error {
+	return &smithyhttp.ResponseError{Response: &smithyhttp.Response{Response: &http.Response{StatusCode: status}},
+		Err: &smithy.GenericAPIError{Code: code}}
+}
+
 func respErr(status int) error {
 	return &smithyhttp.ResponseError{Response: &smithyhttp.Response{Response: &http.Response{StatusCode: status}}, Err: errors.New("x")}
 }
@@ -28,6 +33,11 @@ func TestClassify(t *testing.T) {
 		{"bare 404", respErr(404), true},
 		{"bare 403", respErr(403), true},
 		{"bare 503", respErr(503), false},
+		{"bare 400 (MinIO's invalid object name)", respErr(400), true},
+		{"RequestTimeout is a 400 but retryable", codedRespErr(400, "RequestTimeout"), false},
+		{"expired credentials are a 400 but retryable", codedRespErr(400, "ExpiredToken"), false},
+		{"a clock off by 15 minutes is a 403 but retryable", codedRespErr(403, "RequestTimeTooSkewed"), false},
+		{"an unknown 403 code", codedRespErr(403, "SomethingNew"), true},
 		{"connection reset", errors.New("read: connection reset by peer"), false},
 	} {
 		err := Classify(fmt.Errorf("s3 GetObject b/k: %w", tt.err))

@@ -9,12 +9,20 @@ import (
 	"fmt"
 	"io"
 	"regexp"
+	"time"
 )
 
 // Options configure the processors that need it.
 type Options struct {
 	// Grep is the regular expression (RE2 syntax) of the grep processor.
 	Grep string
+	// Exec is the command line of the exec processor, run by /bin/sh -c; ExecTimeout bounds
+	// each run (0: DefaultExecTimeout).
+	Exec        string
+	ExecTimeout time.Duration
+	// Store and CopyPath tell the copy processor where to write; the daemon sets them.
+	Store    Store
+	CopyPath func(bucket, key string) string
 }
 
 // SHA256 hashes the decompressed content.

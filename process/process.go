@@ -63,7 +63,7 @@ func CountLines(ctx context.Context, r io.Reader) (int64, error) {
 	for {
 		n, err := r.Read(buf)
 		if n > 0 {
-			lines += int64(bytes.Count(buf[:n], []byte{'\n'}))
+			lines += int64(countNL(buf[:n]))
 			last = buf[n-1]
 		}
 		if err == io.EOF {
@@ -82,12 +82,16 @@ func CountLines(ctx context.Context, r io.Reader) (int64, error) {
 	return lines, nil
 }
 
+func countNL(p []byte) int { return bytes.Count(p, []byte{'\n'}) }
+
 var (
 	regMu    sync.RWMutex
 	registry = map[string]func(Options) (Processor, error){
 		"lines":  func(Options) (Processor, error) { return Lines{}, nil },
 		"sha256": func(Options) (Processor, error) { return SHA256{}, nil },
 		"grep":   func(o Options) (Processor, error) { return NewGrep(o.Grep) },
+		"copy":   func(o Options) (Processor, error) { return Copy{Store: o.Store, CopyPath: o.CopyPath}, nil },
+		"exec":   func(o Options) (Processor, error) { return NewExec(o.Exec, o.ExecTimeout) },
 	}
 )
 

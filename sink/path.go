@@ -9,7 +9,7 @@ import (
 )
 
 // maxComponent is the longest name component we write: under the usual 255-byte limit, with
-// room for the ".json" suffix.
+// room for the ".json" (or ".data") suffix.
 const maxComponent = 240
 
 // Path maps a bucket and key to the relative path of the object's result: bucket/dirs.../name.json.
@@ -26,7 +26,16 @@ const maxComponent = 240
 //     the SHA-256 of the raw component ("%h" and "%empty" are not producible by escaping);
 //   - the bucket is escaped the same way, with a leading '_' escaped too, so that names Palleto
 //     keeps for itself ("_failed") are never a bucket's.
-func Path(bucket, key string) string {
+func Path(bucket, key string) string { return pathWith(bucket, key, ".json") }
+
+// CopyDir is the subdirectory of the output directory that holds the copy processor's files.
+const CopyDir = "_copy"
+
+// CopyPath is where the copy processor stores an object's decompressed content:
+// _copy/bucket/dirs.../name.data, escaped as Path escapes (".data" in place of ".json").
+func CopyPath(bucket, key string) string { return path.Join(CopyDir, pathWith(bucket, key, ".data")) }
+
+func pathWith(bucket, key, suffix string) string {
 	parts := strings.Split(key, "/")
 	out := make([]string, 0, len(parts)+1)
 	b := escape(bucket)
@@ -37,9 +46,9 @@ func Path(bucket, key string) string {
 	for i, p := range parts {
 		e := escape(p)
 		if i == len(parts)-1 {
-			e += ".json"
-		} else if strings.HasSuffix(e, ".json") {
-			e = e[:len(e)-5] + "%2Ejson"
+			e += suffix
+		} else if strings.HasSuffix(e, suffix) {
+			e = e[:len(e)-len(suffix)] + "%2E" + suffix[1:]
 		}
 		out = append(out, e)
 	}

@@ -10,9 +10,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path"
+	"strings"
 	"time"
 )
 
@@ -120,7 +122,7 @@ func (d *Disk) WriteResult(r Result) (string, error) {
 		return "", err
 	}
 	p := Path(r.Bucket, r.Key)
-	if err := d.writeAtomic(p, append(data, '\n')); err != nil {
+	if err := d.writeAtomic(p, bytesWriter(append(data, '\n'))); err != nil {
 		return "", err
 	}
 	_ = d.root.Remove(path.Join(FailedDir, p))
@@ -141,12 +143,30 @@ func (d *Disk) WriteFailure(f Failure) (string, error) {
 	} else {
 		p = path.Join(FailedDir, "_messages", escape(f.MessageID)+".json")
 	}
-	return p, d.writeAtomic(p, append(data, '\n'))
+	return p, d.writeAtomic(p, bytesWriter(append(data, '\n')))
 }
 
-// writeAtomic writes data to rel: a temp file in the same directory, fsync, rename, fsync of the
+// WriteFrom stores everything r yields at rel (a path relative to the output directory, such as
+// CopyPath gives) with the same atomic protocol as results, and returns the bytes written. Nothing
+// is left at rel when r fails: the temp file is removed.
+func (d *Disk) WriteFrom(rel string, r io.Reader) (n int64, err error) {
+	if !fs.ValidPath(rel) || rel == "." || strings.HasPrefix(rel, FailedDir+"/") {
+		return 0, fmt.Errorf("write %q: not a path Palleto writes", rel)
+	}
+	err = d.writeAtomic(rel, func(w io.Writer) error {
+		n, err = io.Copy(w, r)
+		return err
+	})
+	return n, err
+}
+
+func bytesWriter(data []byte) func(io.Writer) error {
+	return func(w io.Writer) error { _, err := w.Write(data); return err }
+}
+
+// writeAtomic writes what fill writes to rel: a temp file in the same directory, fsync, rename, fsync of the
 // directory. Temp names start with "%tmp-", which Path never produces.
-func (d *Disk) writeAtomic(rel string, data []byte) (err error) {
+func (d *Disk) writeAtomic(rel string, fill func(io.Writer) error) (err error) {
 	dir := path.Dir(rel)
 	if err := d.root.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("write %s: %w", rel, err)
@@ -164,7 +184,7 @@ func (d *Disk) writeAtomic(rel string, data []byte) (err error) {
 			d.root.Remove(tmp)
 		}
 	}()
-	if _, err = f.Write(data); err != nil {
+	if err = fill(f); err != nil {
 		return fmt.Errorf("write %s: %w", rel, err)
 	}
 	if err = f.Sync(); err != nil {

@@ -1,11 +1,13 @@
 package sink
 
 import (
+	"errors"
 	"os"
 	"path"
 	"path/filepath"
 	"strings"
 	"testing"
+	"testing/iotest"
 	"time"
 )
 
@@ -30,7 +32,11 @@ func TestPathTable(t *testing.T) {
 }
 
 func checkPath(t *testing.T, bucket, key string) string {
-	p := Path(bucket, key)
+	checkLocal(t, bucket, key, CopyPath(bucket, key))
+	return checkLocal(t, bucket, key, Path(bucket, key))
+}
+
+func checkLocal(t *testing.T, bucket, key, p string) string {
 	if !filepath.IsLocal(p) || path.Clean(p) != p {
 		t.Fatalf("Path(%q, %q) = %q is not local", bucket, key, p)
 	}
@@ -74,7 +80,39 @@ func FuzzPath(f *testing.F) {
 		if k1 != k2 && (strings.HasPrefix(p2, p1+"/") || strings.HasPrefix(p1, p2+"/")) {
 			t.Fatalf("%q and %q nest", p1, p2)
 		}
+		c1, c2 := CopyPath(bucket, k1), CopyPath(bucket, k2)
+		if k1 != k2 && (c1 == c2 || strings.HasPrefix(c2, c1+"/") || strings.HasPrefix(c1, c2+"/")) {
+			t.Fatalf("copies of %q and %q clash: %q, %q", k1, k2, c1, c2)
+		}
 	})
+}
+
+func TestWriteFromIsAtomic(t *testing.T) {
+	d, err := Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	rel := CopyPath("b", "../x.gz")
+	if n, err := d.WriteFrom(rel, strings.NewReader("hello\n")); err != nil || n != 6 {
+		t.Fatalf("WriteFrom = %d, %v", n, err)
+	}
+	if got, _ := os.ReadFile(filepath.Join(d.Dir(), rel)); string(got) != "hello\n" {
+		t.Fatalf("%s holds %q", rel, got)
+	}
+	// A failing reader leaves the previous content and no temp file.
+	if _, err := d.WriteFrom(rel, iotest.ErrReader(errors.New("cut"))); err == nil {
+		t.Fatal("a failing reader was stored")
+	}
+	entries, _ := os.ReadDir(filepath.Dir(filepath.Join(d.Dir(), rel)))
+	if got, _ := os.ReadFile(filepath.Join(d.Dir(), rel)); string(got) != "hello\n" || len(entries) != 1 {
+		t.Fatalf("after a failed write: %q, %d entries", got, len(entries))
+	}
+	for _, bad := range []string{"../x", "/abs", "_failed/b/x.json", "."} {
+		if _, err := d.WriteFrom(bad, strings.NewReader("x")); err == nil {
+			t.Errorf("WriteFrom(%q) was allowed", bad)
+		}
+	}
 }
 
 func TestWriteResultAtomicAndIdempotent(t *testing.T) {

@@ -34,6 +34,8 @@ func runFlags(fs *flag.FlagSet, c *palleto.Config, logLevel, logFormat *string) 
 	fs.StringVar(&c.DLQURL, "dlq-url", c.DLQURL, "dead-letter queue for permanent failures (the body, with the error in message attributes); without it they are recorded and deleted")
 	fs.StringVar(&c.Processor, "processor", c.Processor, "what to do with each object: "+strings.Join(process.Names(), ", "))
 	fs.StringVar(&c.ProcessorOptions.Grep, "grep", c.ProcessorOptions.Grep, "regular expression of --processor grep (counts matching lines)")
+	fs.StringVar(&c.ProcessorOptions.Exec, "exec", c.ProcessorOptions.Exec, "command of --processor exec, run by /bin/sh -c for each object: the decompressed content on stdin, stdout stored as the result (exit 65: the object is bad, permanent; other non-zero: retried)")
+	fs.DurationVar(&c.ProcessorOptions.ExecTimeout, "exec-timeout", process.DefaultExecTimeout, "--processor exec: a run taking longer is killed and fails (retried)")
 	fs.Var((*listFlag)(&c.Buckets), "bucket", "allowlist of buckets (repeat or comma-separate); events for others are refused and recorded")
 	fs.Var((*listFlag)(&c.Include), "include", "only keys matching one of these globs ('*' does not cross '/'; repeat or comma-separate)")
 	fs.Var((*listFlag)(&c.Exclude), "exclude", "skip keys matching one of these globs")
@@ -157,9 +159,9 @@ func printSummary(w io.Writer, s palleto.Summary) {
 	if secs <= 0 {
 		secs = 1e-9
 	}
-	fmt.Fprintf(w, "palleto: %d objects processed (%d already done, %d failed), %d lines, %.1f MB decompressed from %.1f MB fetched in %s: %.1f objects/s, %.1f MB/s; %d messages deleted; results in %s\n",
+	fmt.Fprintf(w, "palleto: %d objects processed (%d already done, %d failed), %d lines, %.1f MB decompressed from %.1f MB fetched in %s: %.1f objects/s, %.1f MB/s; %d messages deleted; peak RSS %.1f MiB; results in %s\n",
 		s.Objects, s.AlreadyDone, s.Failed, s.Lines, float64(s.Bytes)/1e6, float64(s.Fetched)/1e6, s.Elapsed.Round(time.Millisecond),
-		float64(s.Objects)/secs, float64(s.Bytes)/1e6/secs, s.Deleted, s.OutDir)
+		float64(s.Objects)/secs, float64(s.Bytes)/1e6/secs, s.Deleted, float64(peakRSS())/(1<<20), s.OutDir)
 }
 
 // listFlag is a repeatable, comma-separated string flag.
