@@ -13,6 +13,7 @@ import (
 
 	"github.com/palleto/palleto/decode"
 	"github.com/palleto/palleto/fetch"
+	"github.com/palleto/palleto/metrics"
 	"github.com/palleto/palleto/notify"
 	"github.com/palleto/palleto/process"
 	"github.com/palleto/palleto/sink"
@@ -41,6 +42,8 @@ func (e *MessageError) Error() string {
 // ctx is cancelled only at the hard stop of a shutdown.
 func (d *Daemon) handle(ctx context.Context, worker int, m *sqs.Message) error {
 	d.tracef("pipeline %d: got message %s (receive count %d)", worker, m.ID, m.ReceiveCount)
+	d.met.MessageStarted()
+	defer d.met.MessageDone()
 	n, err := notify.Parse(m.Body)
 	if err != nil {
 		return &MessageError{Failures: []objectFailure{{Err: err}}}
@@ -58,7 +61,11 @@ func (d *Daemon) handle(ctx context.Context, worker int, m *sqs.Message) error {
 	}
 	var fails []objectFailure
 	for _, rec := range n.Records {
-		if err := d.object(ctx, worker, m, rec); err != nil {
+		var st objectStats
+		done := d.met.ObjectStarted(rec.EventTime)
+		err := d.object(ctx, worker, m, rec, &st)
+		done(st.outcome(err), st.fetched, st.decoded)
+		if err != nil {
 			fails = append(fails, objectFailure{Record: rec, Err: err})
 			if ctx.Err() != nil {
 				break
@@ -71,8 +78,26 @@ func (d *Daemon) handle(ctx context.Context, worker int, m *sqs.Message) error {
 	return nil
 }
 
+// objectStats is what object tells handle for the metrics.
+type objectStats struct {
+	skipped          string // metrics.OutcomeFiltered or OutcomeAlreadyDone when not processed
+	fetched, decoded int64
+}
+
+func (s objectStats) outcome(err error) string {
+	switch {
+	case err == nil && s.skipped != "":
+		return s.skipped
+	case err == nil:
+		return metrics.OutcomeOK
+	case classify(err) == ClassPermanent:
+		return metrics.OutcomePermanent
+	}
+	return metrics.OutcomeRetryable
+}
+
 // object streams one object through decode and the processor and writes its result.
-func (d *Daemon) object(ctx context.Context, worker int, m *sqs.Message, rec notify.Record) error {
+func (d *Daemon) object(ctx context.Context, worker int, m *sqs.Message, rec notify.Record, st *objectStats) error {
 	where := fmt.Sprintf("s3://%s/%s", rec.Bucket, rec.Key)
 	if len(d.cfg.Buckets) > 0 && !slices.Contains(d.cfg.Buckets, rec.Bucket) {
 		return fmt.Errorf("%w: %s: bucket %q is not in the --bucket allowlist %v", ErrRefused, where, rec.Bucket, d.cfg.Buckets)
@@ -81,6 +106,7 @@ func (d *Daemon) object(ctx context.Context, worker int, m *sqs.Message, rec not
 		return fmt.Errorf("%w: s3://%s/%q: the key is not valid UTF-8, which no S3 object key can be", ErrRefused, rec.Bucket, rec.Key)
 	}
 	if !d.wanted(rec.Key) {
+		st.skipped = metrics.OutcomeFiltered
 		d.stats.skipped.Add(1)
 		d.tracef("pipeline %d: %s skipped by --include/--exclude", worker, where)
 		d.log.Info("object skipped by filters", "bucket", rec.Bucket, "key", rec.Key, "outcome", "filtered", "message_id", m.ID)
@@ -90,6 +116,7 @@ func (d *Daemon) object(ctx context.Context, worker int, m *sqs.Message, rec not
 		return err
 	}
 	if _, same := d.sink.Existing(rec.Bucket, rec.Key, rec.VersionID, rec.ETag); same {
+		st.skipped = metrics.OutcomeAlreadyDone
 		d.stats.already.Add(1)
 		d.tracef("pipeline %d: %s already has a result for this version; skipped", worker, where)
 		d.log.Info("object already done", "bucket", rec.Bucket, "key", rec.Key, "etag", rec.ETag, "outcome", "already_done", "message_id", m.ID)
@@ -106,12 +133,14 @@ func (d *Daemon) object(ctx context.Context, worker int, m *sqs.Message, rec not
 		return err
 	}
 	fetched := &countingReader{r: obj.Body, limit: d.cfg.MaxObjectBytes, what: "--max-object-bytes"}
+	defer func() { st.fetched = fetched.n }()
 	dr, err := decode.NewReader(fetched)
 	if err != nil {
 		return fmt.Errorf("decode %s: %w", where, err)
 	}
 	defer dr.Close()
 	decoded := &countingReader{r: dr, limit: d.cfg.MaxDecompressedBytes, what: "--max-decompressed-bytes"}
+	defer func() { st.decoded = decoded.n }()
 	fields, err := d.proc.Process(ctx, process.Object{Bucket: rec.Bucket, Key: rec.Key, VersionID: rec.VersionID, ETag: rec.ETag, Encoding: dr.Encoding}, decoded)
 	if err != nil {
 		return fmt.Errorf("process %s (%s, %s): %w", where, dr.Encoding, d.proc.Name(), err)

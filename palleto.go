@@ -14,13 +14,13 @@ import (
 	"io"
 	"log/slog"
 	"path"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/palleto/palleto/engine"
 	"github.com/palleto/palleto/fetch"
+	"github.com/palleto/palleto/metrics"
 	"github.com/palleto/palleto/process"
 	"github.com/palleto/palleto/sink"
 	"github.com/palleto/palleto/sqs"
@@ -80,13 +80,21 @@ func (c Config) Validate() error {
 	if c.MaxReceives < 0 {
 		return fmt.Errorf("max-receives: %d must be 0 (off) or more", c.MaxReceives)
 	}
-	for _, g := range append(slices.Clone(c.Include), c.Exclude...) {
-		if _, err := path.Match(g, ""); err != nil {
-			return fmt.Errorf("include/exclude: %q is not a glob: %v", g, err)
+	for name, globs := range map[string][]string{"include": c.Include, "exclude": c.Exclude} {
+		for _, g := range globs {
+			if _, err := path.Match(g, ""); err != nil {
+				return fmt.Errorf("%s: %q is not a glob (path.Match syntax: *, ?, [a-z], \\x): %v", name, g, err)
+			}
 		}
 	}
-	if c.MaxObjectBytes < 0 || c.MaxDecompressedBytes < 0 {
-		return fmt.Errorf("max-object-bytes/max-decompressed-bytes: must be 0 (no limit) or more, not %d/%d", c.MaxObjectBytes, c.MaxDecompressedBytes)
+	if c.MaxObjectBytes < 0 {
+		return fmt.Errorf("max-object-bytes: %d must be 0 (no limit) or more", c.MaxObjectBytes)
+	}
+	if c.MaxDecompressedBytes < 0 {
+		return fmt.Errorf("max-decompressed-bytes: %d must be 0 (no limit) or more", c.MaxDecompressedBytes)
+	}
+	if c.ProcessorOptions.ExecTimeout < 0 {
+		return fmt.Errorf("exec-timeout: %s must be 0s (default %s) or more", c.ProcessorOptions.ExecTimeout, process.DefaultExecTimeout)
 	}
 	if c.RetryBackoff < 0 || c.RetryBackoff > 12*time.Hour {
 		return fmt.Errorf("retry-backoff: %s is out of range [0s, 12h]", c.RetryBackoff)
@@ -100,6 +108,7 @@ type Deps struct {
 	S3        fetch.API
 	Processor process.Processor // default: the one Config.Processor names
 	Logger    *slog.Logger
+	Metrics   *metrics.Metrics // nil: no metrics
 }
 
 // Summary counts what a run did.
@@ -127,6 +136,7 @@ type Daemon struct {
 	proc  process.Processor
 	pl    *engine.Pipeline[*sqs.Message]
 	deps  Deps
+	met   *metrics.Metrics
 
 	traceMu sync.Mutex
 	stats   struct{ messages, deleted, objects, already, failed, skipped, bytes, fetched, lines atomic.Int64 }
@@ -138,7 +148,7 @@ func New(cfg Config, deps Deps) (*Daemon, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	d := &Daemon{cfg: cfg, log: deps.Logger, deps: deps, proc: deps.Processor}
+	d := &Daemon{cfg: cfg, log: deps.Logger, deps: deps, proc: deps.Processor, met: deps.Metrics}
 	if d.log == nil {
 		d.log = slog.Default()
 	}
@@ -159,11 +169,19 @@ func New(cfg Config, deps Deps) (*Daemon, error) {
 	}
 	d.fetch = fetch.New(deps.S3)
 	d.src = sqs.New(deps.SQS, cfg.SQS, d.log, sqs.Hooks{
-		Trace:   d.tracef,
-		Deleted: func(n int) { d.stats.deleted.Add(int64(n)) },
+		Trace:    d.tracef,
+		Deleted:  func(n int) { d.stats.deleted.Add(int64(n)); d.met.Deleted(n) },
+		Extended: d.met.Extended,
 	})
 	ec := cfg.Engine
 	ec.Logger = d.log
+	user := ec.Producer.OnReceive
+	ec.Producer.OnReceive = func(p engine.PollDone) {
+		d.met.Received(p.Items, p.Err)
+		if user != nil {
+			user(p)
+		}
+	}
 	if cfg.Trace != nil {
 		ec.Producer.Trace = d.tracef
 	}
@@ -172,6 +190,7 @@ func New(cfg Config, deps Deps) (*Daemon, error) {
 		Settle:  d.settle,
 		Release: d.release,
 	})
+	d.met.SetDemand(d.pl.Demand)
 	return d, nil
 }
 
@@ -195,6 +214,20 @@ func (d *Daemon) Stats() Summary {
 
 // InFlight is the number of messages being handled now.
 func (d *Daemon) InFlight() int { return d.pl.InFlight() }
+
+// QueueDepth returns the queue's approximate visible and in-flight message counts.
+func (d *Daemon) QueueDepth(ctx context.Context) (visible, inFlight int, err error) {
+	return d.src.Depth(ctx)
+}
+
+// Ready reports why the daemon cannot work, or nil: the queue must answer and the output
+// directory must take a write. It is what /readyz serves.
+func (d *Daemon) Ready(ctx context.Context) error {
+	if _, _, err := d.src.Depth(ctx); err != nil {
+		return err
+	}
+	return d.sink.CheckWritable()
+}
 
 // Run consumes the queue until ctx is done (or, with ExitWhenIdle, until the queue stays empty),
 // then drains: in-flight messages finish within the shutdown timeout, unstarted ones are handed

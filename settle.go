@@ -88,6 +88,8 @@ func (d *Daemon) settle(m *sqs.Message, err error) {
 		if err := d.deadLetter(ctx, m, fails[0].Err, dlqClass); err != nil {
 			d.log.Error("dead-letter send failed; the message is kept and retried", "message_id", m.ID, "dlq_url", d.cfg.DLQURL, "error", err)
 			recorded = false
+		} else {
+			d.met.DeadLettered()
 		}
 	}
 	if class == ClassPermanent && recorded {
@@ -96,6 +98,7 @@ func (d *Daemon) settle(m *sqs.Message, err error) {
 		return
 	}
 	d.tracef("sqs: message %s failed; visible again in %s", m.ID, delay)
+	d.met.Returned("retry", 1)
 	if err := d.src.Retry(ctx, m, delay); err != nil {
 		d.log.Warn("could not set retry backoff; the message returns after its visibility timeout", "message_id", m.ID, "error", err)
 	}
@@ -113,6 +116,7 @@ func (d *Daemon) backoff(receiveCount int) time.Duration {
 func (d *Daemon) release(msgs []*sqs.Message) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
+	d.met.Returned("shutdown", len(msgs))
 	if err := d.src.Release(ctx, msgs); err != nil {
 		d.log.Warn("could not hand unstarted messages back; they return after their visibility timeout", "messages", len(msgs), "error", err)
 	}

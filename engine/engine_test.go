@@ -395,7 +395,12 @@ func TestIdleExitWaitsForOlderPollsInFlight(t *testing.T) {
 	cfg := Config{Producer: ProducerConfig{Pollers: 2, MaxBatch: 10}, Workers: 4, ShutdownTimeout: time.Second, ExitWhenIdle: 50 * time.Millisecond}
 	released := 0
 	pl := New[int](&slowHolder{}, cfg, Handler[int]{
-		Handle:  func(ctx context.Context, w int, item int) error { mu.Lock(); handled = append(handled, item); mu.Unlock(); return nil },
+		Handle: func(ctx context.Context, w int, item int) error {
+			mu.Lock()
+			handled = append(handled, item)
+			mu.Unlock()
+			return nil
+		},
 		Settle:  func(int, error) {},
 		Release: func(items []int) { released += len(items) },
 	})

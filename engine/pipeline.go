@@ -52,10 +52,10 @@ func (c Config) Validate() error {
 		return fmt.Errorf("workers: %d is out of range [1, 10000]", c.Workers)
 	}
 	if c.ShutdownTimeout < 0 {
-		return fmt.Errorf("shutdown timeout: %s must not be negative", c.ShutdownTimeout)
+		return fmt.Errorf("shutdown-timeout: %s must be 0s or more", c.ShutdownTimeout)
 	}
 	if c.ExitWhenIdle < 0 {
-		return fmt.Errorf("exit when idle: %s must not be negative", c.ExitWhenIdle)
+		return fmt.Errorf("exit-when-idle: %s must be 0s (off) or more", c.ExitWhenIdle)
 	}
 	return nil
 }
@@ -119,6 +119,9 @@ func New[T any](src Source[T], cfg Config, h Handler[T]) *Pipeline[T] {
 	p.touch()
 	return p
 }
+
+// Demand is the workers' demand not yet met by the source.
+func (p *Pipeline[T]) Demand() int { return p.prod.Demand() }
 
 // InFlight is the number of items being handled now.
 func (p *Pipeline[T]) InFlight() int { return int(p.inFlight.Load()) }

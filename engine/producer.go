@@ -10,6 +10,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -83,6 +84,7 @@ type Producer[T any] struct {
 	asked  int           // demand added by Ask since the producer last looked
 	signal chan struct{} // capacity 1: wakes the producer after Ask; one pending wake-up is enough
 	out    chan T        // unbuffered: an item is handed over only to a consumer waiting for it
+	unmet  atomic.Int64  // the unmet demand as of the producer's last look, for Demand
 }
 
 // NewProducer returns a Producer polling src. The config must be valid.
@@ -113,6 +115,9 @@ func (p *Producer[T]) Ask(n int) {
 // Out is where items are handed to consumers. It is never closed; consumers stop by their own
 // context.
 func (p *Producer[T]) Out() <-chan T { return p.out }
+
+// Demand is the demand not yet met: asked for and not yet received. Safe to call any time.
+func (p *Producer[T]) Demand() int { return int(p.unmet.Load()) }
 
 func (p *Producer[T]) takeAsked() int {
 	p.mu.Lock()
@@ -168,6 +173,7 @@ func (p *Producer[T]) Run(ctx context.Context) (undelivered []T) {
 			demand += n
 			p.trace("producer: demand +%d, unmet demand now %d", n, demand)
 		}
+		p.unmet.Store(int64(demand))
 		for backoff == nil && active < p.cfg.Pollers && demand-asking > 0 && ctx.Err() == nil {
 			n := min(p.cfg.MaxBatch, demand-asking)
 			asking += n

@@ -97,6 +97,30 @@ func (d *Disk) Dir() string { return d.dir }
 // Close releases the directory handle.
 func (d *Disk) Close() error { return d.root.Close() }
 
+// CheckWritable creates, syncs and removes a small file in the output directory: the readiness
+// check that the disk takes writes (not full, not read-only, permitted).
+func (d *Disk) CheckWritable() error {
+	var rnd [8]byte
+	rand.Read(rnd[:])
+	name := "%tmp-ready-" + hex.EncodeToString(rnd[:])
+	f, err := d.root.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	if err != nil {
+		return fmt.Errorf("output directory %s not writable: %w", d.dir, err)
+	}
+	defer d.root.Remove(name)
+	_, err = f.Write([]byte("ok\n"))
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("output directory %s not writable: %w", d.dir, err)
+	}
+	return nil
+}
+
 // Existing returns the result stored for bucket/key, if any, and whether it is for the same
 // object version: same versionID when both have one, else same eTag.
 func (d *Disk) Existing(bucket, key, versionID, etag string) (Result, bool) {

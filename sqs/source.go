@@ -24,6 +24,7 @@ type API interface {
 	DeleteMessageBatch(context.Context, *awssqs.DeleteMessageBatchInput, ...func(*awssqs.Options)) (*awssqs.DeleteMessageBatchOutput, error)
 	ChangeMessageVisibilityBatch(context.Context, *awssqs.ChangeMessageVisibilityBatchInput, ...func(*awssqs.Options)) (*awssqs.ChangeMessageVisibilityBatchOutput, error)
 	SendMessage(context.Context, *awssqs.SendMessageInput, ...func(*awssqs.Options)) (*awssqs.SendMessageOutput, error)
+	GetQueueAttributes(context.Context, *awssqs.GetQueueAttributesInput, ...func(*awssqs.Options)) (*awssqs.GetQueueAttributesOutput, error)
 }
 
 // Config configures a Source.
@@ -111,6 +112,19 @@ func (s *Source) trace(format string, args ...any) {
 	if s.hooks.Trace != nil {
 		s.hooks.Trace(format, args...)
 	}
+}
+
+// Depth returns the queue's approximate visible and in-flight message counts. It is also the
+// readiness check: an error means the queue cannot be reached (or does not exist).
+func (s *Source) Depth(ctx context.Context) (visible, inFlight int, err error) {
+	out, err := s.api.GetQueueAttributes(ctx, &awssqs.GetQueueAttributesInput{QueueUrl: &s.cfg.QueueURL,
+		AttributeNames: []types.QueueAttributeName{types.QueueAttributeNameApproximateNumberOfMessages, types.QueueAttributeNameApproximateNumberOfMessagesNotVisible}})
+	if err != nil {
+		return 0, 0, fmt.Errorf("sqs GetQueueAttributes %s: %w", s.cfg.QueueURL, err)
+	}
+	visible, _ = strconv.Atoi(out.Attributes[string(types.QueueAttributeNameApproximateNumberOfMessages)])
+	inFlight, _ = strconv.Atoi(out.Attributes[string(types.QueueAttributeNameApproximateNumberOfMessagesNotVisible)])
+	return visible, inFlight, nil
 }
 
 // Receive asks SQS for at most max (<= 10) messages, long polling for up to WaitTime. Received

@@ -13,6 +13,7 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/palleto/palleto"
+	"github.com/palleto/palleto/metrics"
 	"github.com/palleto/palleto/process"
 )
 
@@ -41,29 +42,9 @@ func runFlags(fs *flag.FlagSet, c *palleto.Config, logLevel, logFormat *string) 
 	fs.Var((*listFlag)(&c.Exclude), "exclude", "skip keys matching one of these globs")
 	fs.Int64Var(&c.MaxObjectBytes, "max-object-bytes", c.MaxObjectBytes, "objects larger than this (as stored) fail permanently (0: no limit)")
 	fs.Int64Var(&c.MaxDecompressedBytes, "max-decompressed-bytes", c.MaxDecompressedBytes, "objects that decompress to more than this fail permanently: stops decompression bombs (0: no limit)")
+	fs.String("config", "", "YAML file of settings, keyed by these flag names (queue-url: ..., workers: 16); flags and PALLETO_* win over it")
 	fs.StringVar(logLevel, "log-level", *logLevel, "debug, info, warn or error")
 	fs.StringVar(logFormat, "log-format", *logFormat, "text or json (default: text on a terminal, json otherwise)")
-}
-
-func parseFlags(fs *flag.FlagSet, args []string) error {
-	if err := fs.Parse(args); err != nil {
-		return usageError{err}
-	}
-	if fs.NArg() > 0 {
-		return usageError{fmt.Errorf("unexpected argument %q", fs.Arg(0))}
-	}
-	set := map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
-	var err error
-	fs.VisitAll(func(f *flag.Flag) {
-		env := "PALLETO_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
-		if v, ok := os.LookupEnv(env); ok && !set[f.Name] && err == nil {
-			if e := f.Value.Set(v); e != nil {
-				err = usageError{fmt.Errorf("%s=%q: %v", env, v, e)}
-			}
-		}
-	})
-	return err
 }
 
 func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
@@ -93,10 +74,13 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	cfg := palleto.DefaultConfig()
 	logLevel, logFormat := "info", ""
 	trace := false
+	metricsAddr, progress := "", "auto"
 	fs := flag.NewFlagSet("palleto run", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	runFlags(fs, &cfg, &logLevel, &logFormat)
 	fs.BoolVar(&trace, "trace", false, "print the demand flow in words: demand asked, polls, events received, downloaded/processed by pipeline K, deleted")
+	fs.StringVar(&metricsAddr, "metrics-addr", "", "serve Prometheus /metrics, /healthz and /readyz on this address (e.g. :9090; empty: off)")
+	fs.StringVar(&progress, "progress", progress, "live progress line on stderr: auto (when stderr is a terminal), always, never")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), `Usage: palleto run --queue-url URL --out DIR [flags]
 
@@ -106,14 +90,12 @@ is the message deleted. Failures are recorded under DIR/_failed/ and retried wit
 when permanent (missing object, corrupt data, malformed notification, --max-receives reached),
 recorded and deleted (or sent to --dlq-url).
 
-Every flag can also be set as PALLETO_<FLAG> in the environment (PALLETO_QUEUE_URL,
-PALLETO_WORKERS, ...); the command line wins.
+Settings come from, in order of precedence: these flags, PALLETO_<FLAG> environment variables
+(PALLETO_QUEUE_URL, PALLETO_WORKERS, ...), the YAML file of --config, the defaults.
 
 Exit codes: 0 done (including a stop by SIGINT/SIGTERM), 1 fatal error, 2 bad usage or config.
-
-Flags:
 `)
-		fs.PrintDefaults()
+		printGroupedDefaults(fs, fs.Output())
 	}
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -131,13 +113,37 @@ Flags:
 	if _, err := process.New(cfg.Processor, cfg.ProcessorOptions); err != nil {
 		return usageError{err}
 	}
-	d, _, err := newDaemon(ctx, cfg, log)
+	showProgress, err := wantProgress(progress, stderr)
+	if err != nil {
+		return usageError{err}
+	}
+	var met *metrics.Metrics
+	if metricsAddr != "" {
+		met = metrics.New()
+	}
+	d, _, err := newDaemon(ctx, cfg, log, met)
 	if err != nil {
 		return err
+	}
+	if metricsAddr != "" {
+		srvCtx, stopSrv := context.WithCancel(context.WithoutCancel(ctx))
+		wait, err := metrics.Serve(srvCtx, metricsAddr, met.Handler(d.Ready), log)
+		if err != nil {
+			stopSrv()
+			return err
+		}
+		defer func() { stopSrv(); wait() }() // served until the drain is over, not just until the signal
+	}
+	if showProgress {
+		stopProgress := startProgress(d, stderr)
+		defer stopProgress()
 	}
 	s, err := d.Run(ctx)
 	if err != nil && !errors.Is(err, context.Canceled) {
 		return err
+	}
+	if showProgress {
+		fmt.Fprint(stderr, "\r\033[K")
 	}
 	printSummary(stderr, s)
 	return nil
@@ -145,12 +151,12 @@ Flags:
 
 // newDaemon builds the daemon on SDK clients from the standard AWS configuration, with an HTTP
 // connection pool sized for the workers and pollers. It also returns the S3 client.
-func newDaemon(ctx context.Context, cfg palleto.Config, log *slog.Logger) (*palleto.Daemon, *s3.Client, error) {
+func newDaemon(ctx context.Context, cfg palleto.Config, log *slog.Logger, met *metrics.Metrics) (*palleto.Daemon, *s3.Client, error) {
 	sqsc, s3c, err := palleto.AWSClients(ctx, cfg.Engine.Workers+cfg.Engine.Producer.Pollers)
 	if err != nil {
 		return nil, nil, err
 	}
-	d, err := palleto.New(cfg, palleto.Deps{SQS: sqsc, S3: s3c, Logger: log})
+	d, err := palleto.New(cfg, palleto.Deps{SQS: sqsc, S3: s3c, Logger: log, Metrics: met})
 	return d, s3c, err
 }
 

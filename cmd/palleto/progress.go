@@ -1,0 +1,68 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/palleto/palleto"
+)
+
+// wantProgress decides --progress: auto shows the live line only when w is a terminal.
+func wantProgress(mode string, w io.Writer) (bool, error) {
+	switch mode {
+	case "always":
+		return true, nil
+	case "never":
+		return false, nil
+	case "auto":
+		f, ok := w.(*os.File)
+		if !ok {
+			return false, nil
+		}
+		fi, err := f.Stat()
+		return err == nil && fi.Mode()&os.ModeCharDevice != 0, nil
+	}
+	return false, fmt.Errorf("progress: %q is not one of auto, always, never", mode)
+}
+
+// startProgress rewrites one status line on w every second: objects/s and MB/s over the last
+// second, totals, in flight, and the queue's depth (asked of SQS every 5 seconds). It returns
+// the function that stops it.
+func startProgress(d *palleto.Daemon, w io.Writer) (stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		tick := time.NewTicker(time.Second)
+		defer tick.Stop()
+		prev, prevAt := d.Stats(), time.Now()
+		depth, lastDepth := "?", time.Time{}
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case now := <-tick.C:
+				if now.Sub(lastDepth) >= 5*time.Second {
+					qctx, qcancel := context.WithTimeout(ctx, 2*time.Second)
+					if v, f, err := d.QueueDepth(qctx); err == nil {
+						depth = fmt.Sprintf("%d waiting, %d in flight", v, f)
+					}
+					qcancel()
+					lastDepth = now
+				}
+				s := d.Stats()
+				secs := now.Sub(prevAt).Seconds()
+				fmt.Fprintf(w, "\r\033[Kpalleto: %.1f objects/s, %.1f MB/s | %d done, %d failed, %d in flight | queue: %s",
+					float64(s.Objects+s.AlreadyDone-prev.Objects-prev.AlreadyDone)/secs, float64(s.Bytes-prev.Bytes)/1e6/secs,
+					s.Objects+s.AlreadyDone, s.Failed, d.InFlight(), depth)
+				prev, prevAt = s, now
+			}
+		}
+	}()
+	return func() { cancel(); wg.Wait() }
+}
