@@ -1,0 +1,247 @@
+package main
+
+import (
+	"bytes"
+	"debug/elf"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"reflect"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/palleto/palleto"
+	"github.com/palleto/palleto/fetch"
+	"github.com/palleto/palleto/sqs"
+	"go.yaml.in/yaml/v3"
+)
+
+const repoRoot = "../.."
+
+// iamActions maps every method of the SDK interfaces Palleto calls to the IAM actions it needs.
+// A method added to sqs.API or fetch.API fails TestCloudFormationWiring until it is mapped here
+// and granted in the template.
+var iamActions = map[string][]string{
+	"ReceiveMessage":               {"sqs:ReceiveMessage"},
+	"DeleteMessageBatch":           {"sqs:DeleteMessage"},
+	"ChangeMessageVisibilityBatch": {"sqs:ChangeMessageVisibility"},
+	"GetQueueAttributes":           {"sqs:GetQueueAttributes"},
+	"SendMessage":                  {"sqs:SendMessage"},
+	"GetObject":                    {"s3:GetObject", "s3:GetObjectVersion"}, // by versionId when the event has one
+}
+
+func readYAML(t *testing.T, path string) []map[string]any {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join(repoRoot, path))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var docs []map[string]any
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	for {
+		var d map[string]any
+		if err := dec.Decode(&d); err == io.EOF {
+			break
+		} else if err != nil {
+			t.Fatalf("%s: %v", path, err)
+		}
+		docs = append(docs, d)
+	}
+	return docs
+}
+
+// dig follows keys (string) and indexes (int) into parsed YAML.
+func dig(t *testing.T, v any, path ...any) any {
+	t.Helper()
+	for _, p := range path {
+		switch k := p.(type) {
+		case string:
+			m, ok := v.(map[string]any)
+			if !ok {
+				t.Fatalf("at %v: not a mapping: %v", path, v)
+			}
+			v = m[k]
+		case int:
+			l, ok := v.([]any)
+			if !ok || k >= len(l) {
+				t.Fatalf("at %v: not a list of %d: %v", path, k+1, v)
+			}
+			v = l[k]
+		}
+	}
+	return v
+}
+
+func str(v any) string { return fmt.Sprint(v) }
+
+func TestCloudFormationWiring(t *testing.T) {
+	doc := readYAML(t, "deploy/cloudformation/palleto.yaml")[0]
+	res := func(path ...any) any { return dig(t, doc, append([]any{"Resources"}, path...)...) }
+	queueArn := str(map[string]any{"Fn::GetAtt": []any{"Queue", "Arn"}})
+	bucketArn := str(map[string]any{"Fn::Sub": "arn:${AWS::Partition}:s3:::${BucketName}"})
+
+	// Bucket -> queue.
+	if got := res("Bucket", "Properties", "NotificationConfiguration", "QueueConfigurations", 0); str(dig(t, got, "Queue")) != queueArn || dig(t, got, "Event") != "s3:ObjectCreated:*" {
+		t.Errorf("bucket notification: %v", got)
+	}
+	if res("Bucket", "DependsOn") != "QueuePolicy" {
+		t.Error("the bucket must depend on the queue policy, or S3 cannot validate the notification")
+	}
+	if str(res("Bucket", "Properties", "BucketName")) != str(map[string]any{"Ref": "BucketName"}) {
+		t.Error("the bucket's name must be the BucketName parameter the policies name")
+	}
+	// Only that bucket may send.
+	st := res("QueuePolicy", "Properties", "PolicyDocument", "Statement", 0)
+	if dig(t, st, "Effect") != "Allow" || str(dig(t, st, "Principal", "Service")) != "s3.amazonaws.com" ||
+		dig(t, st, "Action") != "sqs:SendMessage" || str(dig(t, st, "Resource")) != queueArn ||
+		str(dig(t, st, "Condition", "ArnEquals", "aws:SourceArn")) != bucketArn ||
+		dig(t, st, "Condition", "StringEquals", "aws:SourceAccount") == nil {
+		t.Errorf("queue policy statement: %v", st)
+	}
+	if str(res("QueuePolicy", "Properties", "Queues", 0)) != str(map[string]any{"Ref": "Queue"}) {
+		t.Error("the queue policy is not on the queue")
+	}
+	// Redrive to the DLQ.
+	if str(res("Queue", "Properties", "RedrivePolicy", "deadLetterTargetArn")) != str(map[string]any{"Fn::GetAtt": []any{"DeadLetterQueue", "Arn"}}) ||
+		res("Queue", "Properties", "RedrivePolicy", "maxReceiveCount") == nil {
+		t.Errorf("redrive policy: %v", res("Queue", "Properties", "RedrivePolicy"))
+	}
+	// IAM: exactly what the code calls.
+	var want []string
+	for _, api := range []reflect.Type{reflect.TypeFor[sqs.API](), reflect.TypeFor[fetch.API]()} {
+		for i := range api.NumMethod() {
+			acts, ok := iamActions[api.Method(i).Name]
+			if !ok {
+				t.Errorf("%s.%s has no IAM action in iamActions", api, api.Method(i).Name)
+			}
+			want = append(want, acts...)
+		}
+	}
+	var got []string
+	for _, s := range res("PalletoPolicy", "Properties", "PolicyDocument", "Statement").([]any) {
+		if dig(t, s, "Effect") != "Allow" {
+			t.Errorf("statement %v is not Allow", s)
+		}
+		for _, a := range dig(t, s, "Action").([]any) {
+			got = append(got, a.(string))
+		}
+		if r := str(dig(t, s, "Resource")); strings.Contains(r, "*") && !strings.HasSuffix(r, "/*]") {
+			t.Errorf("statement %v grants a wildcard resource", s)
+		}
+	}
+	slices.Sort(want)
+	slices.Sort(got)
+	if !slices.Equal(slices.Compact(want), got) {
+		t.Errorf("IAM actions %v, want exactly %v", got, slices.Compact(want))
+	}
+}
+
+func TestKubernetesManifests(t *testing.T) {
+	kinds := map[string]map[string]any{}
+	for _, d := range readYAML(t, "deploy/kubernetes/palleto.yaml") {
+		kinds[str(d["kind"])] = d
+	}
+	for _, k := range []string{"ServiceAccount", "ConfigMap", "PersistentVolumeClaim", "Deployment", "TriggerAuthentication", "ScaledObject"} {
+		if kinds[k] == nil {
+			t.Fatalf("no %s in the manifests", k)
+		}
+	}
+	// The ConfigMap's palleto.yaml is a valid run configuration.
+	cfgFile := filepath.Join(t.TempDir(), "palleto.yaml")
+	os.WriteFile(cfgFile, []byte(str(dig(t, kinds["ConfigMap"], "data", "palleto.yaml"))), 0o644)
+	cfg := palleto.DefaultConfig()
+	level, format := "info", ""
+	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+	runFlags(fs, &cfg, &level, &format)
+	metricsAddr := fs.String("metrics-addr", "", "")
+	if err := parseFlags(fs, []string{"--config", cfgFile}); err != nil {
+		t.Fatalf("the ConfigMap's config: %v", err)
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatalf("the ConfigMap's config: %v", err)
+	}
+	dep := kinds["Deployment"]
+	pod := dig(t, dep, "spec", "template", "spec")
+	c := dig(t, pod, "containers", 0)
+	if args := str(dig(t, c, "args")); !strings.Contains(args, "--config /etc/palleto/palleto.yaml") {
+		t.Errorf("container args %s do not read the mounted config", args)
+	}
+	mounts := map[string]string{}
+	for _, m := range dig(t, c, "volumeMounts").([]any) {
+		mounts[str(dig(t, m, "name"))] = str(dig(t, m, "mountPath"))
+	}
+	if mounts["config"] != "/etc/palleto" || mounts["results"] != cfg.OutDir {
+		t.Errorf("mounts %v: want the config at /etc/palleto and results at %s", mounts, cfg.OutDir)
+	}
+	port := strings.TrimPrefix(*metricsAddr, ":")
+	if str(dig(t, c, "ports", 0, "containerPort")) != port || dig(t, c, "readinessProbe", "httpGet", "path") != "/readyz" || dig(t, c, "livenessProbe", "httpGet", "path") != "/healthz" {
+		t.Errorf("probes and port %v do not match metrics-addr %s", dig(t, c, "ports"), *metricsAddr)
+	}
+	if grace := dig(t, pod, "terminationGracePeriodSeconds").(int); time.Duration(grace)*time.Second <= cfg.Engine.ShutdownTimeout {
+		t.Errorf("terminationGracePeriodSeconds %d must exceed shutdown-timeout %s", grace, cfg.Engine.ShutdownTimeout)
+	}
+	if str(dig(t, pod, "securityContext", "runAsUser")) != "65532" || dig(t, pod, "securityContext", "runAsNonRoot") != true {
+		t.Error("the pod must run as the image's non-root user 65532")
+	}
+	so := kinds["ScaledObject"]
+	trig := dig(t, so, "spec", "triggers", 0)
+	if dig(t, so, "spec", "scaleTargetRef", "name") != dig(t, dep, "metadata", "name") ||
+		dig(t, trig, "type") != "aws-sqs-queue" ||
+		dig(t, trig, "metadata", "queueURL") != cfg.SQS.QueueURL ||
+		dig(t, trig, "metadata", "queueLength") != fmt.Sprint(cfg.Engine.Workers) ||
+		dig(t, trig, "authenticationRef", "name") != dig(t, kinds["TriggerAuthentication"], "metadata", "name") {
+		t.Errorf("ScaledObject %v does not scale the Deployment on its queue, one replica per %d messages", so, cfg.Engine.Workers)
+	}
+	if dig(t, pod, "serviceAccountName") != dig(t, kinds["ServiceAccount"], "metadata", "name") {
+		t.Error("the pod does not use the ServiceAccount")
+	}
+}
+
+// TestDockerfileBuildStage runs the Dockerfile's build command without Docker and checks the
+// binary is static and runs; and that the image runs as the non-root user.
+func TestDockerfileBuildStage(t *testing.T) {
+	data, err := os.ReadFile(filepath.Join(repoRoot, "Dockerfile"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	build := regexp.MustCompile(`(?m)^RUN (CGO_ENABLED=0 go build .*)$`).FindSubmatch(data)
+	if build == nil {
+		t.Fatal("no `RUN CGO_ENABLED=0 go build` line in the Dockerfile")
+	}
+	bin := filepath.Join(t.TempDir(), "palleto")
+	line := strings.ReplaceAll(string(build[1]), "${VERSION}", "test-1.2.3")
+	line = strings.ReplaceAll(line, "/out/palleto", bin)
+	cmd := exec.Command("sh", "-c", line)
+	cmd.Dir = repoRoot
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("%s: %v\n%s", line, err, out)
+	}
+	f, err := elf.Open(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	for _, p := range f.Progs {
+		if p.Type == elf.PT_INTERP {
+			t.Error("the binary is dynamically linked; the distroless static image cannot run it")
+		}
+	}
+	out, err := exec.Command(bin, "version").Output()
+	if err != nil || strings.TrimSpace(string(out)) != "palleto test-1.2.3" {
+		t.Errorf("version: %q %v", out, err)
+	}
+	if !regexp.MustCompile(`(?m)^USER 65532:65532$`).Match(data) || !strings.Contains(string(data), ":nonroot") {
+		t.Error("the final stage must run as the non-root user 65532")
+	}
+	// The compose file's env file exists and names the endpoints the devstack service serves.
+	env, err := os.ReadFile(filepath.Join(repoRoot, "deploy/compose/devstack.env"))
+	if err != nil || !strings.Contains(string(env), "AWS_ENDPOINT_URL_SQS=http://devstack:9324") {
+		t.Errorf("deploy/compose/devstack.env: %v", err)
+	}
+}
