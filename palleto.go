@@ -168,6 +168,11 @@ func New(cfg Config, deps Deps) (*Daemon, error) {
 		d.proc = p
 	}
 	d.fetch = fetch.New(deps.S3)
+	d.fetch.OnResume = func(bucket, key string, off int64, cause error) {
+		d.met.Resumed()
+		d.tracef("s3: s3://%s/%s broke at byte %d (%v); resuming with a Range request", bucket, key, off, cause)
+		d.log.Warn("S3 body broken; resuming with a Range request", "bucket", bucket, "key", key, "offset", off, "error", cause)
+	}
 	d.src = sqs.New(deps.SQS, cfg.SQS, d.log, sqs.Hooks{
 		Trace:    d.tracef,
 		Deleted:  func(n int) { d.stats.deleted.Add(int64(n)); d.met.Deleted(n) },

@@ -10,6 +10,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
@@ -42,10 +43,20 @@ type Object struct {
 }
 
 // Fetcher opens objects. Safe for concurrent use.
-type Fetcher struct{ api API }
+type Fetcher struct {
+	api API
+	// Resumes is how many times a broken body (connection reset, cut, short read) is resumed
+	// with a Range request from the byte where it broke, pinned to the same eTag (default 5).
+	Resumes int
+	// ResumeBackoff is the wait before the first resume, doubled for each next one (default
+	// 200ms).
+	ResumeBackoff time.Duration
+	// OnResume, when set, is told of each resume: the object, the offset and the cause.
+	OnResume func(bucket, key string, offset int64, cause error)
+}
 
 // New returns a Fetcher using api.
-func New(api API) *Fetcher { return &Fetcher{api: api} }
+func New(api API) *Fetcher { return &Fetcher{api: api, Resumes: 5, ResumeBackoff: 200 * time.Millisecond} }
 
 // Open starts a GetObject and returns the streaming body.
 func (f *Fetcher) Open(ctx context.Context, r Request) (*Object, error) {
@@ -67,8 +78,94 @@ func (f *Fetcher) Open(ctx context.Context, r Request) (*Object, error) {
 	if out.ContentLength != nil {
 		size = *out.ContentLength
 	}
-	return &Object{Body: out.Body, Size: size, ETag: strings.Trim(aws.ToString(out.ETag), "\""), VersionID: aws.ToString(out.VersionId)}, nil
+	obj := &Object{Size: size, ETag: strings.Trim(aws.ToString(out.ETag), "\""), VersionID: aws.ToString(out.VersionId)}
+	obj.Body = &resumingBody{ctx: ctx, f: f, req: r, obj: obj, body: out.Body}
+	return obj, nil
 }
+
+// resumingBody reads an object's body and, when the connection breaks, continues it with a
+// Range GET from the first byte not yet read, pinned to the version first read (its versionId,
+// or If-Match its eTag), so the bytes handed out are exactly the object's.
+type resumingBody struct {
+	ctx     context.Context
+	f       *Fetcher
+	req     Request
+	obj     *Object
+	body    io.ReadCloser
+	off     int64 // bytes handed out
+	pending error // a break seen while returning data, dealt with on the next Read
+	resumes int
+}
+
+func (b *resumingBody) Read(p []byte) (int, error) {
+	for {
+		if b.pending == nil {
+			n, err := b.body.Read(p)
+			b.off += int64(n)
+			if err == io.EOF && b.obj.Size >= 0 && b.off < b.obj.Size {
+				err = io.ErrUnexpectedEOF // the server or a proxy cut the body short
+			}
+			if err == nil || err == io.EOF {
+				return n, err
+			}
+			b.pending = err
+			if n > 0 {
+				return n, nil
+			}
+		}
+		cause := b.pending
+		b.pending = nil
+		if err := b.resume(cause); err != nil {
+			return 0, err
+		}
+	}
+}
+
+func (b *resumingBody) resume(cause error) error {
+	where := fmt.Sprintf("s3://%s/%s", b.req.Bucket, b.req.Key)
+	if b.ctx.Err() != nil {
+		return b.ctx.Err()
+	}
+	if b.resumes >= b.f.Resumes {
+		return fmt.Errorf("s3 GetObject %s: body broken at byte %d, %d resumes spent: %w", where, b.off, b.resumes, cause)
+	}
+	wait := b.f.ResumeBackoff << b.resumes
+	b.resumes++
+	if b.f.OnResume != nil {
+		b.f.OnResume(b.req.Bucket, b.req.Key, b.off, cause)
+	}
+	b.body.Close()
+	b.body = io.NopCloser(strings.NewReader("")) // until the new body is open
+	select {
+	case <-b.ctx.Done():
+		return b.ctx.Err()
+	case <-time.After(wait):
+	}
+	in := &s3.GetObjectInput{Bucket: &b.req.Bucket, Key: &b.req.Key, Range: aws.String(fmt.Sprintf("bytes=%d-", b.off))}
+	if b.obj.VersionID != "" {
+		in.VersionId = aws.String(b.obj.VersionID)
+	} else if b.obj.ETag != "" {
+		in.IfMatch = aws.String("\"" + b.obj.ETag + "\"")
+	}
+	out, err := b.f.api.GetObject(b.ctx, in)
+	if err != nil {
+		err = Classify(fmt.Errorf("s3 GetObject %s (resuming at byte %d after: %v): %w", where, b.off, cause, err))
+		if !errors.Is(err, ErrPermanent) && b.ctx.Err() == nil {
+			b.pending = err // the resume itself failed: try again, within the budget
+			return nil
+		}
+		return err
+	}
+	b.body = out.Body
+	if out.ContentRange == nil && b.off > 0 { // a server that ignored Range sent it all again
+		if _, err := io.CopyN(io.Discard, out.Body, b.off); err != nil {
+			b.pending = err
+		}
+	}
+	return nil
+}
+
+func (b *resumingBody) Close() error { return b.body.Close() }
 
 // permanentCodes are the S3 error codes that retrying cannot fix.
 var permanentCodes = map[string]string{

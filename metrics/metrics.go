@@ -35,6 +35,7 @@ type Metrics struct {
 	reg prometheus.Gatherer
 
 	received, deleted, deadLettered, extensions prometheus.Counter
+	resumes                                     prometheus.Counter
 	returned                                    *prometheus.CounterVec
 	receives                                    *prometheus.CounterVec
 	objects                                     *prometheus.CounterVec
@@ -75,6 +76,7 @@ func New() *Metrics {
 	m.receives = vec("palleto_sqs_receive_requests_total", "ReceiveMessage calls, by result: messages, empty, error.", "result", "messages", "empty", "error")
 	m.objects = vec("palleto_objects_processed_total", "Objects, by outcome: ok, already_done, filtered, permanent, retryable.", "outcome",
 		OutcomeOK, OutcomeAlreadyDone, OutcomeFiltered, OutcomePermanent, OutcomeRetryable)
+	m.resumes = counter("palleto_s3_resumes_total", "Broken S3 bodies continued with a Range request.")
 	m.s3Bytes = counter("palleto_s3_bytes_total", "Bytes fetched from S3 (as stored, before decompression).")
 	m.decompressed = counter("palleto_decompressed_bytes_total", "Bytes after decompression, fed to the processor.")
 	m.messagesInFlight = gauge("palleto_messages_in_flight", "SQS messages being handled now.")
@@ -135,6 +137,13 @@ func (m *Metrics) DeadLettered() {
 func (m *Metrics) Extended(n int) {
 	if m != nil {
 		m.extensions.Add(float64(n))
+	}
+}
+
+// Resumed counts a broken S3 body continued with a Range request.
+func (m *Metrics) Resumed() {
+	if m != nil {
+		m.resumes.Inc()
 	}
 }
 

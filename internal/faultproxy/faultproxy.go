@@ -1,0 +1,170 @@
+// Package faultproxy is a TCP proxy for tests that injects the faults a network and a busy
+// service produce: connections reset as they open, HTTP 503 answers, responses cut mid-body
+// (after a random number of bytes), connections reset after a random lifetime (in the middle of
+// a long poll, say), and added latency. It knows just enough HTTP to answer 503.
+package faultproxy
+
+import (
+	"bufio"
+	"io"
+	"math"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Config says which faults to inject. Probabilities are per new connection; the cut and the
+// lifetime are drawn per connection from exponential distributions with the given means.
+type Config struct {
+	Target    string        // host:port to forward to
+	Reset     float64       // probability a new connection is reset before any answer
+	Err503    float64       // probability a new connection answers its first request 503 and closes
+	MeanBytes int64         // reset after this many response bytes on average (0: never)
+	MeanLife  time.Duration // reset after this long on average (0: never)
+	Latency   time.Duration // up to this much delay before each response chunk (uniform)
+	Seed      uint64
+}
+
+// Stats count the faults injected so far.
+type Stats struct{ Conns, Resets, Errors503, Cuts, Expired int64 }
+
+// Proxy is a running fault-injecting proxy. Safe for concurrent use.
+type Proxy struct {
+	cfg     Config
+	ln      net.Listener
+	enabled atomic.Bool
+	mu      sync.Mutex
+	rnd     *rand.Rand
+	wg      sync.WaitGroup
+	conns, resets, errs, cuts, expired atomic.Int64
+}
+
+// Start listens on 127.0.0.1 with faults enabled.
+func Start(cfg Config) (*Proxy, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	p := &Proxy{cfg: cfg, ln: ln, rnd: rand.New(rand.NewPCG(cfg.Seed, 0x5eed))}
+	p.enabled.Store(true)
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			p.wg.Add(1)
+			go func() { defer p.wg.Done(); p.serve(c) }()
+		}
+	}()
+	return p, nil
+}
+
+// URL is the proxy's http:// address.
+func (p *Proxy) URL() string { return "http://" + p.ln.Addr().String() }
+
+// SetFaults turns fault injection on or off for new connections.
+func (p *Proxy) SetFaults(on bool) { p.enabled.Store(on) }
+
+// Stats returns the counts so far.
+func (p *Proxy) Stats() Stats {
+	return Stats{p.conns.Load(), p.resets.Load(), p.errs.Load(), p.cuts.Load(), p.expired.Load()}
+}
+
+// Close stops accepting and waits for the connections to end.
+func (p *Proxy) Close() {
+	p.ln.Close()
+	p.wg.Wait()
+}
+
+func (p *Proxy) float() float64 { p.mu.Lock(); defer p.mu.Unlock(); return p.rnd.Float64() }
+
+func (p *Proxy) exp(mean float64) float64 { return -mean * math.Log(1-p.float()) }
+
+func reset(c net.Conn) {
+	if tc, ok := c.(*net.TCPConn); ok {
+		tc.SetLinger(0) // close with RST, as a crashed peer or a middlebox does
+	}
+	c.Close()
+}
+
+func (p *Proxy) serve(client net.Conn) {
+	p.conns.Add(1)
+	faults := p.enabled.Load()
+	if faults && p.float() < p.cfg.Reset {
+		p.resets.Add(1)
+		reset(client)
+		return
+	}
+	if faults && p.float() < p.cfg.Err503 {
+		p.errs.Add(1)
+		if _, err := http.ReadRequest(bufio.NewReader(client)); err == nil {
+			io.WriteString(client, "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 12\r\nConnection: close\r\n\r\nfaultproxy\r\n")
+		}
+		client.Close()
+		return
+	}
+	server, err := net.Dial("tcp", p.cfg.Target)
+	if err != nil {
+		client.Close()
+		return
+	}
+	cutAfter := int64(-1)
+	if faults && p.cfg.MeanBytes > 0 {
+		cutAfter = int64(p.exp(float64(p.cfg.MeanBytes)))
+	}
+	var kill *time.Timer
+	var once sync.Once
+	end := func(rst bool) {
+		once.Do(func() {
+			if rst {
+				reset(client)
+			} else {
+				client.Close()
+			}
+			server.Close()
+		})
+	}
+	if faults && p.cfg.MeanLife > 0 {
+		kill = time.AfterFunc(time.Duration(p.exp(float64(p.cfg.MeanLife))), func() { p.expired.Add(1); end(true) })
+		defer kill.Stop()
+	}
+	done := make(chan struct{})
+	go func() { // requests, untouched
+		defer close(done)
+		io.Copy(server, client)
+		end(false)
+	}()
+	buf := make([]byte, 32<<10)
+	var sent int64
+	for {
+		n, err := server.Read(buf)
+		if n > 0 {
+			if faults && p.cfg.Latency > 0 {
+				time.Sleep(time.Duration(p.float() * float64(p.cfg.Latency)))
+			}
+			chunk := buf[:n]
+			if cutAfter >= 0 && sent+int64(n) > cutAfter {
+				client.Write(chunk[:cutAfter-sent])
+				p.cuts.Add(1)
+				end(true)
+				break
+			}
+			if _, werr := client.Write(chunk); werr != nil {
+				end(false)
+				break
+			}
+			sent += int64(n)
+		}
+		if err != nil {
+			end(false)
+			break
+		}
+	}
+	<-done
+}
