@@ -56,7 +56,9 @@ type Fetcher struct {
 }
 
 // New returns a Fetcher using api.
-func New(api API) *Fetcher { return &Fetcher{api: api, Resumes: 5, ResumeBackoff: 200 * time.Millisecond} }
+func New(api API) *Fetcher {
+	return &Fetcher{api: api, Resumes: 5, ResumeBackoff: 200 * time.Millisecond}
+}
 
 // Open starts a GetObject and returns the streaming body.
 func (f *Fetcher) Open(ctx context.Context, r Request) (*Object, error) {

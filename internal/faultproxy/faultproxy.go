@@ -33,12 +33,12 @@ type Stats struct{ Conns, Resets, Errors503, Cuts, Expired int64 }
 
 // Proxy is a running fault-injecting proxy. Safe for concurrent use.
 type Proxy struct {
-	cfg     Config
-	ln      net.Listener
-	enabled atomic.Bool
-	mu      sync.Mutex
-	rnd     *rand.Rand
-	wg      sync.WaitGroup
+	cfg                                Config
+	ln                                 net.Listener
+	enabled                            atomic.Bool
+	mu                                 sync.Mutex
+	rnd                                *rand.Rand
+	wg                                 sync.WaitGroup
 	conns, resets, errs, cuts, expired atomic.Int64
 }
 
