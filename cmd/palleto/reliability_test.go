@@ -374,3 +374,53 @@ func TestSIGTERMHandsBackUnstartedMinIO(t *testing.T) {
 		t.Errorf("after SIGTERM (%s): %d results + %d visible (want %d), %d in flight (want 0)", took, done, visible, n, inFlight)
 	}
 }
+
+// TestDiskFullKeepsTheMessageMinIO: with the output directory on a full filesystem (a 256 KiB
+// tmpfs), nothing is deleted: the daemon says so loudly and retries with backoff; once space is
+// freed, every object gets its result and the queue empties.
+func TestDiskFullKeepsTheMessageMinIO(t *testing.T) {
+	env := testenv.Get(t)
+	out := t.TempDir()
+	if err := exec.Command("mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", out).Run(); err != nil {
+		t.Skipf("cannot mount a small tmpfs to fill (needs root): %v", err)
+	}
+	defer exec.Command("umount", "-l", out).Run()
+	filler := filepath.Join(out, "filler")
+	os.WriteFile(filler, make([]byte, 1<<20), 0o644) // fails with ENOSPC once full, which is the point
+	bucket := testenv.Name("diskfull")
+	queueURL := env.NotifiedBucket(t, bucket)
+	cmd, stderr := startPalleto(t, env.AWSEnv(), "run", "--queue-url", queueURL, "--out", out, "--wait-time", "1s",
+		"--retry-backoff", "1s", "--visibility-timeout", "5s", "--exit-when-idle", "5s")
+	for i := range 3 {
+		putObject(t, env.S3(), bucket, fmt.Sprintf("d/%d.log", i), []byte("x\ny\n"))
+	}
+	deadline := time.Now().Add(time.Minute)
+	for !strings.Contains(stderr.String(), "CANNOT RECORD FAILURE") {
+		if time.Now().After(deadline) {
+			t.Fatalf("no loud error with the disk full:\n%s", tail(stderr.String(), 3000))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if !strings.Contains(stderr.String(), "no space left on device") {
+		t.Errorf("the log does not give the cause:\n%s", tail(stderr.String(), 2000))
+	}
+	time.Sleep(2 * time.Second) // a few retries while full
+	// (local-aws-sqs's approximate counts can run above 3 here; what matters is that none was
+	// deleted, which the results below prove: each appears only after space is freed.)
+	if v, f := testenv.QueueCounts(t, env.SQS(), queueURL); v+f < 3 {
+		t.Errorf("with the disk full, %d+%d messages are left in the queue, want all 3", v, f)
+	}
+	if n := countResults(out, bucket); n != 0 {
+		t.Errorf("%d results written on a full disk", n)
+	}
+	os.Remove(filler)
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("palleto run: %v\n%s", err, tail(stderr.String(), 3000))
+	}
+	for i := range 3 {
+		if res := readResult(t, out, bucket, fmt.Sprintf("d/%d.log", i)); res["lines"] != 2.0 {
+			t.Errorf("d/%d.log: %v", i, res)
+		}
+	}
+	expectEmptyQueue(t, env.SQS(), queueURL)
+}
