@@ -63,6 +63,7 @@ type Config struct {
 func DefaultConfig() Config {
 	e := engine.DefaultConfig()
 	e.Producer.Pollers = 2
+	e.Prefetch = 10
 	return Config{Engine: e, SQS: sqs.DefaultConfig(), OutDir: "out", Processor: "lines", MaxReceives: 5, RetryBackoff: 10 * time.Second}
 }
 

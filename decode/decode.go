@@ -64,28 +64,30 @@ func (r *Reader) Close() error {
 // compressed data wrap ErrCorrupt; errors of src are passed through unchanged so that the caller
 // can tell a broken connection from a broken file.
 func NewReader(src io.Reader) (*Reader, error) {
-	br := bufio.NewReaderSize(src, 64<<10)
+	// The source is watched below the buffer, and the decoders get the *bufio.Reader itself:
+	// klauspost's inflater has a fast path for it (no second buffer, no per-byte interface call).
+	cs := &watchedSource{r: src}
+	br := bufio.NewReaderSize(cs, 64<<10)
 	head, err := br.Peek(4)
 	if err != nil && err != io.EOF && !errors.Is(err, bufio.ErrBufferFull) {
 		return nil, err
 	}
-	cs := &watchedSource{r: br}
 	switch enc := Sniff(head); enc {
 	case Gzip:
-		zr, err := gzip.NewReader(cs)
+		zr, err := gzip.NewReader(br)
 		if err != nil {
 			return nil, cs.classify(fmt.Errorf("gzip header: %w", err))
 		}
 		zr.Multistream(true)
 		return &Reader{Reader: &classifying{r: zr, src: cs}, Encoding: enc, close: func() { zr.Close() }}, nil
 	case Zstd:
-		zr, err := zstd.NewReader(cs, zstd.WithDecoderConcurrency(1), zstd.WithDecoderLowmem(true))
+		zr, err := zstd.NewReader(br, zstd.WithDecoderConcurrency(1), zstd.WithDecoderLowmem(true))
 		if err != nil {
 			return nil, cs.classify(fmt.Errorf("zstd header: %w", err))
 		}
 		return &Reader{Reader: &classifying{r: zr, src: cs}, Encoding: enc, close: zr.Close}, nil
 	case Bzip2:
-		return &Reader{Reader: &classifying{r: bzip2.NewReader(cs), src: cs}, Encoding: enc}, nil
+		return &Reader{Reader: &classifying{r: bzip2.NewReader(br), src: cs}, Encoding: enc}, nil
 	default:
 		return &Reader{Reader: br, Encoding: Plain}, nil
 	}

@@ -28,6 +28,12 @@ type Config struct {
 	Producer ProducerConfig
 	// Workers is how many items are handled at once; each worker asks for one item when idle.
 	Workers int
+	// Prefetch is demand beyond the idle workers: the pipeline asks for this many items once, at
+	// start, and every item a worker takes is asked for again, so up to Prefetch received items
+	// wait for a worker (Broadway's max_demand, shared by the workers). It hides the poll's
+	// round trip from workers that finish quickly; 0 asks only for idle workers. Items still
+	// waiting at shutdown are handed back (Handler.Release).
+	Prefetch int
 	// ShutdownTimeout bounds how long in-flight items may take to finish after Run's context is
 	// done; then their context is cancelled.
 	ShutdownTimeout time.Duration
@@ -50,6 +56,9 @@ func (c Config) Validate() error {
 	}
 	if c.Workers < 1 || c.Workers > 10000 {
 		return fmt.Errorf("workers: %d is out of range [1, 10000]", c.Workers)
+	}
+	if c.Prefetch < 0 || c.Prefetch > 1000 {
+		return fmt.Errorf("prefetch: %d is out of range [0, 1000]", c.Prefetch)
 	}
 	if c.ShutdownTimeout < 0 {
 		return fmt.Errorf("shutdown-timeout: %s must be 0s or more", c.ShutdownTimeout)
@@ -154,6 +163,10 @@ func (p *Pipeline[T]) Run(ctx context.Context) error {
 		undelivered = p.prod.Run(pollCtx)
 	}()
 
+	if p.cfg.Prefetch > 0 {
+		p.trace("pipeline: prefetch asks for %d events", p.cfg.Prefetch)
+		p.prod.Ask(p.cfg.Prefetch)
+	}
 	var workers sync.WaitGroup
 	for i := 1; i <= p.cfg.Workers; i++ {
 		workers.Add(1)

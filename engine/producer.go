@@ -33,6 +33,7 @@ type ProducerConfig struct {
 	Pollers int
 	// MaxBatch caps what one Receive call asks for (SQS allows 10).
 	MaxBatch int
+
 	// ErrorBackoff is how long the producer waits before polling again after a Receive error.
 	ErrorBackoff time.Duration
 	// Trace, when set, is told of demand and polls.

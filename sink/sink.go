@@ -14,7 +14,10 @@ import (
 	"io/fs"
 	"os"
 	"path"
+	"reflect"
+	"sort"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -39,24 +42,44 @@ type Result struct {
 	Fields       map[string]any `json:"-"` // the processor's fields, e.g. "lines"
 }
 
-// MarshalJSON writes the result's own fields and the processor's fields in one object.
+// MarshalJSON writes the result's own fields, then the processor's fields in key order; a
+// processor field named like one of the result's own is dropped.
 func (r Result) MarshalJSON() ([]byte, error) {
 	type plain Result
 	own, err := json.Marshal(plain(r))
 	if err != nil || len(r.Fields) == 0 {
 		return own, err
 	}
-	m := map[string]any{}
-	if err := json.Unmarshal(own, &m); err != nil {
-		return nil, err
-	}
-	for k, v := range r.Fields {
-		if _, clash := m[k]; !clash {
-			m[k] = v
+	keys := make([]string, 0, len(r.Fields))
+	for k := range r.Fields {
+		if !ownFields[k] {
+			keys = append(keys, k)
 		}
 	}
-	return json.Marshal(m)
+	sort.Strings(keys)
+	out := own[:len(own)-1] // without the closing brace
+	for _, k := range keys {
+		kb, _ := json.Marshal(k)
+		vb, err := json.Marshal(r.Fields[k])
+		if err != nil {
+			return nil, fmt.Errorf("result field %q: %w", k, err)
+		}
+		out = append(append(append(append(out, ','), kb...), ':'), vb...)
+	}
+	return append(out, '}'), nil
 }
+
+// ownFields are the JSON names of Result's own fields.
+var ownFields = func() map[string]bool {
+	m := map[string]bool{}
+	t := reflect.TypeFor[Result]()
+	for i := range t.NumField() {
+		if name, _, _ := strings.Cut(t.Field(i).Tag.Get("json"), ","); name != "" && name != "-" {
+			m[name] = true
+		}
+	}
+	return m
+}()
 
 // Failure is the record of an object or message that could not be processed.
 type Failure struct {
@@ -77,6 +100,9 @@ type Failure struct {
 type Disk struct {
 	dir  string
 	root *os.Root
+
+	hmu     sync.Mutex
+	handles map[string]*dirHandle // open directories, by path relative to dir
 }
 
 // Open creates dir if needed and returns a sink rooted there.
@@ -88,14 +114,23 @@ func Open(dir string) (*Disk, error) {
 	if err != nil {
 		return nil, fmt.Errorf("output directory: %w", err)
 	}
-	return &Disk{dir: dir, root: root}, nil
+	return &Disk{dir: dir, root: root, handles: map[string]*dirHandle{}}, nil
 }
 
 // Dir is the output directory.
 func (d *Disk) Dir() string { return d.dir }
 
 // Close releases the directory handle.
-func (d *Disk) Close() error { return d.root.Close() }
+// Close releases the directory handles. No write may be in progress or start after.
+func (d *Disk) Close() error {
+	d.hmu.Lock()
+	for _, h := range d.handles {
+		h.close()
+	}
+	d.handles = nil
+	d.hmu.Unlock()
+	return d.root.Close()
+}
 
 // CheckWritable creates, syncs and removes a small file in the output directory: the readiness
 // check that the disk takes writes (not full, not read-only, permitted).
@@ -188,24 +223,35 @@ func bytesWriter(data []byte) func(io.Writer) error {
 	return func(w io.Writer) error { _, err := w.Write(data); return err }
 }
 
-// writeAtomic writes what fill writes to rel: a temp file in the same directory, fsync, rename, fsync of the
-// directory. Temp names start with "%tmp-", which Path never produces.
+// writeAtomic writes what fill writes to rel: a temp file in the same directory, fsync, rename,
+// fsync of the directory. Temp names start with "%tmp-", which Path never produces.
 func (d *Disk) writeAtomic(rel string, fill func(io.Writer) error) (err error) {
-	dir := path.Dir(rel)
-	if err := d.root.MkdirAll(dir, 0o755); err != nil {
+	dir, base := path.Split(rel)
+	h, release, err := d.dirHandle(path.Clean(dir))
+	if err != nil {
 		return fmt.Errorf("write %s: %w", rel, err)
 	}
+	defer release()
 	var rnd [8]byte
 	rand.Read(rnd[:])
-	tmp := path.Join(dir, "%tmp-"+hex.EncodeToString(rnd[:]))
-	f, err := d.root.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	tmp := "%tmp-" + hex.EncodeToString(rnd[:])
+	f, err := h.root.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	if errors.Is(err, fs.ErrNotExist) && d.forget(path.Clean(dir), h) {
+		// The directory was removed since it was opened (an operator cleaning up): open it again.
+		release()
+		if h, release, err = d.dirHandle(path.Clean(dir)); err != nil {
+			return fmt.Errorf("write %s: %w", rel, err)
+		}
+		defer release()
+		f, err = h.root.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	}
 	if err != nil {
 		return fmt.Errorf("write %s: %w", rel, err)
 	}
 	defer func() {
 		if err != nil {
 			f.Close()
-			d.root.Remove(tmp)
+			h.root.Remove(tmp)
 		}
 	}()
 	if err = fill(f); err != nil {
@@ -217,16 +263,74 @@ func (d *Disk) writeAtomic(rel string, fill func(io.Writer) error) (err error) {
 	if err = f.Close(); err != nil {
 		return fmt.Errorf("close %s: %w", rel, err)
 	}
-	if err = d.root.Rename(tmp, rel); err != nil {
+	if err = h.root.Rename(tmp, base); err != nil {
 		return fmt.Errorf("rename %s: %w", rel, err)
 	}
-	dh, err := d.root.Open(dir)
-	if err != nil {
-		return fmt.Errorf("fsync dir of %s: %w", rel, err)
-	}
-	defer dh.Close()
-	if err = dh.Sync(); err != nil && !errors.Is(err, fs.ErrInvalid) {
+	if err = h.dir.Sync(); err != nil && !errors.Is(err, fs.ErrInvalid) {
 		return fmt.Errorf("fsync dir of %s: %w", rel, err)
 	}
 	return nil
+}
+
+// dirHandle is an open directory under the output directory: a Root for the operations inside
+// it (one openat each, instead of one per path component) and the directory itself, to fsync.
+type dirHandle struct {
+	root *os.Root
+	dir  *os.File
+}
+
+func (h *dirHandle) close() {
+	h.dir.Close()
+	h.root.Close()
+}
+
+// forget drops h from the open handles, if it is still there; it reports whether it was. The
+// handle is not closed: writers may still hold it (a deleted directory's descriptors are few).
+func (d *Disk) forget(rel string, h *dirHandle) bool {
+	d.hmu.Lock()
+	defer d.hmu.Unlock()
+	if d.handles[rel] != h {
+		return false
+	}
+	delete(d.handles, rel)
+	return true
+}
+
+// maxDirHandles bounds the directories kept open (two descriptors each).
+const maxDirHandles = 256
+
+// dirHandle returns the handle of rel (created when missing) and the function to call when done
+// with it. Handles of recently used directories stay open for the next write; results of one
+// prefix land in few directories, so most writes skip the walk from the output directory down.
+func (d *Disk) dirHandle(rel string) (*dirHandle, func(), error) {
+	d.hmu.Lock()
+	if h, ok := d.handles[rel]; ok {
+		d.hmu.Unlock()
+		return h, func() {}, nil
+	}
+	d.hmu.Unlock()
+	if err := d.root.MkdirAll(rel, 0o755); err != nil {
+		return nil, nil, err
+	}
+	sub, err := d.root.OpenRoot(rel)
+	if err != nil {
+		return nil, nil, err
+	}
+	dir, err := sub.Open(".")
+	if err != nil {
+		sub.Close()
+		return nil, nil, err
+	}
+	h := &dirHandle{root: sub, dir: dir}
+	d.hmu.Lock()
+	defer d.hmu.Unlock()
+	if old, ok := d.handles[rel]; ok { // another writer opened it meanwhile
+		h.close()
+		return old, func() {}, nil
+	}
+	if d.handles == nil || len(d.handles) >= maxDirHandles {
+		return h, h.close, nil // not kept: closed after this write
+	}
+	d.handles[rel] = h
+	return h, func() {}, nil
 }

@@ -1,7 +1,9 @@
 package sink
 
 import (
+	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"path"
 	"path/filepath"
@@ -177,5 +179,43 @@ func TestFailureWithoutKeyGoesUnderMessages(t *testing.T) {
 	p, err := d.WriteFailure(Failure{MessageID: "m/../1", Class: "permanent", Error: "malformed"})
 	if err != nil || p != "_failed/_messages/m%2F..%2F1.json" {
 		t.Fatalf("path %q, %v", p, err)
+	}
+}
+
+func TestWriteAfterTheDirectoryWasRemoved(t *testing.T) {
+	d, err := Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	r := Result{Bucket: "b", Key: "dir/k1", ETag: "e"}
+	if _, err := d.WriteResult(r); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.RemoveAll(filepath.Join(d.Dir(), "b")); err != nil { // an operator cleaning up
+		t.Fatal(err)
+	}
+	r.Key = "dir/k2"
+	p, err := d.WriteResult(r)
+	if err != nil {
+		t.Fatalf("write after the directory was removed: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(d.Dir(), p)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestResultJSONMergesProcessorFields(t *testing.T) {
+	r := Result{Bucket: "b", Key: "k", Processor: "grep", Fields: map[string]any{"matches": 3, "lines": int64(5), "bucket": "clash", "output": json.RawMessage(`{"a":1}`)}}
+	data, err := json.Marshal(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m map[string]any
+	if err := json.Unmarshal(data, &m); err != nil {
+		t.Fatalf("%s: %v", data, err)
+	}
+	if m["bucket"] != "b" || m["matches"] != 3.0 || m["lines"] != 5.0 || fmt.Sprint(m["output"]) != "map[a:1]" || m["processor"] != "grep" {
+		t.Fatalf("merged result: %s", data)
 	}
 }

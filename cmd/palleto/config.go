@@ -18,7 +18,7 @@ var flagGroups = []struct {
 	names []string
 }{
 	{"Queue and output", []string{"queue-url", "out", "config"}},
-	{"Concurrency (pollers and workers scale apart: each worker asks for one message at a time)", []string{"workers", "pollers", "wait-time", "visibility-timeout"}},
+	{"Concurrency (pollers and workers scale apart: each worker asks for one message at a time)", []string{"workers", "pollers", "prefetch", "wait-time", "visibility-timeout"}},
 	{"Processing", []string{"processor", "grep", "exec", "exec-timeout"}},
 	{"Filters and limits (a refused or oversized object is recorded as a permanent failure)", []string{"bucket", "include", "exclude", "max-object-bytes", "max-decompressed-bytes"}},
 	{"Failures (retryable: backoff then retry; permanent: record, dead-letter, delete)", []string{"max-receives", "retry-backoff", "dlq-url"}},

@@ -26,15 +26,22 @@ type Env struct {
 	MinioQueueARN           string // the webhook target MinIO was started with
 }
 
-// Get returns the servers' addresses, or skips (fails, when they are required) without them.
-func Get(t testing.TB) Env {
-	t.Helper()
+// FromEnv returns the servers' addresses from the PALLETO_TEST_* variables that
+// scripts/testservers.sh writes to .testservers/env, and whether they are set.
+func FromEnv() (Env, bool) {
 	e := Env{
 		SQSEndpoint: os.Getenv("PALLETO_TEST_SQS_ENDPOINT"), S3Endpoint: os.Getenv("PALLETO_TEST_S3_ENDPOINT"),
 		AccessKey: os.Getenv("PALLETO_TEST_S3_ACCESS_KEY"), SecretKey: os.Getenv("PALLETO_TEST_S3_SECRET_KEY"),
 		MinioQueueARN: os.Getenv("PALLETO_TEST_MINIO_QUEUE_ARN"),
 	}
-	if e.SQSEndpoint == "" || e.S3Endpoint == "" {
+	return e, e.SQSEndpoint != "" && e.S3Endpoint != ""
+}
+
+// Get returns the servers' addresses, or skips (fails, when they are required) without them.
+func Get(t testing.TB) Env {
+	t.Helper()
+	e, ok := FromEnv()
+	if !ok {
 		if os.Getenv("PALLETO_REQUIRE_SERVERS") == "1" {
 			t.Fatal("test servers required but PALLETO_TEST_SQS_ENDPOINT/PALLETO_TEST_S3_ENDPOINT are not set: run `make test`")
 		}

@@ -1,0 +1,76 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+	"time"
+)
+
+var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
+
+// Row is one line of the results table. Target > 0 is a ratio to reach (Ratio >= Target);
+// Target -1 is reported without a ratio target (P3's bound is in Limit: Ratio <= 1 passes).
+type Row struct {
+	Scenario, Setting, Value, Limit string
+	Ratio, Target                   float64
+}
+
+// Report is a whole benchmark run.
+type Report struct {
+	Machine string
+	Options Options
+	Started time.Time
+	Elapsed time.Duration
+	Rows    []Row
+}
+
+const beginMark, endMark = "<!-- bench:begin -->", "<!-- bench:end -->"
+
+// Markdown renders the results section, markers included.
+func (r *Report) Markdown() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s\nMeasured %s on %s; %d run(s) per scenario, medians; `go run ./bench` took %s.\n\n",
+		beginMark, r.Started.UTC().Format("2006-01-02 15:04 MST"), r.Machine, r.Options.Runs, r.Elapsed.Round(time.Second))
+	b.WriteString("| scenario | setting | Palleto | limit, same run | ratio | target | |\n|---|---|---|---|---|---|---|\n")
+	for _, row := range r.Rows {
+		ratio, target, verdict := "", "", ""
+		switch {
+		case row.Target > 0:
+			ratio = fmt.Sprintf("%.2f", row.Ratio)
+			target = fmt.Sprintf("≥ %.2f", row.Target)
+			verdict = pass(row.Ratio >= row.Target)
+		case row.Scenario == "P3 memory":
+			target = "≤ 100 MiB"
+			verdict = pass(row.Ratio <= 1)
+		}
+		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s |\n", row.Scenario, row.Setting, row.Value, row.Limit, ratio, target, verdict)
+	}
+	b.WriteString(endMark + "\n")
+	return b.String()
+}
+
+func pass(ok bool) string {
+	if ok {
+		return "met"
+	}
+	return "**not met**"
+}
+
+// writeSection replaces the results section of path (between the markers), or creates the file.
+func writeSection(path, section string) error {
+	old, err := os.ReadFile(path)
+	if err != nil && !os.IsNotExist(err) {
+		return err
+	}
+	text := string(old)
+	i, j := strings.Index(text, beginMark), strings.Index(text, endMark)
+	if i < 0 || j < i {
+		text = "# Performance\n\n" + section
+	} else {
+		text = text[:i] + section + text[j+len(endMark)+1:]
+	}
+	return os.WriteFile(path, []byte(text), 0o644)
+}

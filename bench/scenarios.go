@@ -1,0 +1,476 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime/pprof"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/sqs"
+	sqstypes "github.com/aws/aws-sdk-go-v2/service/sqs/types"
+	"github.com/klauspost/compress/gzip"
+	"github.com/palleto/palleto"
+	"github.com/palleto/palleto/decode"
+	"github.com/palleto/palleto/devstack"
+	"github.com/palleto/palleto/internal/testenv"
+	"github.com/palleto/palleto/notify"
+	"github.com/palleto/palleto/process"
+	"golang.org/x/sync/errgroup"
+)
+
+type bench struct {
+	env  testenv.Env
+	o    Options
+	tb   *fatalTB
+	s3c  *s3.Client
+	sqsc *sqs.Client
+}
+
+// object is an uploaded object and what it decompresses to.
+type object struct {
+	key, etag   string
+	size, plain int64
+	gz          []byte // kept only where the in-memory limit needs it
+}
+
+// logLines writes about n bytes of JSON-lines access logs.
+func logLines(r *rand.Rand, n int64) []byte {
+	var b bytes.Buffer
+	b.Grow(int(n) + 256)
+	paths := []string{"/", "/api/v1/items", "/api/v1/items/42", "/static/app.js", "/login", "/healthz"}
+	for i := 0; int64(b.Len()) < n; i++ {
+		fmt.Fprintf(&b, `{"ts":%d,"ip":"10.%d.%d.%d","method":"GET","path":"%s","status":%d,"bytes":%d,"ms":%d}`+"\n",
+			1469059200+i, r.IntN(256), r.IntN(256), r.IntN(256), paths[r.IntN(len(paths))], []int{200, 200, 200, 304, 404, 500}[r.IntN(6)], r.IntN(1e5), r.IntN(900))
+	}
+	return b.Bytes()
+}
+
+func gz(plain []byte) []byte {
+	var b bytes.Buffer
+	w := gzip.NewWriter(&b)
+	w.Write(plain)
+	w.Close()
+	return b.Bytes()
+}
+
+func (b *bench) bucket(prefix string) string {
+	name := testenv.Name(prefix)
+	if _, err := b.s3c.CreateBucket(context.Background(), &s3.CreateBucketInput{Bucket: &name}); err != nil {
+		b.tb.Fatalf("CreateBucket %s: %v", name, err)
+	}
+	return name
+}
+
+func (b *bench) put(ctx context.Context, bucket, key string, body []byte) string {
+	out, err := b.s3c.PutObject(ctx, &s3.PutObjectInput{Bucket: &bucket, Key: &key, Body: bytes.NewReader(body)})
+	if err != nil {
+		b.tb.Fatalf("PutObject %s: %v", key, err)
+	}
+	return strings.Trim(aws.ToString(out.ETag), `"`)
+}
+
+// queueOf creates a queue holding one S3 notification per object.
+func (b *bench) queueOf(ctx context.Context, bucket string, objs []object) string {
+	url := testenv.NewQueue(b.tb, b.sqsc, testenv.Name("bench"), nil)
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(8)
+	for i := 0; i < len(objs); i += 10 {
+		batch := objs[i:min(i+10, len(objs))]
+		g.Go(func() error {
+			var entries []sqstypes.SendMessageBatchRequestEntry
+			for j, o := range batch {
+				entries = append(entries, sqstypes.SendMessageBatchRequestEntry{Id: aws.String(fmt.Sprint(j)),
+					MessageBody: aws.String(devstack.EventBody("ObjectCreated:Put", bucket, o.key, "", o.etag, o.size))})
+			}
+			_, err := b.sqsc.SendMessageBatch(gctx, &sqs.SendMessageBatchInput{QueueUrl: &url, Entries: entries})
+			return err
+		})
+	}
+	if err := g.Wait(); err != nil {
+		b.tb.Fatalf("SendMessageBatch: %v", err)
+	}
+	return url
+}
+
+// runDaemon runs Palleto in this process, on clients built the way `palleto run` builds them,
+// until n objects are done; it returns the time from Run to the n-th result.
+func (b *bench) runDaemon(ctx context.Context, cfg palleto.Config, n int) (time.Duration, palleto.Summary) {
+	for _, kv := range b.env.AWSEnv() {
+		k, v, _ := strings.Cut(kv, "=")
+		os.Setenv(k, v)
+	}
+	sqsc, s3c, err := palleto.AWSClients(ctx, cfg.Engine.Workers+cfg.Engine.Producer.Pollers)
+	if err != nil {
+		b.tb.Fatalf("%v", err)
+	}
+	out, _ := os.MkdirTemp("", "palleto-bench-out")
+	defer os.RemoveAll(out)
+	cfg.OutDir = out
+	if v := os.Getenv("BENCH_PREFETCH"); v != "" { // for exploring; the table is made with the defaults
+		fmt.Sscan(v, &cfg.Engine.Prefetch)
+	}
+	if p := os.Getenv("BENCH_TRACE"); p != "" { // for exploring: the flow in words, with times
+		if f, err := os.Create(p); err == nil {
+			defer f.Close()
+			cfg.Trace = f
+		}
+	}
+	d, err := palleto.New(cfg, palleto.Deps{SQS: sqsc, S3: s3c, Logger: quiet})
+	if err != nil {
+		b.tb.Fatalf("%v", err)
+	}
+	if b.o.CPUProfile != "" {
+		f, err := os.Create(b.o.CPUProfile)
+		if err == nil {
+			pprof.StartCPUProfile(f)
+			defer func() { pprof.StopCPUProfile(); f.Close() }()
+		}
+	}
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan struct{})
+	start := time.Now()
+	go func() { defer close(done); d.Run(runCtx) }()
+	var took time.Duration
+	for {
+		s := d.Stats()
+		if s.Objects+s.Failed >= int64(n) {
+			took = time.Since(start)
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if s := d.Stats(); s.Failed > 0 {
+		b.tb.Fatalf("%d objects failed in a benchmark run", s.Failed)
+	}
+	stop()
+	<-done
+	return took, d.Stats()
+}
+
+func median(xs []float64) float64 {
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	if len(s) == 0 {
+		return 0
+	}
+	return s[len(s)/2]
+}
+
+// P1: big gzip objects, 1 and 2 workers, against in-memory gunzip + line count of the same bytes.
+func (b *bench) p1(ctx context.Context) ([]Row, error) {
+	bucket := b.bucket("bench-big")
+	var objs []object
+	var plainTotal int64
+	for i := range b.o.BigObjects {
+		plain := logLines(rand.New(rand.NewPCG(1, uint64(i))), b.o.BigBytes)
+		z := gz(plain)
+		key := fmt.Sprintf("big/%d.log.gz", i)
+		objs = append(objs, object{key: key, etag: b.put(ctx, bucket, key, z), size: int64(len(z)), plain: int64(len(plain)), gz: z})
+		plainTotal += int64(len(plain))
+	}
+	b.o.Log.Info("P1 data ready", "objects", len(objs), "decompressed_MB", plainTotal/1e6)
+	var mem, w1, w2 []float64
+	for run := range b.o.Runs {
+		start := time.Now()
+		for _, o := range objs {
+			r, err := decode.NewReader(bytes.NewReader(o.gz))
+			if err != nil {
+				return nil, err
+			}
+			if _, err := process.CountLines(ctx, r); err != nil {
+				return nil, err
+			}
+		}
+		mem = append(mem, float64(plainTotal)/1e6/time.Since(start).Seconds())
+		for _, workers := range []int{1, 2} {
+			cfg := palleto.DefaultConfig()
+			cfg.SQS.QueueURL = b.queueOf(ctx, bucket, objs)
+			cfg.SQS.WaitTime = time.Second
+			cfg.Engine.Workers, cfg.Engine.Producer.Pollers = workers, 1
+			// No prefetch for big objects: local-aws-sqs answers a receive asking for more than it
+			// holds only when the wait ends, which would add a second to a 2-second run.
+			cfg.Engine.Prefetch = 0
+			took, _ := b.runDaemon(ctx, cfg, len(objs))
+			mbs := float64(plainTotal) / 1e6 / took.Seconds()
+			if workers == 1 {
+				w1 = append(w1, mbs)
+			} else {
+				w2 = append(w2, mbs)
+			}
+		}
+		b.o.Log.Info("P1 run", "run", run+1, "in_memory_MBps", mem[run], "workers1_MBps", w1[run], "workers2_MBps", w2[run])
+	}
+	m, one, two := median(mem), median(w1), median(w2)
+	set := fmt.Sprintf("%d × %d MiB JSON-lines gzip, --prefetch 0", len(objs), b.o.BigBytes>>20)
+	return []Row{
+		{Scenario: "P1 big objects", Setting: set + ", --workers 1", Value: fmt.Sprintf("%.0f MB/s", one),
+			Limit: fmt.Sprintf("%.0f MB/s in-memory gunzip + count, 1 core", m), Ratio: one / m, Target: 0.90},
+		{Scenario: "P1 big objects", Setting: set + ", --workers 2", Value: fmt.Sprintf("%.0f MB/s", two),
+			Limit: fmt.Sprintf("%.0f MB/s with --workers 1", one), Ratio: two / one, Target: 1.7},
+	}, nil
+}
+
+// P2: many small objects, default settings, against a bare receive -> get -> delete loop.
+func (b *bench) p2(ctx context.Context) ([]Row, error) {
+	bucket := b.bucket("bench-small")
+	objs := make([]object, b.o.SmallObjects)
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(16)
+	for i := range objs {
+		g.Go(func() error {
+			z := gz(logLines(rand.New(rand.NewPCG(2, uint64(i))), 3000))
+			key := fmt.Sprintf("small/%05d.log.gz", i)
+			objs[i] = object{key: key, etag: b.put(gctx, bucket, key, z), size: int64(len(z))}
+			return nil
+		})
+	}
+	g.Wait()
+	b.o.Log.Info("P2 data ready", "objects", len(objs), "bytes_each", objs[0].size)
+	def := palleto.DefaultConfig()
+	var pal, bare []float64
+	for run := range b.o.Runs {
+		cfg := palleto.DefaultConfig()
+		cfg.SQS.QueueURL = b.queueOf(ctx, bucket, objs)
+		cfg.SQS.WaitTime = time.Second
+		if v := os.Getenv("BENCH_P2_LINGER"); v != "" {
+			cfg.SQS.DeleteLinger, _ = time.ParseDuration(v)
+		}
+		if v := os.Getenv("BENCH_P2_WORKERS"); v != "" {
+			fmt.Sscan(v, &cfg.Engine.Workers)
+		}
+		took, _ := b.runDaemon(ctx, cfg, len(objs))
+		pal = append(pal, float64(len(objs))/took.Seconds())
+		took = b.bareLoop(ctx, b.queueOf(ctx, bucket, objs), len(objs), def.Engine.Workers)
+		bare = append(bare, float64(len(objs))/took.Seconds())
+		b.o.Log.Info("P2 run", "run", run+1, "palleto_per_s", pal[run], "bare_per_s", bare[run])
+	}
+	p, l := median(pal), median(bare)
+	return []Row{{Scenario: "P2 small objects", Setting: fmt.Sprintf("%d × %d B gzip, defaults (%d workers, %d pollers)", len(objs), objs[0].size, def.Engine.Workers, def.Engine.Producer.Pollers),
+		Value: fmt.Sprintf("%.0f objects/s", p), Limit: fmt.Sprintf("%.0f objects/s bare receive→get→delete loop, %d at a time", l, def.Engine.Workers), Ratio: p / l, Target: 0.90}}, nil
+}
+
+// bareLoop is the least any consumer must do: conc loops of receive up to 10, GetObject each
+// (body read and dropped), DeleteMessageBatch. No engine, no decompression, no result.
+func (b *bench) bareLoop(ctx context.Context, url string, n, conc int) time.Duration {
+	sqsc, s3c, err := palleto.AWSClients(ctx, conc)
+	if err != nil {
+		b.tb.Fatalf("%v", err)
+	}
+	var done atomic.Int64
+	var wg sync.WaitGroup
+	var firstErr atomic.Value
+	start := time.Now()
+	for range conc {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for done.Load() < int64(n) && firstErr.Load() == nil {
+				r, err := sqsc.ReceiveMessage(ctx, &sqs.ReceiveMessageInput{QueueUrl: &url, MaxNumberOfMessages: 10, WaitTimeSeconds: 1})
+				if err != nil {
+					firstErr.Store(err)
+					return
+				}
+				var entries []sqstypes.DeleteMessageBatchRequestEntry
+				for i, m := range r.Messages {
+					note, err := notify.Parse([]byte(aws.ToString(m.Body)))
+					if err != nil || len(note.Records) != 1 {
+						firstErr.Store(fmt.Errorf("bare loop: %v", err))
+						return
+					}
+					rec := note.Records[0]
+					obj, err := s3c.GetObject(ctx, &s3.GetObjectInput{Bucket: &rec.Bucket, Key: &rec.Key})
+					if err != nil {
+						firstErr.Store(err)
+						return
+					}
+					io.Copy(io.Discard, obj.Body)
+					obj.Body.Close()
+					entries = append(entries, sqstypes.DeleteMessageBatchRequestEntry{Id: aws.String(fmt.Sprint(i)), ReceiptHandle: m.ReceiptHandle})
+				}
+				if len(entries) > 0 {
+					if _, err := sqsc.DeleteMessageBatch(ctx, &sqs.DeleteMessageBatchInput{QueueUrl: &url, Entries: entries}); err != nil {
+						firstErr.Store(err)
+						return
+					}
+					done.Add(int64(len(entries)))
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if err := firstErr.Load(); err != nil {
+		b.tb.Fatalf("bare loop: %v", err)
+	}
+	return time.Since(start)
+}
+
+// P3: peak RSS of a `palleto run` process with many workers on 1 GiB objects.
+func (b *bench) p3(ctx context.Context) ([]Row, error) {
+	bucket := b.bucket("bench-mem")
+	memberPlain := min(b.o.MemBytes, 16<<20)
+	member := gz(logLines(rand.New(rand.NewPCG(3, 0)), memberPlain))
+	realPlain := int64(len(logLines(rand.New(rand.NewPCG(3, 0)), memberPlain)))
+	reps := max(1, int((b.o.MemBytes+realPlain/2)/realPlain))
+	body := bytes.Repeat(member, reps) // a multi-member gzip of MemBytes, give or take a line
+	first := object{key: "mem/0.log.gz", size: int64(len(body)), plain: realPlain * int64(reps)}
+	first.etag = b.put(ctx, bucket, first.key, body)
+	body = nil
+	objs := []object{first}
+	for i := 1; i < b.o.MemObjects; i++ {
+		key := fmt.Sprintf("mem/%d.log.gz", i)
+		out, err := b.s3c.CopyObject(ctx, &s3.CopyObjectInput{Bucket: &bucket, Key: &key, CopySource: aws.String(bucket + "/" + first.key)})
+		if err != nil {
+			return nil, fmt.Errorf("CopyObject: %w", err)
+		}
+		objs = append(objs, object{key: key, etag: strings.Trim(aws.ToString(out.CopyObjectResult.ETag), `"`), size: first.size, plain: first.plain})
+	}
+	b.o.Log.Info("P3 data ready", "objects", len(objs), "decompressed_MB_each", first.plain/1e6)
+	var rss, mbs []float64
+	for run := range b.o.Runs {
+		out, _ := os.MkdirTemp("", "palleto-bench-p3")
+		cmd := exec.CommandContext(ctx, b.o.Bin, "run", "--queue-url", b.queueOf(ctx, bucket, objs), "--out", out,
+			"--workers", fmt.Sprint(b.o.MemWorkers), "--wait-time", "1s", "--exit-when-idle", "1s", "--log-level", "warn")
+		cmd.Env = append(os.Environ(), b.env.AWSEnv()...)
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		err := cmd.Run()
+		os.RemoveAll(out)
+		if err != nil {
+			return nil, fmt.Errorf("P3 palleto run: %v\n%s", err, stderr.String())
+		}
+		var r, m float64
+		if _, after, ok := strings.Cut(stderr.String(), "peak RSS "); ok {
+			fmt.Sscan(after, &r)
+		}
+		if before, _, ok := strings.Cut(stderr.String(), " MB/s;"); ok {
+			fmt.Sscan(before[strings.LastIndex(before, " ")+1:], &m)
+		}
+		if !strings.Contains(stderr.String(), fmt.Sprintf("%d objects processed (0 already done, 0 failed)", len(objs))) {
+			return nil, fmt.Errorf("P3: not every object processed:\n%s", stderr.String())
+		}
+		rss, mbs = append(rss, r), append(mbs, m)
+		b.o.Log.Info("P3 run", "run", run+1, "peak_rss_MiB", r, "MBps", m)
+	}
+	r := median(rss)
+	return []Row{{Scenario: "P3 memory", Setting: fmt.Sprintf("--workers %d, %d × %d MiB gzip objects (%.0f MB/s)", b.o.MemWorkers, len(objs), first.plain>>20, median(mbs)),
+		Value: fmt.Sprintf("%.1f MiB peak RSS", r), Limit: "100 MiB", Ratio: r / 100, Target: -1}}, nil
+}
+
+// P4: PutObject to result file at a low steady rate, through MinIO's own notifications (webhook
+// bridge, local-aws-sqs) and through the embedded devstack.
+func (b *bench) p4(ctx context.Context) ([]Row, error) {
+	var rows []Row
+	// MinIO -> webhook bridge -> local-aws-sqs. local-aws-sqs answers a long poll only when it
+	// has MaxNumberOfMessages messages or the wait ends, so the wait is 1s here.
+	bucket := testenv.Name("bench-lat")
+	queueURL := b.env.NotifiedBucket(b.tb, bucket)
+	cfg := palleto.DefaultConfig()
+	cfg.SQS.QueueURL, cfg.SQS.WaitTime = queueURL, time.Second
+	p50, p99, err := b.latency(ctx, cfg, b.s3c, bucket, nil)
+	if err != nil {
+		return nil, err
+	}
+	rows = append(rows, Row{Scenario: "P4 latency", Setting: fmt.Sprintf("%d objects at %d/s; MinIO webhook → bridge → local-aws-sqs, --wait-time 1s", b.o.LatObjects, b.o.LatRate),
+		Value: fmt.Sprintf("p50 %s, p99 %s", p50.Round(time.Millisecond), p99.Round(time.Millisecond)), Limit: "the emulator's long poll ends at 1s", Target: -1})
+
+	st, err := devstack.Start(devstack.DefaultConfig())
+	if err != nil {
+		return nil, err
+	}
+	defer st.Close()
+	denv := testenv.Env{S3Endpoint: st.S3Endpoint, SQSEndpoint: st.SQSEndpoint, AccessKey: "devstack", SecretKey: "devstack"}
+	cfg = palleto.DefaultConfig()
+	cfg.SQS.QueueURL = st.QueueURL // default 20s long poll: answered as soon as a message lands
+	p50, p99, err = b.latency(ctx, cfg, denv.S3(), st.Bucket, &denv)
+	if err != nil {
+		return nil, err
+	}
+	rows = append(rows, Row{Scenario: "P4 latency", Setting: fmt.Sprintf("%d objects at %d/s; embedded devstack, --wait-time 20s", b.o.LatObjects, b.o.LatRate),
+		Value: fmt.Sprintf("p50 %s, p99 %s", p50.Round(time.Millisecond), p99.Round(time.Millisecond)), Limit: "long poll answered when a message lands", Target: -1})
+	return rows, nil
+}
+
+func (b *bench) latency(ctx context.Context, cfg palleto.Config, s3c *s3.Client, bucket string, env *testenv.Env) (p50, p99 time.Duration, err error) {
+	saved := b.env
+	if env != nil {
+		b.env = *env
+	}
+	defer func() { b.env = saved }()
+	put := make([]time.Time, b.o.LatObjects)
+	body := gz(logLines(rand.New(rand.NewPCG(4, 0)), 2000))
+	errc := make(chan error, 1)
+	go func() {
+		tick := time.NewTicker(time.Second / time.Duration(b.o.LatRate))
+		defer tick.Stop()
+		for i := range put {
+			<-tick.C
+			put[i] = time.Now()
+			key := fmt.Sprintf("lat/%04d.log.gz", i)
+			if _, err := s3c.PutObject(ctx, &s3.PutObjectInput{Bucket: &bucket, Key: &key, Body: bytes.NewReader(body)}); err != nil {
+				errc <- err
+				return
+			}
+		}
+		errc <- nil
+	}()
+	out, _ := os.MkdirTemp("", "palleto-bench-p4")
+	defer os.RemoveAll(out)
+	cfg.OutDir = out
+	lat := b.runAndRead(ctx, cfg, bucket, put)
+	if err := <-errc; err != nil {
+		return 0, 0, err
+	}
+	slices.Sort(lat)
+	return lat[len(lat)/2], lat[min(len(lat)-1, len(lat)*99/100)], nil
+}
+
+// runAndRead runs the daemon until every object has a result and returns, per object, the time
+// from the start of its PutObject to the result's finished_at.
+func (b *bench) runAndRead(ctx context.Context, cfg palleto.Config, bucket string, put []time.Time) []time.Duration {
+	for _, kv := range b.env.AWSEnv() {
+		k, v, _ := strings.Cut(kv, "=")
+		os.Setenv(k, v)
+	}
+	sqsc, s3c, err := palleto.AWSClients(ctx, cfg.Engine.Workers+cfg.Engine.Producer.Pollers)
+	if err != nil {
+		b.tb.Fatalf("%v", err)
+	}
+	d, err := palleto.New(cfg, palleto.Deps{SQS: sqsc, S3: s3c, Logger: quiet})
+	if err != nil {
+		b.tb.Fatalf("%v", err)
+	}
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); d.Run(runCtx) }()
+	deadline := time.Now().Add(time.Minute + time.Duration(len(put))*time.Second/time.Duration(b.o.LatRate))
+	for d.Stats().Objects < int64(len(put)) && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	stop()
+	<-done
+	var lat []time.Duration
+	for i, t0 := range put {
+		data, err := os.ReadFile(filepath.Join(cfg.OutDir, bucket, "lat", fmt.Sprintf("%04d.log.gz.json", i)))
+		var res struct {
+			FinishedAt time.Time `json:"finished_at"`
+		}
+		if err != nil || json.Unmarshal(data, &res) != nil {
+			b.tb.Fatalf("P4: no result for object %d: %v", i, err)
+		}
+		lat = append(lat, res.FinishedAt.Sub(t0))
+	}
+	return lat
+}
