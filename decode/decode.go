@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync"
 
 	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/zstd"
@@ -52,13 +53,20 @@ type Reader struct {
 	close    func()
 }
 
-// Close releases decoder resources. It does not close the source.
+// Close releases decoder resources (to pools: the Reader must not be used after). It does not
+// close the source. A second Close does nothing.
 func (r *Reader) Close() error {
 	if r.close != nil {
 		r.close()
+		r.close = nil
 	}
 	return nil
 }
+
+var (
+	bufPool  = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 64<<10) }}
+	gzipPool sync.Pool
+)
 
 // NewReader sniffs src and returns a reader of its decompressed bytes. Read errors caused by bad
 // compressed data wrap ErrCorrupt; errors of src are passed through unchanged so that the caller
@@ -67,29 +75,41 @@ func NewReader(src io.Reader) (*Reader, error) {
 	// The source is watched below the buffer, and the decoders get the *bufio.Reader itself:
 	// klauspost's inflater has a fast path for it (no second buffer, no per-byte interface call).
 	cs := &watchedSource{r: src}
-	br := bufio.NewReaderSize(cs, 64<<10)
+	br := bufPool.Get().(*bufio.Reader) // pooled: a small object would otherwise pay for 64 KiB
+	br.Reset(cs)
+	freeBuf := func() { br.Reset(nil); bufPool.Put(br) }
 	head, err := br.Peek(4)
 	if err != nil && err != io.EOF && !errors.Is(err, bufio.ErrBufferFull) {
+		freeBuf()
 		return nil, err
 	}
 	switch enc := Sniff(head); enc {
 	case Gzip:
-		zr, err := gzip.NewReader(br)
-		if err != nil {
+		zr, _ := gzipPool.Get().(*gzip.Reader) // pooled too: its inflater state is some 40 KiB
+		if zr == nil {
+			zr = new(gzip.Reader)
+		}
+		if err := zr.Reset(br); err != nil {
+			gzipPool.Put(zr)
+			freeBuf()
 			return nil, cs.classify(fmt.Errorf("gzip header: %w", err))
 		}
 		zr.Multistream(true)
-		return &Reader{Reader: &classifying{r: zr, src: cs}, Encoding: enc, close: func() { zr.Close() }}, nil
+		return &Reader{Reader: &classifying{r: zr, src: cs}, Encoding: enc, close: func() {
+			zr.Close()
+			gzipPool.Put(zr)
+			freeBuf()
+		}}, nil
 	case Zstd:
 		zr, err := zstd.NewReader(br, zstd.WithDecoderConcurrency(1), zstd.WithDecoderLowmem(true))
 		if err != nil {
 			return nil, cs.classify(fmt.Errorf("zstd header: %w", err))
 		}
-		return &Reader{Reader: &classifying{r: zr, src: cs}, Encoding: enc, close: zr.Close}, nil
+		return &Reader{Reader: &classifying{r: zr, src: cs}, Encoding: enc, close: func() { zr.Close(); freeBuf() }}, nil
 	case Bzip2:
-		return &Reader{Reader: &classifying{r: bzip2.NewReader(br), src: cs}, Encoding: enc}, nil
+		return &Reader{Reader: &classifying{r: bzip2.NewReader(br), src: cs}, Encoding: enc, close: freeBuf}, nil
 	default:
-		return &Reader{Reader: br, Encoding: Plain}, nil
+		return &Reader{Reader: br, Encoding: Plain, close: freeBuf}, nil
 	}
 }
 

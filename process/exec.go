@@ -60,10 +60,25 @@ func (e *Exec) Process(ctx context.Context, o Object, r io.Reader) (Fields, erro
 	in := &errReader{r: io.TeeReader(r, &lc)}
 	stdout := &capWriter{max: MaxExecOutput}
 	stderr := &capWriter{max: 4 << 10, tail: true}
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = in, stdout, stderr
+	// Stdin is a pipe fed by a goroutine of ours, not by os/exec's: Process must not return
+	// while anything still reads r (its buffers go back to pools), and os/exec may give up on
+	// its copier after WaitDelay.
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		return nil, fmt.Errorf("exec %q: %w", e.command, err)
+	}
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = pr, stdout, stderr
 	cmd.WaitDelay = 5 * time.Second // after a kill, stop waiting for pipes held by grandchildren
 	killGroup(cmd)
+	copied := make(chan struct{})
+	go func() {
+		defer close(copied)
+		io.Copy(pw, in) // ends at the input's end or error (in.err), or EPIPE once pr is closed
+		pw.Close()
+	}()
 	runErr := cmd.Run()
+	pr.Close() // a program that stopped reading: the copier's next write fails and it returns
+	<-copied
 	switch {
 	case in.err != nil: // the input failed (limit, corrupt data, S3): that is the error, not the program's reaction
 		return nil, in.err

@@ -159,7 +159,18 @@ func (d *Disk) CheckWritable() error {
 // Existing returns the result stored for bucket/key, if any, and whether it is for the same
 // object version: same versionID when both have one, else same eTag.
 func (d *Disk) Existing(bucket, key, versionID, etag string) (Result, bool) {
-	data, err := d.root.ReadFile(Path(bucket, key))
+	p := Path(bucket, key)
+	dir, base := path.Split(p)
+	d.hmu.Lock()
+	h := d.handles[path.Clean(dir)]
+	d.hmu.Unlock()
+	var data []byte
+	var err error
+	if h != nil { // one openat instead of one per component
+		data, err = h.root.ReadFile(base)
+	} else {
+		data, err = d.root.ReadFile(p)
+	}
 	if err != nil {
 		return Result{}, false
 	}

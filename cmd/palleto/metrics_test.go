@@ -98,7 +98,7 @@ func TestMetricsMatchWhatHappenedMinIO(t *testing.T) {
 
 	addr := freeAddr(t)
 	out := t.TempDir()
-	cmd := exec.Command(palletoBin, "run", "--queue-url", queueURL, "--out", out, "--wait-time", "1s", "--metrics-addr", addr)
+	cmd := exec.Command(palletoBin, "run", "--queue-url", queueURL, "--out", out, "--wait-time", "1s", "--metrics-addr", addr, "--progress", "always")
 	cmd.Env = append(os.Environ(), env.AWSEnv()...)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
@@ -161,7 +161,19 @@ func TestMetricsMatchWhatHappenedMinIO(t *testing.T) {
 	if err := cmd.Wait(); err != nil {
 		t.Fatalf("palleto run after SIGTERM: %v\n%s", err, tail(stderr.String(), 3000))
 	}
-	if !strings.Contains(stderr.String(), "metrics and health endpoints listening") {
-		t.Errorf("the log does not say where metrics are served:\n%s", tail(stderr.String(), 2000))
+	logs := stderr.String()
+	if !strings.Contains(logs, "metrics and health endpoints listening") {
+		t.Errorf("the log does not say where metrics are served:\n%s", tail(logs, 2000))
+	}
+	// --progress always: the live line, rewritten in place, with rates, in-flight and queue depth.
+	if !strings.Contains(logs, "\r\033[Kpalleto: ") || !strings.Contains(logs, "objects/s") || !strings.Contains(logs, "| queue: ") {
+		t.Errorf("no progress line:\n%q", tail(logs, 1000))
+	}
+	// One line per object outcome, and never a secret.
+	if got := strings.Count(logs, `"msg":"object processed"`); got != n {
+		t.Errorf("%d 'object processed' lines, want one per object: %d", got, n)
+	}
+	if secret := env.SecretKey; strings.Contains(logs, secret) {
+		t.Errorf("the log contains the secret access key")
 	}
 }
