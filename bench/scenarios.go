@@ -108,14 +108,6 @@ func (b *bench) queueOf(ctx context.Context, bucket string, objs []object) strin
 // runDaemon runs Palleto in this process, on clients built the way `palleto run` builds them,
 // until n objects are done; it returns the time from Run to the n-th result.
 func (b *bench) runDaemon(ctx context.Context, cfg palleto.Config, n int) (time.Duration, palleto.Summary) {
-	for _, kv := range b.env.AWSEnv() {
-		k, v, _ := strings.Cut(kv, "=")
-		os.Setenv(k, v)
-	}
-	sqsc, s3c, err := palleto.AWSClients(ctx, cfg.Engine.Workers+cfg.Engine.Producer.Pollers)
-	if err != nil {
-		b.tb.Fatalf("%v", err)
-	}
 	out, _ := os.MkdirTemp("", "palleto-bench-out")
 	defer os.RemoveAll(out)
 	cfg.OutDir = out
@@ -128,10 +120,6 @@ func (b *bench) runDaemon(ctx context.Context, cfg palleto.Config, n int) (time.
 			cfg.Trace = f
 		}
 	}
-	d, err := palleto.New(cfg, palleto.Deps{SQS: sqsc, S3: s3c, Logger: quiet})
-	if err != nil {
-		b.tb.Fatalf("%v", err)
-	}
 	if b.o.CPUProfile != "" {
 		f, err := os.Create(b.o.CPUProfile)
 		if err == nil {
@@ -139,10 +127,7 @@ func (b *bench) runDaemon(ctx context.Context, cfg palleto.Config, n int) (time.
 			defer func() { pprof.StopCPUProfile(); f.Close() }()
 		}
 	}
-	runCtx, stop := context.WithCancel(ctx)
-	done := make(chan struct{})
-	start := time.Now()
-	go func() { defer close(done); d.Run(runCtx) }()
+	d, start, stop := b.startDaemon(ctx, cfg)
 	var took time.Duration
 	for {
 		s := d.Stats()
@@ -156,8 +141,30 @@ func (b *bench) runDaemon(ctx context.Context, cfg palleto.Config, n int) (time.
 		b.tb.Fatalf("%d objects failed in a benchmark run", s.Failed)
 	}
 	stop()
-	<-done
 	return took, d.Stats()
+}
+
+// startDaemon runs Palleto in this process, on clients built as `palleto run` builds them
+// (palleto.AWSClients, from the servers' standard environment variables); stop ends the run and
+// waits for it. started is when Run was called.
+func (b *bench) startDaemon(ctx context.Context, cfg palleto.Config) (d *palleto.Daemon, started time.Time, stop func()) {
+	for _, kv := range b.env.AWSEnv() {
+		k, v, _ := strings.Cut(kv, "=")
+		os.Setenv(k, v)
+	}
+	sqsc, s3c, err := palleto.AWSClients(ctx, cfg.Engine.Workers+cfg.Engine.Producer.Pollers)
+	if err != nil {
+		b.tb.Fatalf("%v", err)
+	}
+	d, err = palleto.New(cfg, palleto.Deps{SQS: sqsc, S3: s3c, Logger: quiet})
+	if err != nil {
+		b.tb.Fatalf("%v", err)
+	}
+	runCtx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	started = time.Now()
+	go func() { defer close(done); d.Run(runCtx) }()
+	return d, started, func() { cancel(); <-done }
 }
 
 func median(xs []float64) float64 {
@@ -440,27 +447,12 @@ func (b *bench) latency(ctx context.Context, cfg palleto.Config, s3c *s3.Client,
 // runAndRead runs the daemon until every object has a result and returns, per object, the time
 // from the start of its PutObject to the result's finished_at.
 func (b *bench) runAndRead(ctx context.Context, cfg palleto.Config, bucket string, put []time.Time) []time.Duration {
-	for _, kv := range b.env.AWSEnv() {
-		k, v, _ := strings.Cut(kv, "=")
-		os.Setenv(k, v)
-	}
-	sqsc, s3c, err := palleto.AWSClients(ctx, cfg.Engine.Workers+cfg.Engine.Producer.Pollers)
-	if err != nil {
-		b.tb.Fatalf("%v", err)
-	}
-	d, err := palleto.New(cfg, palleto.Deps{SQS: sqsc, S3: s3c, Logger: quiet})
-	if err != nil {
-		b.tb.Fatalf("%v", err)
-	}
-	runCtx, stop := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() { defer close(done); d.Run(runCtx) }()
+	d, _, stop := b.startDaemon(ctx, cfg)
 	deadline := time.Now().Add(time.Minute + time.Duration(len(put))*time.Second/time.Duration(b.o.LatRate))
 	for d.Stats().Objects < int64(len(put)) && time.Now().Before(deadline) {
 		time.Sleep(5 * time.Millisecond)
 	}
 	stop()
-	<-done
 	var lat []time.Duration
 	for i, t0 := range put {
 		data, err := os.ReadFile(filepath.Join(cfg.OutDir, bucket, "lat", fmt.Sprintf("%04d.log.gz.json", i)))
