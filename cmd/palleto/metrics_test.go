@@ -177,3 +177,14 @@ func TestMetricsMatchWhatHappenedMinIO(t *testing.T) {
 		t.Errorf("the log contains the secret access key")
 	}
 }
+
+// A queue URL naming no queue stops palleto run at once, with exit 1 and the reason, instead of
+// a daemon retrying forever.
+func TestMissingQueueFailsAtStart(t *testing.T) {
+	env := testenv.Get(t)
+	url := strings.TrimRight(env.SQSEndpoint, "/") + "/123456789012/" + testenv.Name("no-such-queue")
+	code, _, stderr := runPalleto(t, env.AWSEnv(), time.Minute, "run", "--queue-url", url, "--out", t.TempDir(), "--wait-time", "1s")
+	if code != 1 || !strings.Contains(stderr, "queue-url:") || !strings.Contains(stderr, "exist") {
+		t.Errorf("exit %d, stderr:\n%s", code, tail(stderr, 2000))
+	}
+}

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/smithy-go"
 	"github.com/palleto/palleto"
 	"github.com/palleto/palleto/metrics"
 	"github.com/palleto/palleto/process"
@@ -126,6 +127,9 @@ Exit codes: 0 done (including a stop by SIGINT/SIGTERM), 1 fatal error, 2 bad us
 	if err != nil {
 		return err
 	}
+	if err := checkQueue(ctx, d); err != nil {
+		return err
+	}
 	if metricsAddr != "" {
 		srvCtx, stopSrv := context.WithCancel(context.WithoutCancel(ctx))
 		wait, err := metrics.Serve(srvCtx, metricsAddr, met.Handler(d.Ready), log)
@@ -147,6 +151,23 @@ Exit codes: 0 done (including a stop by SIGINT/SIGTERM), 1 fatal error, 2 bad us
 		fmt.Fprint(stderr, "\r\033[K")
 	}
 	printSummary(stderr, s)
+	return nil
+}
+
+// checkQueue fails at start when the queue does not exist or may not be read: a typo in
+// --queue-url should not become a daemon retrying forever. Other errors (the network, throttling)
+// are left to the receive loop, which retries them.
+func checkQueue(ctx context.Context, d *palleto.Daemon) error {
+	qctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	_, _, err := d.QueueDepth(qctx)
+	var api smithy.APIError
+	if err != nil && errors.As(err, &api) {
+		switch api.ErrorCode() {
+		case "AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist", "AccessDenied", "AccessDeniedException", "InvalidAddress":
+			return fmt.Errorf("queue-url: %w", err)
+		}
+	}
 	return nil
 }
 
