@@ -119,7 +119,9 @@ func (d *Daemon) release(msgs []*sqs.Message) {
 	d.met.Returned("shutdown", len(msgs))
 	if err := d.src.Release(ctx, msgs); err != nil {
 		d.log.Warn("could not hand unstarted messages back; they return after their visibility timeout", "messages", len(msgs), "error", err)
+		return
 	}
+	d.log.Info("messages handed back, visible at once", "messages", len(msgs))
 }
 
 // deadLetter sends m's body to the DLQ with the cause and its class in message attributes.

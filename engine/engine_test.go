@@ -409,3 +409,50 @@ func TestIdleExitWaitsForOlderPollsInFlight(t *testing.T) {
 		t.Fatalf("handled %v and released %d: the idle exit came while the first poll still held the items", handled, released)
 	}
 }
+
+// lateSource answers its first poll empty at once, its second only after 200ms with 3 items,
+// and later ones empty: with one poller the queue looks idle while that second poll is out.
+type lateSource struct {
+	mu    sync.Mutex
+	calls int
+}
+
+func (s *lateSource) Receive(ctx context.Context, max int) ([]int, error) {
+	s.mu.Lock()
+	s.calls++
+	n := s.calls
+	s.mu.Unlock()
+	switch n {
+	case 1:
+		return nil, nil
+	case 2:
+		time.Sleep(200 * time.Millisecond)
+		return []int{1, 2, 3}, nil
+	}
+	time.Sleep(5 * time.Millisecond)
+	return nil, nil
+}
+
+func TestItemsArrivingAtIdleExitAreHandledNotReleased(t *testing.T) {
+	var mu sync.Mutex
+	var handled []int
+	released := 0
+	cfg := Config{Producer: ProducerConfig{Pollers: 1, MaxBatch: 10}, Workers: 2, ShutdownTimeout: time.Second, ExitWhenIdle: 50 * time.Millisecond}
+	pl := New[int](&lateSource{}, cfg, Handler[int]{
+		Handle: func(ctx context.Context, w int, item int) error {
+			mu.Lock()
+			handled = append(handled, item)
+			mu.Unlock()
+			return nil
+		},
+		Settle:  func(int, error) {},
+		Release: func(items []int) { released += len(items) },
+	})
+	if err := pl.Run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	slices.Sort(handled)
+	if fmt.Sprint(handled) != "[1 2 3]" || released != 0 {
+		t.Fatalf("handled %v, released %d: items that came back during the idle stop were handed back", handled, released)
+	}
+}

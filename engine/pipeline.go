@@ -97,6 +97,7 @@ type Pipeline[T any] struct {
 	// started when the first empty poll since lastActivity came back; the queue counts as
 	// empty only once every poll up to it is back (oldestActive, as last reported, is past it).
 	emptyMark, oldestActive atomic.Int64
+	idleStop                atomic.Bool // Run is stopping because the queue stayed empty
 }
 
 // New returns a Pipeline; cfg must be valid and h.Handle and h.Settle set.
@@ -194,6 +195,13 @@ func (p *Pipeline[T]) Run(ctx context.Context) error {
 		<-workersDone
 	}
 	<-prodDone
+	if len(undelivered) > 0 && p.idleStop.Load() && ctx.Err() == nil {
+		// A poll that was out when the queue looked idle brought items back. Nobody asked to
+		// stop: handle them rather than hand them back to a queue that other idle consumers
+		// may already have left.
+		p.trace("pipeline: %d events arrived while stopping for idleness; handling them", len(undelivered))
+		undelivered = p.handleRest(ctx, workCtx, undelivered)
+	}
 	if len(undelivered) > 0 {
 		p.trace("producer: releasing %d events never started", len(undelivered))
 		if p.h.Release != nil {
@@ -201,6 +209,38 @@ func (p *Pipeline[T]) Run(ctx context.Context) error {
 		}
 	}
 	return ctx.Err()
+}
+
+// handleRest handles items with up to Workers goroutines, and returns those not started because
+// ctx was done first.
+func (p *Pipeline[T]) handleRest(ctx, workCtx context.Context, items []T) (notStarted []T) {
+	ch := make(chan T) // unbuffered: an item is taken only by a free goroutine
+	var wg sync.WaitGroup
+	for i := 1; i <= min(p.cfg.Workers, len(items)); i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for item := range ch {
+				p.inFlight.Add(1)
+				err := p.handle(workCtx, i, item)
+				p.h.Settle(item, err)
+				p.inFlight.Add(-1)
+			}
+		}()
+	}
+	for k, item := range items {
+		select {
+		case ch <- item:
+		case <-ctx.Done():
+			notStarted = items[k:]
+		}
+		if notStarted != nil {
+			break
+		}
+	}
+	close(ch)
+	wg.Wait()
+	return notStarted
 }
 
 func (p *Pipeline[T]) watchIdle(ctx context.Context, stop func()) {
@@ -220,6 +260,7 @@ func (p *Pipeline[T]) watchIdle(ctx context.Context, stop func()) {
 			allBack := oldest == 0 || oldest > p.emptyMark.Load()
 			if p.inFlight.Load() == 0 && p.emptyPolls.Load() > 0 && allBack && idleFor >= p.cfg.ExitWhenIdle {
 				p.trace("pipeline: idle for %s with nothing in flight; stopping", idleFor.Round(time.Millisecond))
+				p.idleStop.Store(true)
 				stop()
 				return
 			}

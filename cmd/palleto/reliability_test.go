@@ -202,6 +202,13 @@ func TestScaleOutThreeProcessesMinIO(t *testing.T) {
 	}
 	if total != n {
 		t.Errorf("%d objects processed in all, want each of %d exactly once", total, n)
+		for i, l := range logs {
+			for _, line := range strings.Split(l.String(), "\n") {
+				if strings.Contains(line, "handed back") || strings.Contains(line, "palleto stopped") || strings.Contains(line, `"level":"WARN"`) {
+					t.Logf("process %d: %s", i, line)
+				}
+			}
+		}
 	}
 	if bad := checkResults(t, out, objs); bad > 0 {
 		t.Errorf("%d of %d objects have no correct result", bad, n)
