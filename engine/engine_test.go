@@ -368,77 +368,38 @@ func TestShutdownFinishesInFlightAndReleasesTheRest(t *testing.T) {
 	}
 }
 
-// slowHolder is a server that gives every message to the first poll and answers it only at the
-// end of its long poll, while later polls come back empty at once: what local-aws-sqs does when
-// two polls wait on one queue.
-type slowHolder struct {
-	mu    sync.Mutex
-	calls int
+// step is one scripted answer of a poll: wait, then return items.
+type step struct {
+	wait  time.Duration
+	items []int
 }
 
-func (s *slowHolder) Receive(ctx context.Context, max int) ([]int, error) {
+// scripted answers its n-th poll with script[n-1], and later polls empty after 5ms (a long
+// poll on an empty queue, shortened).
+type scripted struct {
+	mu     sync.Mutex
+	calls  int
+	script []step
+}
+
+func (s *scripted) Receive(ctx context.Context, max int) ([]int, error) {
 	s.mu.Lock()
 	s.calls++
-	first := s.calls == 1
+	st := step{wait: 5 * time.Millisecond}
+	if s.calls <= len(s.script) {
+		st = s.script[s.calls-1]
+	}
 	s.mu.Unlock()
-	if first {
-		time.Sleep(300 * time.Millisecond)
-		return []int{1, 2, 3}, nil
-	}
-	time.Sleep(5 * time.Millisecond)
-	return nil, nil
+	time.Sleep(st.wait)
+	return st.items, nil
 }
 
-func TestIdleExitWaitsForOlderPollsInFlight(t *testing.T) {
+// runToIdle runs a pipeline with a 50ms idle exit and returns what it handled and released.
+func runToIdle(t *testing.T, src Source[int], pollers, workers int) (handled []int, released int) {
+	t.Helper()
 	var mu sync.Mutex
-	var handled []int
-	cfg := Config{Producer: ProducerConfig{Pollers: 2, MaxBatch: 10}, Workers: 4, ShutdownTimeout: time.Second, ExitWhenIdle: 50 * time.Millisecond}
-	released := 0
-	pl := New[int](&slowHolder{}, cfg, Handler[int]{
-		Handle: func(ctx context.Context, w int, item int) error {
-			mu.Lock()
-			handled = append(handled, item)
-			mu.Unlock()
-			return nil
-		},
-		Settle:  func(int, error) {},
-		Release: func(items []int) { released += len(items) },
-	})
-	pl.Run(context.Background())
-	if len(handled) != 3 || released != 0 {
-		t.Fatalf("handled %v and released %d: the idle exit came while the first poll still held the items", handled, released)
-	}
-}
-
-// lateSource answers its first poll empty at once, its second only after 200ms with 3 items,
-// and later ones empty: with one poller the queue looks idle while that second poll is out.
-type lateSource struct {
-	mu    sync.Mutex
-	calls int
-}
-
-func (s *lateSource) Receive(ctx context.Context, max int) ([]int, error) {
-	s.mu.Lock()
-	s.calls++
-	n := s.calls
-	s.mu.Unlock()
-	switch n {
-	case 1:
-		return nil, nil
-	case 2:
-		time.Sleep(200 * time.Millisecond)
-		return []int{1, 2, 3}, nil
-	}
-	time.Sleep(5 * time.Millisecond)
-	return nil, nil
-}
-
-func TestItemsArrivingAtIdleExitAreHandledNotReleased(t *testing.T) {
-	var mu sync.Mutex
-	var handled []int
-	released := 0
-	cfg := Config{Producer: ProducerConfig{Pollers: 1, MaxBatch: 10}, Workers: 2, ShutdownTimeout: time.Second, ExitWhenIdle: 50 * time.Millisecond}
-	pl := New[int](&lateSource{}, cfg, Handler[int]{
+	cfg := Config{Producer: ProducerConfig{Pollers: pollers, MaxBatch: 10}, Workers: workers, ShutdownTimeout: time.Second, ExitWhenIdle: 50 * time.Millisecond}
+	pl := New[int](src, cfg, Handler[int]{
 		Handle: func(ctx context.Context, w int, item int) error {
 			mu.Lock()
 			handled = append(handled, item)
@@ -452,7 +413,23 @@ func TestItemsArrivingAtIdleExitAreHandledNotReleased(t *testing.T) {
 		t.Fatal(err)
 	}
 	slices.Sort(handled)
-	if fmt.Sprint(handled) != "[1 2 3]" || released != 0 {
+	return handled, released
+}
+
+// Servers hand a message to one poll only: local-aws-sqs gives every message to the first of
+// two polls and answers it only at the end of its wait, while the second comes back empty.
+func TestIdleExitWaitsForOlderPollsInFlight(t *testing.T) {
+	src := &scripted{script: []step{{wait: 300 * time.Millisecond, items: []int{1, 2, 3}}}}
+	if handled, released := runToIdle(t, src, 2, 4); fmt.Sprint(handled) != "[1 2 3]" || released != 0 {
+		t.Fatalf("handled %v and released %d: the idle exit came while the first poll still held the items", handled, released)
+	}
+}
+
+// With one poller, the first poll comes back empty and the second, started after it, brings
+// items only after the idle delay: the queue looked idle while it was out.
+func TestItemsArrivingAtIdleExitAreHandledNotReleased(t *testing.T) {
+	src := &scripted{script: []step{{}, {wait: 200 * time.Millisecond, items: []int{1, 2, 3}}}}
+	if handled, released := runToIdle(t, src, 1, 2); fmt.Sprint(handled) != "[1 2 3]" || released != 0 {
 		t.Fatalf("handled %v, released %d: items that came back during the idle stop were handed back", handled, released)
 	}
 }
