@@ -327,9 +327,9 @@ func (b *bench) bareLoop(ctx context.Context, url string, n, conc int) time.Dura
 // P3: peak RSS of a `palleto run` process with many workers on 1 GiB objects.
 func (b *bench) p3(ctx context.Context) ([]Row, error) {
 	bucket := b.bucket("bench-mem")
-	memberPlain := min(b.o.MemBytes, 16<<20)
-	member := gz(logLines(rand.New(rand.NewPCG(3, 0)), memberPlain))
-	realPlain := int64(len(logLines(rand.New(rand.NewPCG(3, 0)), memberPlain)))
+	plain := logLines(rand.New(rand.NewPCG(3, 0)), min(b.o.MemBytes, 16<<20))
+	member, realPlain := gz(plain), int64(len(plain))
+	plain = nil
 	reps := max(1, int((b.o.MemBytes+realPlain/2)/realPlain))
 	body := bytes.Repeat(member, reps) // a multi-member gzip of MemBytes, give or take a line
 	first := object{key: "mem/0.log.gz", size: int64(len(body)), plain: realPlain * int64(reps)}

@@ -221,10 +221,7 @@ func (p *Pipeline[T]) handleRest(ctx, workCtx context.Context, items []T) (notSt
 		go func() {
 			defer wg.Done()
 			for item := range ch {
-				p.inFlight.Add(1)
-				err := p.handle(workCtx, i, item)
-				p.h.Settle(item, err)
-				p.inFlight.Add(-1)
+				p.handleAndSettle(workCtx, i, item)
 			}
 		}()
 	}
@@ -290,15 +287,20 @@ func (p *Pipeline[T]) work(pollCtx, workCtx context.Context, i int) (crashed boo
 			return false
 		case item = <-p.prod.Out():
 		}
-		p.inFlight.Add(1)
-		err := p.handle(workCtx, i, item)
-		p.h.Settle(item, err)
-		p.inFlight.Add(-1)
-		p.touch()
-		if errors.Is(err, ErrPanic) {
+		if err := p.handleAndSettle(workCtx, i, item); errors.Is(err, ErrPanic) {
 			return true
 		}
 	}
+}
+
+// handleAndSettle handles item on worker i, settles it with the outcome, and returns that outcome.
+func (p *Pipeline[T]) handleAndSettle(ctx context.Context, i int, item T) error {
+	p.inFlight.Add(1)
+	err := p.handle(ctx, i, item)
+	p.h.Settle(item, err)
+	p.inFlight.Add(-1)
+	p.touch()
+	return err
 }
 
 func (p *Pipeline[T]) handle(ctx context.Context, i int, item T) (err error) {

@@ -63,15 +63,7 @@ func New(api API) *Fetcher {
 // Open starts a GetObject and returns the streaming body.
 func (f *Fetcher) Open(ctx context.Context, r Request) (*Object, error) {
 	in := &s3.GetObjectInput{Bucket: &r.Bucket, Key: &r.Key}
-	if r.VersionID != "" {
-		in.VersionId = &r.VersionID
-	} else if r.ETag != "" {
-		etag := r.ETag
-		if !strings.HasPrefix(etag, "\"") {
-			etag = "\"" + etag + "\""
-		}
-		in.IfMatch = &etag
-	}
+	pin(in, r.VersionID, r.ETag)
 	out, err := f.api.GetObject(ctx, in)
 	if err != nil {
 		return nil, Classify(fmt.Errorf("s3 GetObject s3://%s/%s: %w", r.Bucket, r.Key, err))
@@ -83,6 +75,20 @@ func (f *Fetcher) Open(ctx context.Context, r Request) (*Object, error) {
 	obj := &Object{Size: size, ETag: strings.Trim(aws.ToString(out.ETag), "\""), VersionID: aws.ToString(out.VersionId)}
 	obj.Body = &resumingBody{ctx: ctx, f: f, req: r, obj: obj, body: out.Body}
 	return obj, nil
+}
+
+// pin makes in read one version of the object: versionID when there is one, else the object
+// only while its eTag is still etag (If-Match; quoted as S3 wants it).
+func pin(in *s3.GetObjectInput, versionID, etag string) {
+	switch {
+	case versionID != "":
+		in.VersionId = aws.String(versionID)
+	case etag != "":
+		if !strings.HasPrefix(etag, "\"") {
+			etag = "\"" + etag + "\""
+		}
+		in.IfMatch = aws.String(etag)
+	}
 }
 
 // resumingBody reads an object's body and, when the connection breaks, continues it with a
@@ -144,11 +150,7 @@ func (b *resumingBody) resume(cause error) error {
 	case <-time.After(wait):
 	}
 	in := &s3.GetObjectInput{Bucket: &b.req.Bucket, Key: &b.req.Key, Range: aws.String(fmt.Sprintf("bytes=%d-", b.off))}
-	if b.obj.VersionID != "" {
-		in.VersionId = aws.String(b.obj.VersionID)
-	} else if b.obj.ETag != "" {
-		in.IfMatch = aws.String("\"" + b.obj.ETag + "\"")
-	}
+	pin(in, b.obj.VersionID, b.obj.ETag)
 	out, err := b.f.api.GetObject(b.ctx, in)
 	if err != nil {
 		err = Classify(fmt.Errorf("s3 GetObject %s (resuming at byte %d after: %v): %w", where, b.off, cause, err))

@@ -1,8 +1,8 @@
 package process
 
 import (
+	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 )
@@ -45,7 +45,7 @@ type LineCounter struct {
 
 func (c *LineCounter) Write(p []byte) (int, error) {
 	if len(p) > 0 {
-		c.n += int64(countNL(p))
+		c.n += int64(bytes.Count(p, []byte{'\n'}))
 		c.last = p[len(p)-1]
 		c.any = true
 	}
@@ -72,5 +72,3 @@ func (c ctxReader) Read(p []byte) (int, error) {
 	}
 	return c.r.Read(p)
 }
-
-var errNoCommand = errors.New("exec: a command is required (--exec 'COMMAND')")

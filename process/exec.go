@@ -23,6 +23,8 @@ const MaxExecOutput = 16 << 20
 // is bad: the failure is permanent. Any other non-zero status is retryable.
 const ExitDataErr = 65
 
+var errNoCommand = errors.New("exec: a command is required (--exec 'COMMAND')")
+
 // Exec runs a program for each object: /bin/sh -c COMMAND with the decompressed content on its
 // stdin, and PALLETO_BUCKET, PALLETO_KEY, PALLETO_VERSION_ID, PALLETO_ETAG and PALLETO_ENCODING
 // in its environment. Its stdout is the result (as JSON when it is JSON, else as a string).

@@ -3,7 +3,6 @@
 package process
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -58,16 +57,12 @@ func CountLines(ctx context.Context, r io.Reader) (int64, error) {
 	bp := bufPool.Get().(*[]byte)
 	defer bufPool.Put(bp)
 	buf := *bp
-	var lines int64
-	var last byte = '\n'
+	var lc LineCounter
 	for {
 		n, err := r.Read(buf)
-		if n > 0 {
-			lines += int64(countNL(buf[:n]))
-			last = buf[n-1]
-		}
+		lc.Write(buf[:n])
 		if err == io.EOF {
-			break
+			return lc.Lines(), nil
 		}
 		if err != nil {
 			return 0, err
@@ -76,13 +71,7 @@ func CountLines(ctx context.Context, r io.Reader) (int64, error) {
 			return 0, err
 		}
 	}
-	if last != '\n' {
-		lines++
-	}
-	return lines, nil
 }
-
-func countNL(p []byte) int { return bytes.Count(p, []byte{'\n'}) }
 
 var (
 	regMu    sync.RWMutex

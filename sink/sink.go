@@ -135,9 +135,7 @@ func (d *Disk) Close() error {
 // CheckWritable creates, syncs and removes a small file in the output directory: the readiness
 // check that the disk takes writes (not full, not read-only, permitted).
 func (d *Disk) CheckWritable() error {
-	var rnd [8]byte
-	rand.Read(rnd[:])
-	name := "%tmp-ready-" + hex.EncodeToString(rnd[:])
+	name := tempName()
 	f, err := d.root.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
 	if err != nil {
 		return fmt.Errorf("output directory %s not writable: %w", d.dir, err)
@@ -243,9 +241,7 @@ func (d *Disk) writeAtomic(rel string, fill func(io.Writer) error) (err error) {
 		return fmt.Errorf("write %s: %w", rel, err)
 	}
 	defer release()
-	var rnd [8]byte
-	rand.Read(rnd[:])
-	tmp := "%tmp-" + hex.EncodeToString(rnd[:])
+	tmp := tempName()
 	f, err := h.root.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
 	if errors.Is(err, fs.ErrNotExist) && d.forget(path.Clean(dir), h) {
 		// The directory was removed since it was opened (an operator cleaning up): open it again.
@@ -281,6 +277,14 @@ func (d *Disk) writeAtomic(rel string, fill func(io.Writer) error) (err error) {
 		return fmt.Errorf("fsync dir of %s: %w", rel, err)
 	}
 	return nil
+}
+
+// tempName is a fresh name for a file being written: "%tmp-" and 16 hex digits, a name Path never
+// produces.
+func tempName() string {
+	var rnd [8]byte
+	rand.Read(rnd[:])
+	return "%tmp-" + hex.EncodeToString(rnd[:])
 }
 
 // dirHandle is an open directory under the output directory: a Root for the operations inside

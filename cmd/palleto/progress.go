@@ -19,14 +19,19 @@ func wantProgress(mode string, w io.Writer) (bool, error) {
 	case "never":
 		return false, nil
 	case "auto":
-		f, ok := w.(*os.File)
-		if !ok {
-			return false, nil
-		}
-		fi, err := f.Stat()
-		return err == nil && fi.Mode()&os.ModeCharDevice != 0, nil
+		return isTerminal(w), nil
 	}
 	return false, fmt.Errorf("progress: %q is not one of auto, always, never", mode)
+}
+
+// isTerminal reports whether w is a terminal (for text logs and the live progress line).
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	fi, err := f.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
 }
 
 // startProgress rewrites one status line on w every second: objects/s and MB/s over the last
