@@ -62,8 +62,12 @@ type Config struct {
 // DefaultConfig returns the defaults of `palleto run`.
 func DefaultConfig() Config {
 	e := engine.DefaultConfig()
-	e.Producer.Pollers = 2
-	e.Prefetch = 10
+	// Small objects are done in a few milliseconds, while one ReceiveMessage takes 10-20 ms on
+	// SQS (14 ms on local-aws-sqs): to keep 8 workers busy, about 40 messages must be on their
+	// way and several full polls out at once (docs/PERFORMANCE.md, P2). Big objects do not need
+	// it, and --prefetch 0 suits them when many replicas share the queue.
+	e.Producer.Pollers = 4
+	e.Prefetch = 40
 	return Config{Engine: e, SQS: sqs.DefaultConfig(), OutDir: "out", Processor: "lines", MaxReceives: 5, RetryBackoff: 10 * time.Second}
 }
 

@@ -108,7 +108,7 @@ func (b *bench) queueOf(ctx context.Context, bucket string, objs []object) strin
 // runDaemon runs Palleto in this process, on clients built the way `palleto run` builds them,
 // until n objects are done; it returns the time from Run to the n-th result.
 func (b *bench) runDaemon(ctx context.Context, cfg palleto.Config, n int) (time.Duration, palleto.Summary) {
-	out, _ := os.MkdirTemp("", "palleto-bench-out")
+	out, _ := os.MkdirTemp(os.Getenv("BENCH_OUT_BASE"), "palleto-bench-out")
 	defer os.RemoveAll(out)
 	cfg.OutDir = out
 	if v := os.Getenv("BENCH_PREFETCH"); v != "" { // for exploring; the table is made with the defaults
@@ -156,7 +156,8 @@ func (b *bench) startDaemon(ctx context.Context, cfg palleto.Config) (d *palleto
 	if err != nil {
 		b.tb.Fatalf("%v", err)
 	}
-	d, err = palleto.New(cfg, palleto.Deps{SQS: sqsc, S3: s3c, Logger: quiet})
+	counted := &countingSQS{API: sqsc}
+	d, err = palleto.New(cfg, palleto.Deps{SQS: counted, S3: s3c, Logger: quiet})
 	if err != nil {
 		b.tb.Fatalf("%v", err)
 	}
@@ -164,7 +165,7 @@ func (b *bench) startDaemon(ctx context.Context, cfg palleto.Config) (d *palleto
 	done := make(chan struct{})
 	started = time.Now()
 	go func() { defer close(done); d.Run(runCtx) }()
-	return d, started, func() { cancel(); <-done }
+	return d, started, func() { cancel(); <-done; b.o.Log.Info("SQS requests", "run", counted.String()) }
 }
 
 func median(xs []float64) float64 {
@@ -257,6 +258,9 @@ func (b *bench) p2(ctx context.Context) ([]Row, error) {
 		}
 		if v := os.Getenv("BENCH_P2_WORKERS"); v != "" {
 			fmt.Sscan(v, &cfg.Engine.Workers)
+		}
+		if v := os.Getenv("BENCH_P2_POLLERS"); v != "" {
+			fmt.Sscan(v, &cfg.Engine.Producer.Pollers)
 		}
 		took, _ := b.runDaemon(ctx, cfg, len(objs))
 		pal = append(pal, float64(len(objs))/took.Seconds())
