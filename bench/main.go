@@ -118,6 +118,7 @@ func Run(ctx context.Context, env testenv.Env, o Options) (*Report, error) {
 			continue
 		}
 		rows, err := b.protect(func() ([]Row, error) { return sc(ctx) })
+		b.removeDirs()
 		if err != nil {
 			return nil, err
 		}
