@@ -59,14 +59,15 @@ func escape(s string) string {
 	if s == "" {
 		return "%empty"
 	}
-	if strings.Trim(s, ".") == "" {
-		return strings.Repeat("%2E", len(s))
-	}
 	var b strings.Builder
 	cuts := []int{} // lengths of b after each whole escaped rune: where it may be cut
+	onlyDots := strings.Trim(s, ".") == "" // "." and "..", and longer runs too, have every dot escaped
 	for i := 0; i < len(s); {
 		c := s[i]
 		switch {
+		case c == '.' && onlyDots:
+			writeHex(&b, c)
+			i++
 		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', c == '.', c == '_', c == '-':
 			b.WriteByte(c)
 			i++

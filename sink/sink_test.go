@@ -59,6 +59,9 @@ func TestPathLongKeysStayWithinLimits(t *testing.T) {
 		strings.Repeat("%", 299) + "x",
 		strings.Repeat("日", 300),
 		strings.Repeat("x/", 500),
+		strings.Repeat(".", 84), // only dots, every one escaped to 3 bytes: found by FuzzPath
+		strings.Repeat(".", 85),
+		strings.Repeat(".", 1000) + "/" + strings.Repeat(".", 999),
 	} {
 		p := checkPath(t, "b", key)
 		if other, dup := seen[p]; dup {
