@@ -199,10 +199,11 @@ func TestTricklingDemandIsNotSplitAcrossFreePollers(t *testing.T) {
 	p, stop := startProducer(t, src, ProducerConfig{Pollers: 4, MaxBatch: 10})
 	p.Ask(10)
 	waitFor(t, func() bool { return len(src.calls()) == 1 })
-	for range 3 { // three consumers finish one after another, each asking for one more
+	for i := range 3 { // three consumers finish one after another, each asking for one more
 		p.Ask(1)
-		time.Sleep(10 * time.Millisecond)
+		waitFor(t, func() bool { return p.Demand() == 11+i }) // the producer has seen this unit alone
 	}
+	time.Sleep(20 * time.Millisecond) // room for a poll that should not start
 	if calls := src.calls(); !slices.Equal(calls, []int{10, 1}) {
 		t.Fatalf("polls out %v, want [10 1]: one full poll and one short one, the other 2 units waiting", calls)
 	}
