@@ -270,7 +270,7 @@ func (b *bench) p2(ctx context.Context) ([]Row, error) {
 	g.SetLimit(16)
 	for i := range objs {
 		g.Go(func() error {
-			z := gz(logLines(rand.New(rand.NewPCG(2, uint64(i))), 3000))
+			z := gz(logLines(rand.New(rand.NewPCG(2, uint64(i))), 5100)) // about 1 KiB of gzip, as the issue asks
 			key := fmt.Sprintf("small/%05d.log.gz", i)
 			objs[i] = object{key: key, etag: b.put(gctx, bucket, key, z), size: int64(len(z))}
 			return nil
