@@ -10,6 +10,7 @@ package palleto
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -62,12 +63,11 @@ type Config struct {
 // DefaultConfig returns the defaults of `palleto run`.
 func DefaultConfig() Config {
 	e := engine.DefaultConfig()
-	// Small objects are done in a few milliseconds, while one ReceiveMessage takes 10-20 ms on
-	// SQS (14 ms on local-aws-sqs): to keep 8 workers busy, about 40 messages must be on their
-	// way and several full polls out at once (docs/PERFORMANCE.md, P2). Big objects do not need
-	// it, and --prefetch 0 suits them when many replicas share the queue.
-	e.Producer.Pollers = 4
-	e.Prefetch = 40
+	// docs/PERFORMANCE.md (P2) measured more pollers and prefetch, with full polls, feeding small
+	// objects faster; they are not the defaults until a SIGTERM-test failure seen with them is
+	// understood.
+	e.Producer.Pollers = 2
+	e.Prefetch = 10
 	return Config{Engine: e, SQS: sqs.DefaultConfig(), OutDir: "out", Processor: "lines", MaxReceives: 5, RetryBackoff: 10 * time.Second}
 }
 
@@ -188,6 +188,11 @@ func New(cfg Config, deps Deps) (*Daemon, error) {
 	user := ec.Producer.OnReceive
 	ec.Producer.OnReceive = func(p engine.PollDone) {
 		d.met.Received(p.Items, p.Err)
+		if p.Err != nil && !errors.Is(p.Err, context.Canceled) {
+			// Messages SQS handed to a call that failed on our side come back only after their
+			// visibility timeout: worth a line in the log.
+			d.log.Warn("SQS receive failed; polling again after a backoff", "error", p.Err)
+		}
 		if user != nil {
 			user(p)
 		}

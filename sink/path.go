@@ -61,7 +61,8 @@ func escape(s string) string {
 	}
 	var b strings.Builder
 	cuts := []int{} // lengths of b after each whole escaped rune: where it may be cut
-	onlyDots := strings.Trim(s, ".") == "" // "." and "..", and longer runs too, have every dot escaped
+	// "." and "..", and longer runs of dots too, have every dot escaped.
+	onlyDots := strings.Trim(s, ".") == ""
 	for i := 0; i < len(s); {
 		c := s[i]
 		switch {

@@ -182,7 +182,7 @@ func TestSIGTERMExitsZeroAndLeavesNothingStuck(t *testing.T) {
 	done, _ := filepath.Glob(filepath.Join(out, "uploads", "obj", "*.json"))
 	visible, inFlight := testenv.QueueCounts(t, sqsc, st.QueueURL)
 	if inFlight != 0 || len(done)+visible != n {
-		t.Fatalf("after SIGTERM: %d results + %d visible messages (want %d in all), %d stuck in flight", len(done), visible, n, inFlight)
+		t.Fatalf("after SIGTERM: %d results + %d visible messages (want %d in all), %d stuck in flight\n%s", len(done), visible, n, inFlight, tail(stderr.String(), 3000))
 	}
 	if !strings.Contains(stderr.String(), "objects processed") {
 		t.Errorf("no summary at exit: %s", tail(stderr.String(), 1000))
