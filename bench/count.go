@@ -7,7 +7,6 @@ import (
 
 	awssqs "github.com/aws/aws-sdk-go-v2/service/sqs"
 	psqs "github.com/palleto/palleto/sqs"
-	"golang.org/x/sys/unix"
 )
 
 // countingSQS counts the SQS requests a run makes and the messages they carry, so the report can
@@ -50,28 +49,5 @@ func (c *countingSQS) perReceive() float64 {
 func (c *countingSQS) String() string {
 	r, d := c.receives.Load(), c.deletes.Load()
 	return fmt.Sprintf("%d receives (%d empty, %.1f messages each), %d delete batches (%.1f each), %d visibility batches (%d messages)",
-		r, c.emptyReceives.Load(), float64(c.received.Load())/max(1, float64(r)), d, float64(c.deleted.Load())/max(1, float64(d)), c.changes.Load(), c.changed.Load())
-}
-
-// tmpfsDir is a directory in memory to write results to, or "" when the machine has none.
-func tmpfsDir() string {
-	var st unix.Statfs_t
-	if unix.Statfs("/dev/shm", &st) == nil && st.Type == unix.TMPFS_MAGIC && unix.Access("/dev/shm", unix.W_OK) == nil {
-		return "/dev/shm"
-	}
-	return ""
-}
-
-// fsName says which filesystem holds dir, for the report: "ext4 (/tmp)".
-func fsName(dir string) string {
-	var st unix.Statfs_t
-	if err := unix.Statfs(dir, &st); err != nil {
-		return dir
-	}
-	name := map[int64]string{unix.EXT4_SUPER_MAGIC: "ext4", unix.XFS_SUPER_MAGIC: "xfs", unix.BTRFS_SUPER_MAGIC: "btrfs",
-		unix.TMPFS_MAGIC: "tmpfs", unix.OVERLAYFS_SUPER_MAGIC: "overlayfs", 0x2fc12fc1: "zfs", unix.NFS_SUPER_MAGIC: "nfs"}[int64(st.Type)]
-	if name == "" {
-		name = fmt.Sprintf("filesystem 0x%x", st.Type)
-	}
-	return fmt.Sprintf("%s (%s)", name, dir)
+		r, c.emptyReceives.Load(), c.perReceive(), d, float64(c.deleted.Load())/max(1, float64(d)), c.changes.Load(), c.changed.Load())
 }
