@@ -8,6 +8,7 @@ import (
 	"path"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -16,15 +17,35 @@ import (
 	"github.com/palleto/palleto/metrics"
 	"github.com/palleto/palleto/notify"
 	"github.com/palleto/palleto/process"
-	"github.com/palleto/palleto/sink"
-	"github.com/palleto/palleto/sqs"
+	"github.com/palleto/palleto/queue"
+	"github.com/palleto/palleto/store"
 )
+
+// job is one message on its way through the pipeline: what handle found out about each of its
+// objects, for settle to act on.
+type job struct {
+	m        *queue.Message
+	failures []objectFailure
+
+	mu      sync.Mutex
+	pending int   // results handed to the store and not yet committed, plus 1 until settle
+	putErr  error // the first commit that failed
+	putRec  objectRef
+}
+
+// objectRef is the event record of an object.
+type objectRef = notify.Record
 
 // objectFailure is one failed object of a message; Record is zero when the message itself could
 // not be understood.
 type objectFailure struct {
 	Record notify.Record
 	Err    error
+	// before is the object's failure record as it was before this attempt (nil: none), and
+	// again says the object was skipped because that record says it failed for good.
+	before *store.Failure
+	again  bool
+	dep    string // for a failure of the world: what was unavailable
 }
 
 // MessageError is what handle returns when any part of a message failed.
@@ -38,15 +59,61 @@ func (e *MessageError) Error() string {
 	return strings.Join(parts, "; ")
 }
 
+// Classes of failure, as recorded and logged.
+const (
+	// ClassPermanent: the object's (or message's) own fault, which retrying cannot fix: it is
+	// recorded, dead-lettered when a DLQ is set, and the message deleted.
+	ClassPermanent = "permanent"
+	// ClassRetryable: the object's own fault that a retry may get past (a processor error, a
+	// panic): retried with backoff, and counted by the poison guard.
+	ClassRetryable = "retryable"
+	// ClassUnavailable: a failure of the world (S3, SQS or the store down, slow, full or
+	// refusing the credentials): never counted, never deleted; the message waits.
+	ClassUnavailable = "unavailable"
+	classShutdown    = "shutdown"
+)
+
+// Dependencies a failure of the world is blamed on, as the breaker and the log name them.
+const (
+	depS3    = "S3"
+	depStore = "results store"
+)
+
+// classify decides a failure's class, and for a failure of the world which dependency failed:
+// the one table of whose fault a failure is.
+func classify(err error) (class, dep string) {
+	switch {
+	case errors.Is(err, context.Canceled):
+		return classShutdown, ""
+	case errors.Is(err, notify.ErrMalformed),
+		errors.Is(err, decode.ErrCorrupt),
+		errors.Is(err, decode.ErrTooMuchMemory),
+		errors.Is(err, fetch.ErrPermanent),
+		errors.Is(err, process.ErrPermanent),
+		errors.Is(err, ErrTooLarge),
+		errors.Is(err, ErrRefused),
+		errors.Is(err, ErrFailedBefore):
+		return ClassPermanent, ""
+	case errors.Is(err, fetch.ErrUnavailable):
+		return ClassUnavailable, depS3
+	case errors.Is(err, store.ErrUnavailable):
+		return ClassUnavailable, depStore
+	}
+	return ClassRetryable, ""
+}
+
 // handle processes every ObjectCreated record of one message. It runs on engine worker `worker`;
 // ctx is cancelled only at the hard stop of a shutdown.
-func (d *Daemon) handle(ctx context.Context, worker int, m *sqs.Message) error {
+func (d *Daemon) handle(ctx context.Context, worker int, j *job) error {
+	m := j.m
+	j.pending = 1 // settle's own share: the message is decided once settle ran and every result is in
 	d.tracef("pipeline %d: got message %s (receive count %d)", worker, m.ID, m.ReceiveCount)
 	d.met.MessageStarted()
 	defer d.met.MessageDone()
 	n, err := notify.Parse(m.Body)
 	if err != nil {
-		return &MessageError{Failures: []objectFailure{{Err: err}}}
+		j.failures = []objectFailure{{Err: err}}
+		return &MessageError{Failures: j.failures}
 	}
 	if n.Format == notify.FormatTest {
 		d.stats.skipped.Add(1)
@@ -59,21 +126,20 @@ func (d *Daemon) handle(ctx context.Context, worker int, m *sqs.Message) error {
 		d.stats.skipped.Add(1)
 		d.log.Debug("event skipped: not ObjectCreated", "event", r.EventName, "bucket", r.Bucket, "key", r.Key, "message_id", m.ID)
 	}
-	var fails []objectFailure
 	for _, rec := range n.Records {
 		var st objectStats
 		done := d.met.ObjectStarted(rec.EventTime)
-		err := d.object(ctx, worker, m, rec, &st)
-		done(st.outcome(err), st.fetched, st.decoded)
-		if err != nil {
-			fails = append(fails, objectFailure{Record: rec, Err: err})
+		f := d.object(ctx, worker, j, rec, &st)
+		done(st.outcome(f), st.fetched, st.decoded)
+		if f != nil {
+			j.failures = append(j.failures, *f)
 			if ctx.Err() != nil {
 				break
 			}
 		}
 	}
-	if len(fails) > 0 {
-		return &MessageError{Failures: fails}
+	if len(j.failures) > 0 {
+		return &MessageError{Failures: j.failures}
 	}
 	return nil
 }
@@ -84,26 +150,32 @@ type objectStats struct {
 	fetched, decoded int64
 }
 
-func (s objectStats) outcome(err error) string {
-	switch {
-	case err == nil && s.skipped != "":
-		return s.skipped
-	case err == nil:
+func (s objectStats) outcome(f *objectFailure) string {
+	if f == nil {
+		if s.skipped != "" {
+			return s.skipped
+		}
 		return metrics.OutcomeOK
-	case classify(err) == ClassPermanent:
+	}
+	switch class, _ := classify(f.Err); class {
+	case ClassPermanent:
 		return metrics.OutcomePermanent
+	case ClassUnavailable, classShutdown:
+		return metrics.OutcomeUnavailable
 	}
 	return metrics.OutcomeRetryable
 }
 
-// object streams one object through decode and the processor and writes its result.
-func (d *Daemon) object(ctx context.Context, worker int, m *sqs.Message, rec notify.Record, st *objectStats) error {
+// object streams one object through decode and the processor and hands its result to the store.
+func (d *Daemon) object(ctx context.Context, worker int, j *job, rec notify.Record, st *objectStats) *objectFailure {
+	m := j.m
+	fail := func(err error) *objectFailure { return &objectFailure{Record: rec, Err: err} }
 	where := fmt.Sprintf("s3://%s/%s", rec.Bucket, rec.Key)
 	if len(d.cfg.Buckets) > 0 && !slices.Contains(d.cfg.Buckets, rec.Bucket) {
-		return fmt.Errorf("%w: %s: bucket %q is not in the --bucket allowlist %v", ErrRefused, where, rec.Bucket, d.cfg.Buckets)
+		return fail(fmt.Errorf("%w: %s: bucket %q is not in the --bucket allowlist %v", ErrRefused, where, rec.Bucket, d.cfg.Buckets))
 	}
 	if !utf8.ValidString(rec.Key) {
-		return fmt.Errorf("%w: s3://%s/%q: the key is not valid UTF-8, which no S3 object key can be", ErrRefused, rec.Bucket, rec.Key)
+		return fail(fmt.Errorf("%w: s3://%s/%q: the key is not valid UTF-8, which no S3 object key can be", ErrRefused, rec.Bucket, rec.Key))
 	}
 	if !d.wanted(rec.Key) {
 		st.skipped = metrics.OutcomeFiltered
@@ -113,38 +185,78 @@ func (d *Daemon) object(ctx context.Context, worker int, m *sqs.Message, rec not
 		return nil
 	}
 	if err := d.checkObjectSize(where, rec.Size); err != nil { // before the GET: it is not worth starting
-		return err
+		return fail(err)
 	}
-	if _, same := d.sink.Existing(rec.Bucket, rec.Key, rec.VersionID, rec.ETag); same {
+	old, err := d.store.Result(ctx, rec.Bucket, rec.Key, d.proc.Name())
+	if err != nil {
+		return fail(fmt.Errorf("result of %s: %w", where, err))
+	}
+	if store.SameVersion(old, rec.VersionID, rec.ETag) || (old != nil && store.Later(old.Sequencer, rec.Sequencer)) {
+		why := "already has a result for this version"
+		if !store.SameVersion(old, rec.VersionID, rec.ETag) {
+			why = "has a result of a later event (sequencer " + old.Sequencer + " after " + rec.Sequencer + ")"
+		}
 		st.skipped = metrics.OutcomeAlreadyDone
 		d.stats.already.Add(1)
-		d.tracef("pipeline %d: %s already has a result for this version; skipped", worker, where)
-		d.log.Info("object already done", "bucket", rec.Bucket, "key", rec.Key, "etag", rec.ETag, "outcome", "already_done", "message_id", m.ID)
+		d.tracef("pipeline %d: %s %s; skipped", worker, where, why)
+		d.log.Info("object already done", "bucket", rec.Bucket, "key", rec.Key, "etag", rec.ETag, "outcome", "already_done", "why", why, "message_id", m.ID)
 		return nil
 	}
+	var before *store.Failure
+	if m.ReceiveCount > 1 { // a first delivery has no failure behind it; later ones may
+		if before, err = d.store.Failure(ctx, rec.Bucket, rec.Key, ""); err != nil {
+			return fail(fmt.Errorf("failure record of %s: %w", where, err))
+		}
+		if before != nil && before.Class == ClassPermanent && sameFailedVersion(before, rec) {
+			return &objectFailure{Record: rec, Err: fmt.Errorf("%w: %s failed for good before: %s", ErrFailedBefore, where, before.Error), before: before, again: true}
+		}
+	}
+	f := d.fetchAndProcess(ctx, worker, j, rec, st)
+	if f != nil {
+		f.before = before
+	}
+	return f
+}
+
+// ErrFailedBefore is wrapped by the error of an object skipped because it failed permanently
+// on an earlier delivery of its message (a sibling's failure had kept the message).
+var ErrFailedBefore = errors.New("failed permanently before")
+
+func sameFailedVersion(f *store.Failure, rec notify.Record) bool {
+	if rec.VersionID != "" && f.VersionID != "" {
+		return rec.VersionID == f.VersionID
+	}
+	return strings.Trim(rec.ETag, `"`) == strings.Trim(f.ETag, `"`)
+}
+
+func (d *Daemon) fetchAndProcess(ctx context.Context, worker int, j *job, rec notify.Record, st *objectStats) *objectFailure {
+	m := j.m
+	fail := func(err error) *objectFailure { return &objectFailure{Record: rec, Err: err} }
+	where := fmt.Sprintf("s3://%s/%s", rec.Bucket, rec.Key)
 	started := time.Now()
 	obj, err := d.fetch.Open(ctx, fetch.Request{Bucket: rec.Bucket, Key: rec.Key, VersionID: rec.VersionID, ETag: rec.ETag})
 	if err != nil {
-		return err
+		return fail(err)
 	}
 	defer obj.Body.Close()
 	d.tracef("pipeline %d: downloading %s (%d bytes)", worker, where, obj.Size)
 	if err := d.checkObjectSize(where, obj.Size); err != nil { // the size may have changed since the event
-		return err
+		return fail(err)
 	}
 	fetched := &countingReader{r: obj.Body, limit: d.cfg.MaxObjectBytes, what: "--max-object-bytes"}
 	defer func() { st.fetched = fetched.n }()
-	dr, err := decode.NewReader(fetched)
+	dr, err := decode.Open(fetched, decode.Options{MaxWindow: d.cfg.ZstdMaxWindow})
 	if err != nil {
-		return fmt.Errorf("decode %s: %w", where, err)
+		return fail(fmt.Errorf("decode %s: %w", where, err))
 	}
 	defer dr.Close()
 	decoded := &countingReader{r: dr, limit: d.cfg.MaxDecompressedBytes, what: "--max-decompressed-bytes"}
 	defer func() { st.decoded = decoded.n }()
 	fields, err := d.proc.Process(ctx, process.Object{Bucket: rec.Bucket, Key: rec.Key, VersionID: rec.VersionID, ETag: rec.ETag, Encoding: dr.Encoding}, decoded)
 	if err != nil {
-		return fmt.Errorf("process %s (%s, %s): %w", where, dr.Encoding, d.proc.Name(), err)
+		return fail(fmt.Errorf("process %s (%s, %s): %w", where, dr.Encoding, d.proc.Name(), err))
 	}
+	d.health.success(depS3)
 	etag := obj.ETag
 	if etag == "" {
 		etag = strings.Trim(rec.ETag, "\"")
@@ -153,25 +265,25 @@ func (d *Daemon) object(ctx context.Context, worker int, m *sqs.Message, rec not
 	if version == "" {
 		version = rec.VersionID
 	}
-	res := sink.Result{
-		Bucket: rec.Bucket, Key: rec.Key, VersionID: version, ETag: etag,
+	res := store.Result{
+		Bucket: rec.Bucket, Key: rec.Key, VersionID: version, ETag: etag, Sequencer: rec.Sequencer,
 		Size: fetched.n, Bytes: decoded.n, Encoding: dr.Encoding, Processor: d.proc.Name(),
 		MessageID: m.ID, ReceiveCount: m.ReceiveCount, EventTime: rec.EventTime,
 		StartedAt: started.UTC(), FinishedAt: time.Now().UTC(), Fields: fields,
 	}
-	path, err := d.sink.WriteResult(res)
-	if err != nil {
-		return fmt.Errorf("result of %s: %w", where, err)
-	}
+	j.mu.Lock()
+	j.pending++
+	j.mu.Unlock()
+	where = d.store.Put(ctx, res, func(err error) { d.committed(j, rec, err) })
 	d.stats.objects.Add(1)
 	d.stats.bytes.Add(decoded.n)
 	d.stats.fetched.Add(fetched.n)
 	if l, ok := fields["lines"].(int64); ok {
 		d.stats.lines.Add(l)
 	}
-	d.tracef("pipeline %d: processed %s: %d bytes %s -> %d bytes, %v; result %s", worker, where, fetched.n, dr.Encoding, decoded.n, fieldsSummary(fields), path)
+	d.tracef("pipeline %d: processed %s: %d bytes %s -> %d bytes, %v; result %s", worker, where, fetched.n, dr.Encoding, decoded.n, fieldsSummary(fields), where)
 	d.log.Info("object processed", "bucket", rec.Bucket, "key", rec.Key, "size", fetched.n, "bytes", decoded.n,
-		"encoding", dr.Encoding, "duration", time.Since(started).Round(time.Microsecond), "outcome", "ok", "result", path, "message_id", m.ID)
+		"encoding", dr.Encoding, "duration", time.Since(started).Round(time.Microsecond).String(), "outcome", "ok", "result", where, "message_id", m.ID)
 	return nil
 }
 
@@ -225,27 +337,4 @@ func (c *countingReader) Read(p []byte) (int, error) {
 		return n, fmt.Errorf("%w: more than %d bytes (%s)", ErrTooLarge, c.limit, c.what)
 	}
 	return n, err
-}
-
-// Classes of failure, as recorded.
-const (
-	ClassPermanent = "permanent"
-	ClassRetryable = "retryable"
-	classShutdown  = "shutdown"
-)
-
-// classify decides a failure's class: the one table of what retrying cannot fix.
-func classify(err error) string {
-	switch {
-	case errors.Is(err, context.Canceled):
-		return classShutdown
-	case errors.Is(err, notify.ErrMalformed),
-		errors.Is(err, decode.ErrCorrupt),
-		errors.Is(err, fetch.ErrPermanent),
-		errors.Is(err, process.ErrPermanent),
-		errors.Is(err, ErrTooLarge),
-		errors.Is(err, ErrRefused):
-		return ClassPermanent
-	}
-	return ClassRetryable
 }

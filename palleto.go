@@ -1,11 +1,12 @@
 // Package palleto wires the pieces into the daemon: the engine (demand, workers) pulls messages
-// from the SQS source; each message is parsed (notify), each object streamed from S3 (fetch),
-// decompressed (decode), processed (process) and its result written durably (sink); only then is
-// the message deleted (sqs). Embed it with New and Run, or run cmd/palleto.
+// from a queue.Source (SQS); each message is parsed (notify), each object streamed from S3
+// (fetch), decompressed (decode), processed (process) and its result stored (store; the
+// directory store is package sink); only then is the message deleted. Embed it with New and
+// Run, or run cmd/palleto.
 //
 // Where things happen: a message is received in sqs.Source.Receive, handled in handle.go,
 // settled (deleted, retried, recorded) in settle.go, deleted in sqs.Source.runDeleter, and a
-// byte is decompressed in decode.NewReader.
+// byte is decompressed in decode.Open. What a failure means is decided in classify (handle.go).
 package palleto
 
 import (
@@ -19,12 +20,15 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/palleto/palleto/decode"
 	"github.com/palleto/palleto/engine"
 	"github.com/palleto/palleto/fetch"
 	"github.com/palleto/palleto/metrics"
 	"github.com/palleto/palleto/process"
+	"github.com/palleto/palleto/queue"
 	"github.com/palleto/palleto/sink"
 	"github.com/palleto/palleto/sqs"
+	"github.com/palleto/palleto/store"
 )
 
 // Config is everything `palleto run` can be told.
@@ -36,11 +40,14 @@ type Config struct {
 	// Processor is the registered processor's name (default "lines"); ignored when New is given
 	// a Processor in Deps.
 	Processor string
-	// MaxReceives promotes any failure to permanent once a message has been received this many
-	// times (the poison guard). 0 turns the guard off.
+	// MaxReceives is the poison guard: an object (or a message) that has failed this many
+	// times by its own fault (a processor error, a panic) fails permanently. Failures of the
+	// world (S3, SQS or the store down, slow or refusing the credentials) never count. 0 turns
+	// the guard off.
 	MaxReceives int
-	// RetryBackoff is the visibility delay after a retryable failure on first receipt; it doubles
-	// with each further receipt, up to 15 minutes.
+	// RetryBackoff is the visibility delay after the first failure of an object's own; it
+	// doubles with each further one, up to 15 minutes. After a failure of the world the delay
+	// is RetryBackoff, at most a minute: the breaker, not the delay, keeps an outage quiet.
 	RetryBackoff time.Duration
 	// DLQURL, when set, receives the original body of permanently failed messages, with the
 	// error in message attributes, before they are deleted.
@@ -58,6 +65,15 @@ type Config struct {
 	// MaxObjectBytes and MaxDecompressedBytes stop objects that are larger (0: no limit); such an
 	// object fails permanently, and memory stays flat whatever its size.
 	MaxObjectBytes, MaxDecompressedBytes int64
+	// ZstdMaxWindow bounds the memory of a zstd decoder (0: decode.DefaultMaxWindow): a frame
+	// asking for a larger window fails permanently.
+	ZstdMaxWindow int64
+	// S3FirstByteTimeout and S3ReadTimeout bound each S3 GET's wait for an answer and each read
+	// of its body (0: the fetch package's defaults); a stalled body is resumed with a Range GET.
+	S3FirstByteTimeout, S3ReadTimeout time.Duration
+	// ConnectTimeout bounds each TCP connect and TLS handshake of the AWS clients the command
+	// builds (AWSClientsWith); New itself takes ready clients.
+	ConnectTimeout time.Duration
 }
 
 // DefaultConfig returns the defaults of `palleto run`.
@@ -68,7 +84,9 @@ func DefaultConfig() Config {
 	// understood.
 	e.Producer.Pollers = 2
 	e.Prefetch = 10
-	return Config{Engine: e, SQS: sqs.DefaultConfig(), OutDir: "out", Processor: "lines", MaxReceives: 5, RetryBackoff: 10 * time.Second}
+	return Config{Engine: e, SQS: sqs.DefaultConfig(), OutDir: "out", Processor: "lines", MaxReceives: 5, RetryBackoff: 10 * time.Second,
+		ZstdMaxWindow: decode.DefaultMaxWindow, S3FirstByteTimeout: fetch.DefaultFirstByteTimeout, S3ReadTimeout: fetch.DefaultReadTimeout,
+		ConnectTimeout: 10 * time.Second}
 }
 
 // Validate names the first bad setting, its value and its bound.
@@ -98,19 +116,31 @@ func (c Config) Validate() error {
 	if c.MaxDecompressedBytes < 0 {
 		return fmt.Errorf("max-decompressed-bytes: %d must be 0 (no limit) or more", c.MaxDecompressedBytes)
 	}
+	if c.ZstdMaxWindow != 0 && (c.ZstdMaxWindow < 1<<10 || c.ZstdMaxWindow > 2<<30) {
+		return fmt.Errorf("zstd-max-window: %d is out of range [1KiB, 2GiB]", c.ZstdMaxWindow)
+	}
 	if c.ProcessorOptions.ExecTimeout < 0 {
 		return fmt.Errorf("exec-timeout: %s must be 0s (default %s) or more", c.ProcessorOptions.ExecTimeout, process.DefaultExecTimeout)
 	}
 	if c.RetryBackoff < 0 || c.RetryBackoff > 12*time.Hour {
 		return fmt.Errorf("retry-backoff: %s is out of range [0s, 12h]", c.RetryBackoff)
 	}
+	for name, d := range map[string]time.Duration{"s3-first-byte-timeout": c.S3FirstByteTimeout, "s3-read-timeout": c.S3ReadTimeout, "s3-connect-timeout": c.ConnectTimeout} {
+		if d != 0 && (d < 100*time.Millisecond || d > time.Hour) {
+			return fmt.Errorf("%s: %s is out of range [100ms, 1h]", name, d)
+		}
+	}
 	return nil
 }
 
-// Deps are the daemon's connections. SQS and S3 are required.
+// Deps are the daemon's connections. S3 is required, and SQS unless Source is given.
 type Deps struct {
-	SQS       sqs.API
-	S3        fetch.API
+	SQS sqs.API
+	S3  fetch.API
+	// Source, when set, is where messages come from instead of the SQS queue of Config.SQS.
+	Source queue.Source
+	// Store, when set, is where results go instead of the directory Config.OutDir.
+	Store     store.Store
 	Processor process.Processor // default: the one Config.Processor names
 	Logger    *slog.Logger
 	Metrics   *metrics.Metrics // nil: no metrics
@@ -118,11 +148,13 @@ type Deps struct {
 
 // Summary counts what a run did.
 type Summary struct {
-	Messages    int64 // messages handled
+	Messages    int64 // messages settled
 	Deleted     int64 // messages deleted
 	Objects     int64 // objects processed successfully
-	AlreadyDone int64 // objects skipped: an identical result existed
+	AlreadyDone int64 // objects skipped: an identical result existed (or a later event's)
 	Failed      int64 // object or message failures recorded
+	Deferred    int64 // objects put back because S3, SQS or the store was unavailable
+	Unrecorded  int64 // failures that could not be recorded (the store was unavailable)
 	Skipped     int64 // non-ObjectCreated records and test events
 	Bytes       int64 // decompressed bytes processed
 	Fetched     int64 // bytes fetched from S3
@@ -133,22 +165,27 @@ type Summary struct {
 
 // Daemon is a configured Palleto. Create it with New; Run it once.
 type Daemon struct {
-	cfg   Config
-	log   *slog.Logger
-	src   *sqs.Source
-	fetch *fetch.Fetcher
-	sink  *sink.Disk
-	proc  process.Processor
-	pl    *engine.Pipeline[*sqs.Message]
-	deps  Deps
-	met   *metrics.Metrics
+	cfg    Config
+	log    *slog.Logger
+	src    queue.Source
+	sqs    *sqs.Source // the SQS source, when the source is SQS
+	fetch  *fetch.Fetcher
+	store  store.Store
+	proc   process.Processor
+	pl     *engine.Pipeline[*job]
+	deps   Deps
+	met    *metrics.Metrics
+	health *breaker
 
 	traceMu sync.Mutex
-	stats   struct{ messages, deleted, objects, already, failed, skipped, bytes, fetched, lines atomic.Int64 }
+	stats   struct {
+		messages, deleted, objects, already, failed, deferred, unrecorded, skipped, bytes, fetched, lines atomic.Int64
+	}
+	sqsDown atomic.Int64 // unix nanos since receives fail; 0 while they work
 	testLog sync.Once
 }
 
-// New checks cfg, opens the output directory and prepares the pipeline.
+// New checks cfg, opens the results store and prepares the pipeline.
 func New(cfg Config, deps Deps) (*Daemon, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -157,42 +194,60 @@ func New(cfg Config, deps Deps) (*Daemon, error) {
 	if d.log == nil {
 		d.log = slog.Default()
 	}
-	disk, err := sink.Open(cfg.OutDir)
-	if err != nil {
-		return nil, err
+	d.health = newBreaker(d.log)
+	d.health.onChange = d.met.DependencyDown
+	d.store = deps.Store
+	if d.store == nil {
+		disk, err := sink.Open(cfg.OutDir)
+		if err != nil {
+			return nil, fmt.Errorf("out: %w", err)
+		}
+		d.store = disk
 	}
-	d.sink = disk
 	if d.proc == nil {
 		opts := cfg.ProcessorOptions
-		opts.Store, opts.CopyPath = disk, sink.CopyPath
+		if disk, ok := d.store.(*sink.Disk); ok {
+			opts.Store, opts.CopyPath = disk, sink.CopyPath
+		}
 		p, err := process.New(cfg.Processor, opts)
 		if err != nil {
-			disk.Close()
+			d.store.Close()
 			return nil, err
 		}
 		d.proc = p
 	}
 	d.fetch = fetch.New(deps.S3)
+	if cfg.S3FirstByteTimeout > 0 {
+		d.fetch.FirstByteTimeout = cfg.S3FirstByteTimeout
+	}
+	if cfg.S3ReadTimeout > 0 {
+		d.fetch.ReadTimeout = cfg.S3ReadTimeout
+	}
 	d.fetch.OnResume = func(bucket, key string, off int64, cause error) {
 		d.met.Resumed()
 		d.tracef("s3: s3://%s/%s broke at byte %d (%v); resuming with a Range request", bucket, key, off, cause)
 		d.log.Warn("S3 body broken; resuming with a Range request", "bucket", bucket, "key", key, "offset", off, "error", cause)
 	}
-	d.src = sqs.New(deps.SQS, cfg.SQS, d.log, sqs.Hooks{
-		Trace:    d.tracef,
-		Deleted:  func(n int) { d.stats.deleted.Add(int64(n)); d.met.Deleted(n) },
-		Extended: d.met.Extended,
-	})
+	d.src = deps.Source
+	if d.src == nil {
+		sc := cfg.SQS
+		if sc.DLQURL == "" {
+			sc.DLQURL = cfg.DLQURL
+		}
+		d.sqs = sqs.New(deps.SQS, sc, d.log, sqs.Hooks{
+			Trace:    d.tracef,
+			Deleted:  func(n int) { d.stats.deleted.Add(int64(n)); d.met.Deleted(n) },
+			Extended: d.met.Extended,
+		})
+		d.src = d.sqs
+	}
 	ec := cfg.Engine
 	ec.Logger = d.log
+	ec.Producer.Gate = d.health.wait
 	user := ec.Producer.OnReceive
 	ec.Producer.OnReceive = func(p engine.PollDone) {
 		d.met.Received(p.Items, p.Err)
-		if p.Err != nil && !errors.Is(p.Err, context.Canceled) {
-			// Messages SQS handed to a call that failed on our side come back only after their
-			// visibility timeout: worth a line in the log.
-			d.log.Warn("SQS receive failed; polling again after a backoff", "error", p.Err)
-		}
+		d.receiveState(p.Err)
 		if user != nil {
 			user(p)
 		}
@@ -200,13 +255,43 @@ func New(cfg Config, deps Deps) (*Daemon, error) {
 	if cfg.Trace != nil {
 		ec.Producer.Trace = d.tracef
 	}
-	d.pl = engine.New[*sqs.Message](d.src, ec, engine.Handler[*sqs.Message]{
+	d.pl = engine.New[*job](jobSource{d.src}, ec, engine.Handler[*job]{
 		Handle:  d.handle,
 		Settle:  d.settle,
 		Release: d.release,
 	})
 	d.met.SetDemand(d.pl.Demand)
 	return d, nil
+}
+
+// receiveState logs the state changes of receiving: the first failure (with what the error
+// says about the world), and the first success after failures. Failures in between go to the
+// debug log: an SQS outage is one line, not one a second.
+func (d *Daemon) receiveState(err error) {
+	switch {
+	case err == nil:
+		if since := d.sqsDown.Swap(0); since != 0 {
+			d.log.Warn("SQS receives work again", "down_for", time.Since(time.Unix(0, since)).Round(time.Second).String())
+		}
+	case errors.Is(err, context.Canceled):
+	case d.sqsDown.CompareAndSwap(0, time.Now().UnixNano()):
+		d.log.Error("SQS receive failing: backing off (1s, doubling up to 30s) until it works; messages in flight are kept"+sqs.Hint(err), "error", err)
+	default:
+		d.log.Debug("SQS receive still failing", "error", err)
+	}
+}
+
+// jobSource adapts the queue to the engine: each message becomes a job, which carries what its
+// handling found to its settling.
+type jobSource struct{ src queue.Source }
+
+func (s jobSource) Receive(ctx context.Context, max int) ([]*job, error) {
+	msgs, err := s.src.Receive(ctx, max)
+	jobs := make([]*job, len(msgs))
+	for i, m := range msgs {
+		jobs[i] = &job{m: m}
+	}
+	return jobs, err
 }
 
 func (d *Daemon) tracef(format string, args ...any) {
@@ -222,26 +307,47 @@ func (d *Daemon) tracef(format string, args ...any) {
 func (d *Daemon) Stats() Summary {
 	return Summary{
 		Messages: d.stats.messages.Load(), Deleted: d.stats.deleted.Load(), Objects: d.stats.objects.Load(),
-		AlreadyDone: d.stats.already.Load(), Failed: d.stats.failed.Load(), Skipped: d.stats.skipped.Load(),
-		Bytes: d.stats.bytes.Load(), Fetched: d.stats.fetched.Load(), Lines: d.stats.lines.Load(), OutDir: d.cfg.OutDir,
+		AlreadyDone: d.stats.already.Load(), Failed: d.stats.failed.Load(), Deferred: d.stats.deferred.Load(),
+		Unrecorded: d.stats.unrecorded.Load(), Skipped: d.stats.skipped.Load(),
+		Bytes: d.stats.bytes.Load(), Fetched: d.stats.fetched.Load(), Lines: d.stats.lines.Load(), OutDir: d.store.String(),
 	}
 }
 
 // InFlight is the number of messages being handled now.
 func (d *Daemon) InFlight() int { return d.pl.InFlight() }
 
-// QueueDepth returns the queue's approximate visible and in-flight message counts.
+// QueueDepth returns the queue's approximate visible and in-flight message counts (SQS only).
 func (d *Daemon) QueueDepth(ctx context.Context) (visible, inFlight int, err error) {
-	return d.src.Depth(ctx)
+	if d.sqs == nil {
+		return 0, 0, errors.New("queue depth: not an SQS source")
+	}
+	return d.sqs.Depth(ctx)
 }
 
-// Ready reports why the daemon cannot work, or nil: the queue must answer and the output
-// directory must take a write. It is what /readyz serves.
+// Check is the check at start: the queue (and the dead-letter queue) answer and may be read,
+// and the results store takes a write. Its error names the setting at fault.
+func (d *Daemon) Check(ctx context.Context) error {
+	if d.sqs != nil {
+		if err := d.sqs.Check(ctx); err != nil {
+			return err
+		}
+	}
+	if err := d.store.Ready(ctx); err != nil {
+		return fmt.Errorf("out: %w", err)
+	}
+	return nil
+}
+
+// Ready reports why the daemon cannot work, or nil: the queue must answer, the results store
+// must take a write, and no dependency may be down. It is what /readyz serves.
 func (d *Daemon) Ready(ctx context.Context) error {
-	if _, _, err := d.src.Depth(ctx); err != nil {
+	if err := d.health.err(); err != nil {
 		return err
 	}
-	return d.sink.CheckWritable()
+	if err := d.src.Ready(ctx); err != nil {
+		return err
+	}
+	return d.store.Ready(ctx)
 }
 
 // Run consumes the queue until ctx is done (or, with ExitWhenIdle, until the queue stays empty),
@@ -249,14 +355,26 @@ func (d *Daemon) Ready(ctx context.Context) error {
 // back, pending deletes are flushed. A stop by ctx is not an error.
 func (d *Daemon) Run(ctx context.Context) (Summary, error) {
 	start := time.Now()
-	d.log.Info("palleto started", "queue_url", d.cfg.SQS.QueueURL, "out", d.cfg.OutDir, "workers", d.cfg.Engine.Workers,
+	d.log.Info("palleto started", "queue_url", d.cfg.SQS.QueueURL, "out", d.store.String(), "workers", d.cfg.Engine.Workers,
 		"pollers", d.cfg.Engine.Producer.Pollers, "processor", d.proc.Name(), "visibility_timeout", d.cfg.SQS.VisibilityTimeout)
+	stopped := make(chan struct{})
+	go func() { // say at once what a stop waits for, and for how long at most
+		select {
+		case <-ctx.Done():
+			d.log.Info("stopping: no new messages; finishing the objects in progress, handing back the rest",
+				"in_progress", d.pl.InFlight(), "waits_at_most", d.cfg.Engine.ShutdownTimeout.String(),
+				"polls_in_flight_end_within", (d.cfg.SQS.WaitTime + time.Second).String())
+		case <-stopped:
+		}
+	}()
 	d.pl.Run(ctx)
+	close(stopped)
+	d.health.close()
 	d.src.Close()
-	d.sink.Close()
+	d.store.Close()
 	s := d.Stats()
 	s.Elapsed = time.Since(start)
-	d.log.Info("palleto stopped", "objects", s.Objects, "already_done", s.AlreadyDone, "failed", s.Failed,
+	d.log.Info("palleto stopped", "objects", s.Objects, "already_done", s.AlreadyDone, "failed", s.Failed, "deferred", s.Deferred,
 		"messages_deleted", s.Deleted, "bytes", s.Bytes, "elapsed", s.Elapsed.Round(time.Millisecond))
 	return s, nil
 }

@@ -209,7 +209,7 @@ func TestPanickingProcessorIsRetriedThenPoisonGuarded(t *testing.T) {
 		t.Fatalf("failure records %v", recs)
 	}
 	rec := readJSON(t, recs[0])
-	if rec["class"] != "permanent" || !strings.Contains(rec["error"].(string), "received 2 times") || !strings.Contains(rec["error"].(string), "panicked") {
+	if rec["class"] != "permanent" || rec["attempts"] != 2.0 || !strings.Contains(rec["error"].(string), "failed 2 times") || !strings.Contains(rec["error"].(string), "panicked") {
 		t.Fatalf("failure record %v", rec)
 	}
 	if !strings.Contains(logs, "processor bug") || !strings.Contains(logs, "goroutine") {

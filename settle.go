@@ -4,116 +4,281 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strconv"
+	"strings"
 	"time"
 
-	"github.com/aws/aws-sdk-go-v2/aws"
-	awssqs "github.com/aws/aws-sdk-go-v2/service/sqs"
-	"github.com/aws/aws-sdk-go-v2/service/sqs/types"
-	"github.com/palleto/palleto/sink"
-	"github.com/palleto/palleto/sqs"
+	"github.com/palleto/palleto/queue"
+	"github.com/palleto/palleto/store"
 )
 
-// settle decides a handled message's fate. Success: delete. Permanent failure (or the poison
-// guard): record, dead-letter if configured, delete. Retryable failure: record, make the message
-// visible again after a backoff. Shutdown: hand it back. A message is deleted only after every
-// record of what happened to it is on disk.
-func (d *Daemon) settle(m *sqs.Message, err error) {
-	d.stats.messages.Add(1)
+// settle is called once per handled message, after handle, with handle's error (a panic's too).
+// The message is decided once its results are committed as well: at once with a synchronous
+// store, when the last commit is in with a grouped one.
+func (d *Daemon) settle(j *job, err error) {
+	var me *MessageError
+	if err != nil && !errors.As(err, &me) { // a panic, or another error from outside handle
+		j.failures = append(j.failures, objectFailure{Err: err})
+	}
+	d.done(j)
+}
+
+// committed is the store's word on one result of j.
+func (d *Daemon) committed(j *job, rec objectRef, err error) {
 	if err == nil {
+		d.health.success(depStore)
+	}
+	j.mu.Lock()
+	if err != nil && j.putErr == nil {
+		j.putErr, j.putRec = err, rec
+	}
+	j.mu.Unlock()
+	d.done(j)
+}
+
+// done counts down j's outstanding parts and decides it after the last.
+func (d *Daemon) done(j *job) {
+	j.mu.Lock()
+	j.pending--
+	last := j.pending == 0
+	j.mu.Unlock()
+	if last {
+		d.decide(j)
+	}
+}
+
+// decide acts on what happened to a message's objects, in this order:
+//   - every object done: delete;
+//   - a shutdown cut its work: hand it back (visibility 0);
+//   - a failure of the world (S3 or the store unavailable): the message waits a short delay and
+//     comes back; nothing of it counts toward the poison guard, nothing is deleted;
+//   - a failure of an object's own that a retry may fix: recorded with its attempt count; the
+//     message is retried with a backoff, unless the count reached --max-receives (the poison
+//     guard), which makes it permanent;
+//   - only permanent failures: dead-lettered (with --dlq-url), recorded, deleted.
+//
+// A message is deleted only after every record of what happened to it is durable, and each
+// record and log line says what was really done with it.
+func (d *Daemon) decide(j *job) {
+	m := j.m
+	d.stats.messages.Add(1)
+	fails := j.failures
+	if j.putErr != nil {
+		fails = append(fails, objectFailure{Record: j.putRec, Err: fmt.Errorf("result of s3://%s/%s: %w", j.putRec.Bucket, j.putRec.Key, j.putErr)})
+	}
+	if len(fails) == 0 {
 		d.tracef("sqs: message %s done; deleting", m.ID)
 		d.src.Delete(m)
 		return
 	}
-	var fails []objectFailure
-	var me *MessageError
-	if errors.As(err, &me) {
-		fails = me.Failures
-	} else { // a panic, or another error from outside handle
-		fails = []objectFailure{{Err: err}}
-	}
-	class := ClassPermanent
+	var world []objectFailure
+	var own []ownFailure
 	for _, f := range fails {
-		switch classify(f.Err) {
+		switch class, dep := classify(f.Err); class {
 		case classShutdown:
-			if class != ClassRetryable {
-				class = classShutdown
-			}
-		case ClassRetryable:
-			class = ClassRetryable
+			d.log.Info("message interrupted by shutdown; handing it back", "message_id", m.ID)
+			d.release([]*job{j})
+			return
+		case ClassUnavailable:
+			f.dep = dep
+			world = append(world, f)
+		default:
+			own = append(own, ownFailure{objectFailure: f, class: class})
 		}
-	}
-	if class == classShutdown {
-		d.log.Info("message interrupted by shutdown; handing it back", "message_id", m.ID)
-		d.release([]*sqs.Message{m})
-		return
-	}
-	promoted := class == ClassRetryable && d.cfg.MaxReceives > 0 && m.ReceiveCount >= d.cfg.MaxReceives
-	dlqClass := class
-	if promoted {
-		class, dlqClass = ClassPermanent, ClassPermanent+" (max-receives)"
-	}
-	// Used for a retryable failure, and for a permanent one whose record or dead letter failed.
-	delay := d.backoff(m.ReceiveCount)
-	action := "deleted"
-	switch {
-	case class == ClassRetryable:
-		action = "retry in " + delay.String()
-	case d.cfg.DLQURL != "":
-		action = "dead-lettered"
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	recorded := true
-	for _, f := range fails {
-		d.stats.failed.Add(1)
-		msg := f.Err.Error()
-		if promoted {
-			msg = fmt.Sprintf("received %d times (max-receives %d); last error: %s", m.ReceiveCount, d.cfg.MaxReceives, msg)
-		}
-		rec := sink.Failure{Bucket: f.Record.Bucket, Key: f.Record.Key, VersionID: f.Record.VersionID, ETag: f.Record.ETag,
-			MessageID: m.ID, Class: class, Error: msg, ReceiveCount: m.ReceiveCount, Action: action, At: time.Now().UTC()}
-		if f.Record.Bucket == "" {
-			rec.Body = truncate(string(m.Body), 4096)
-		}
-		path, werr := d.sink.WriteFailure(rec)
-		if werr != nil {
-			recorded = false
-			d.log.Error("CANNOT RECORD FAILURE (disk full or not writable?); the message is kept and retried", "message_id", m.ID, "error", werr)
-		}
-		d.log.Warn("object failed", "bucket", rec.Bucket, "key", rec.Key, "class", class, "error", msg,
-			"receive_count", m.ReceiveCount, "action", action, "record", path, "message_id", m.ID)
+	d.countAttempts(ctx, m, own)
+	retry := len(world) > 0
+	for _, f := range own {
+		retry = retry || f.class == ClassRetryable
 	}
-	if class == ClassPermanent && recorded && d.cfg.DLQURL != "" {
-		if err := d.deadLetter(ctx, m, fails[0].Err, dlqClass); err != nil {
-			d.log.Error("dead-letter send failed; the message is kept and retried", "message_id", m.ID, "dlq_url", d.cfg.DLQURL, "error", err)
-			recorded = false
+	switch {
+	case len(world) > 0:
+		delay := min(d.cfg.RetryBackoff, time.Minute)
+		d.record(ctx, m, own, "kept: the message waits for "+world[0].dep)
+		d.defer1(ctx, m, delay, world)
+	case retry:
+		delay := d.backoff(maxAttempts(own))
+		if d.record(ctx, m, own, "retry in "+delay.String()) {
+			d.retry(ctx, m, delay)
 		} else {
-			d.met.DeadLettered()
+			d.retry(ctx, m, min(d.cfg.RetryBackoff, time.Minute))
 		}
-	}
-	if class == ClassPermanent && recorded {
-		d.tracef("sqs: message %s failed permanently (%s); deleting", m.ID, action)
-		d.src.Delete(m)
-		return
-	}
-	d.tracef("sqs: message %s failed; visible again in %s", m.ID, delay)
-	d.met.Returned("retry", 1)
-	if err := d.src.Retry(ctx, m, delay); err != nil {
-		d.log.Warn("could not set retry backoff; the message returns after its visibility timeout", "message_id", m.ID, "error", err)
+	default:
+		d.fail(ctx, m, own)
 	}
 }
 
-// backoff is RetryBackoff doubled for each receipt after the first, capped at 15 minutes.
-func (d *Daemon) backoff(receiveCount int) time.Duration {
+// ownFailure is a failure of an object's own (or its message's), with its class and how many
+// times it has failed so.
+type ownFailure struct {
+	objectFailure
+	class    string
+	attempts int
+	promoted bool // the poison guard made it permanent
+}
+
+// countAttempts sets each failure's attempt count: one more than its record says, for the same
+// object version. A failure skipped because it failed for good before keeps its count. Once the
+// count reaches --max-receives, a retryable failure becomes permanent.
+func (d *Daemon) countAttempts(ctx context.Context, m *queue.Message, own []ownFailure) {
+	for i := range own {
+		f := &own[i]
+		if f.Record.Bucket == "" && f.before == nil && m.ReceiveCount > 1 {
+			f.before, _ = d.store.Failure(ctx, "", "", m.ID) // unreadable: counted from 1, which errs on the side of retrying
+		}
+		if f.again {
+			f.attempts = max(f.before.Attempts, 1)
+			continue
+		}
+		f.attempts = 1
+		if f.before != nil && (f.Record.Bucket == "" || sameFailedVersion(f.before, f.Record)) {
+			f.attempts = f.before.Attempts + 1
+		}
+		if f.class == ClassRetryable && d.cfg.MaxReceives > 0 && f.attempts >= d.cfg.MaxReceives {
+			f.class, f.promoted = ClassPermanent, true
+		}
+	}
+}
+
+func maxAttempts(own []ownFailure) int {
+	n := 1
+	for _, f := range own {
+		n = max(n, f.attempts)
+	}
+	return n
+}
+
+// record writes a failure record for each of own, saying what happens to the message (action,
+// unless the failure's own class decides it: a permanent failure in a message that is kept says
+// so). It returns false, and logs loudly, when a record could not be written.
+func (d *Daemon) record(ctx context.Context, m *queue.Message, own []ownFailure, action string) bool {
+	ok := true
+	for _, f := range own {
+		msg := f.Err.Error()
+		if f.promoted {
+			msg = fmt.Sprintf("failed %d times (max-receives %d); last error: %s", f.attempts, d.cfg.MaxReceives, msg)
+		}
+		act := action
+		if f.class == ClassPermanent && strings.HasPrefix(action, "retry") {
+			act = "kept: the message is retried for another of its objects"
+		}
+		rec := store.Failure{Bucket: f.Record.Bucket, Key: f.Record.Key, VersionID: f.Record.VersionID, ETag: strings.Trim(f.Record.ETag, `"`),
+			Sequencer: f.Record.Sequencer, MessageID: m.ID, Class: f.class, Error: msg, ReceiveCount: m.ReceiveCount,
+			Attempts: f.attempts, Action: act, At: time.Now().UTC()}
+		if f.again {
+			rec = *f.before
+			rec.Action, rec.At = act, time.Now().UTC()
+		}
+		if f.Record.Bucket == "" {
+			rec.Body = truncate(string(m.Body), 4096)
+		}
+		where, err := d.store.PutFailure(ctx, rec)
+		if err != nil {
+			ok = false
+			d.stats.unrecorded.Add(1)
+			d.health.failure(depStore, err, d.store.Ready)
+			d.log.Error("CANNOT RECORD FAILURE (results store unavailable: disk full or not writable?); the message is kept and retried",
+				"message_id", m.ID, "bucket", rec.Bucket, "key", rec.Key, "error", err)
+			continue
+		}
+		if f.again {
+			d.log.Info("object skipped: it failed for good before", "bucket", rec.Bucket, "key", rec.Key, "error", rec.Error, "action", act, "record", where, "message_id", m.ID)
+			continue
+		}
+		d.stats.failed.Add(1)
+		d.log.Warn("object failed", "bucket", rec.Bucket, "key", rec.Key, "class", f.class, "error", msg,
+			"attempts", f.attempts, "receive_count", m.ReceiveCount, "action", act, "record", where, "message_id", m.ID)
+	}
+	return ok
+}
+
+// fail ends a message whose every failure is permanent: dead letter (with --dlq-url), records,
+// delete. If the dead letter or a record cannot be written, the message is kept and comes back.
+func (d *Daemon) fail(ctx context.Context, m *queue.Message, own []ownFailure) {
+	action := "deleted"
+	f := own[0]
+	for _, o := range own { // the dead letter names a failure of this delivery before one skipped as known
+		if !o.again {
+			f = o
+			break
+		}
+	}
+	class := f.class
+	if f.promoted {
+		class += " (max-receives)"
+	}
+	err := d.src.DeadLetter(ctx, m, queue.DeadLetter{Error: f.Err.Error(), Class: class, ReceiveCount: m.ReceiveCount, Attempts: f.attempts})
+	switch {
+	case err == nil:
+		action = "dead-lettered"
+		d.met.DeadLettered()
+	case !errors.Is(err, queue.ErrNoDeadLetterQueue):
+		d.log.Error("dead-letter send failed; the message is kept and comes back", "message_id", m.ID, "error", err)
+		d.retry(ctx, m, min(d.cfg.RetryBackoff, time.Minute))
+		return
+	}
+	if !d.record(ctx, m, own, action) {
+		d.retry(ctx, m, min(d.cfg.RetryBackoff, time.Minute))
+		return
+	}
+	d.tracef("sqs: message %s failed permanently (%s); deleting", m.ID, action)
+	d.src.Delete(m)
+}
+
+// defer1 puts a message back after a failure of the world: the dependency is told to the
+// breaker, the log says so (at warning level while the breaker is closed, since a lone
+// failure is news; at debug level once it is open, since the breaker said it), and nothing of
+// it counts toward the poison guard.
+func (d *Daemon) defer1(ctx context.Context, m *queue.Message, delay time.Duration, world []objectFailure) {
+	for _, f := range world {
+		d.stats.deferred.Add(1)
+		var probe func(context.Context) error
+		switch f.dep {
+		case depS3:
+			bucket, key := f.Record.Bucket, f.Record.Key
+			probe = func(ctx context.Context) error { return d.fetch.Probe(ctx, bucket, key) }
+		case depStore:
+			probe = d.store.Ready
+		}
+		level := d.log.Warn
+		if d.health.failure(f.dep, f.Err, probe) {
+			level = d.log.Debug
+		}
+		level("object deferred: "+f.dep+" unavailable; the message comes back, nothing counted against it",
+			"bucket", f.Record.Bucket, "key", f.Record.Key, "error", f.Err, "retry_in", delay.String(), "message_id", m.ID)
+	}
+	d.retry(ctx, m, delay)
+}
+
+// retry makes m visible again after delay, and tells the pipeline to wait for it before an
+// idle exit.
+func (d *Daemon) retry(ctx context.Context, m *queue.Message, delay time.Duration) {
+	d.tracef("sqs: message %s failed; visible again in %s", m.ID, delay)
+	d.met.Returned("retry", 1)
+	back := time.Now().Add(delay)
+	if err := d.src.Retry(ctx, m, delay); err != nil {
+		d.log.Warn("could not set the retry delay; the message returns after its visibility timeout", "message_id", m.ID, "error", err)
+		back = time.Now().Add(d.cfg.SQS.VisibilityTimeout)
+	}
+	d.pl.Deferred(back)
+}
+
+// backoff is RetryBackoff doubled for each failure after the first, capped at 15 minutes.
+func (d *Daemon) backoff(attempts int) time.Duration {
 	b := d.cfg.RetryBackoff
-	for i := 1; i < receiveCount && b < 15*time.Minute; i++ {
+	for i := 1; i < attempts && b < 15*time.Minute; i++ {
 		b *= 2
 	}
 	return min(b, 15*time.Minute)
 }
 
-func (d *Daemon) release(msgs []*sqs.Message) {
+// release hands messages never started (or cut by the shutdown) back at once.
+func (d *Daemon) release(jobs []*job) {
+	msgs := make([]*queue.Message, len(jobs))
+	for i, j := range jobs {
+		msgs[i] = j.m
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	d.met.Returned("shutdown", len(msgs))
@@ -122,25 +287,6 @@ func (d *Daemon) release(msgs []*sqs.Message) {
 		return
 	}
 	d.log.Info("messages handed back, visible at once", "messages", len(msgs))
-}
-
-// deadLetter sends m's body to the DLQ with the cause and its class in message attributes.
-func (d *Daemon) deadLetter(ctx context.Context, m *sqs.Message, cause error, class string) error {
-	attr := func(v string) types.MessageAttributeValue {
-		return types.MessageAttributeValue{DataType: aws.String("String"), StringValue: aws.String(truncate(v, 1024))}
-	}
-	_, err := d.deps.SQS.SendMessage(ctx, &awssqs.SendMessageInput{
-		QueueUrl:    &d.cfg.DLQURL,
-		MessageBody: aws.String(string(m.Body)),
-		MessageAttributes: map[string]types.MessageAttributeValue{
-			"palleto_error":         attr(cause.Error()),
-			"palleto_class":         attr(class),
-			"palleto_receive_count": {DataType: aws.String("Number"), StringValue: aws.String(strconv.Itoa(m.ReceiveCount))},
-			"palleto_source_queue":  attr(d.cfg.SQS.QueueURL),
-			"palleto_message_id":    attr(m.ID),
-		},
-	})
-	return err
 }
 
 func truncate(s string, n int) string {

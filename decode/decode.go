@@ -1,6 +1,9 @@
 // Package decode sniffs a stream's compression from its first bytes (never from a name) and
-// returns a reader of the decompressed content. Gzip (every member of a multi-member file) and
-// zstd use klauspost/compress, faster than the standard library; bzip2 uses compress/bzip2.
+// returns a reader of the decompressed content. Gzip (every member of a multi-member file, and
+// the zero padding some writers leave after the last) and zstd use klauspost/compress, faster
+// than the standard library; bzip2 uses compress/bzip2. Memory does not follow the input: gzip
+// and bzip2 need well under 1 MiB, and a zstd frame whose window is over Options.MaxWindow fails
+// with ErrTooMuchMemory before anything is allocated for it.
 package decode
 
 import (
@@ -19,6 +22,21 @@ import (
 // ErrCorrupt is wrapped by errors that mean the compressed data is bad: retrying will not help.
 var ErrCorrupt = errors.New("corrupt compressed data")
 
+// ErrTooMuchMemory is wrapped by the error of compressed data that needs more memory to decode
+// than allowed (a zstd frame with a window over Options.MaxWindow): retrying will not help.
+var ErrTooMuchMemory = errors.New("compressed data needs more memory than allowed")
+
+// DefaultMaxWindow is the largest zstd window decoded by default: 8 MiB, what the zstd format
+// recommends every decoder to support, and what zstd writes up to level 19 without --long.
+const DefaultMaxWindow = 8 << 20
+
+// Options bound a decoder.
+type Options struct {
+	// MaxWindow is the largest zstd window (the decoder's history buffer) allowed; 0 means
+	// DefaultMaxWindow.
+	MaxWindow int64
+}
+
 // Encodings, as recorded in results.
 const (
 	Plain = "plain"
@@ -31,16 +49,25 @@ var (
 	gzipMagic  = []byte{0x1f, 0x8b}
 	zstdMagic  = []byte{0x28, 0xb5, 0x2f, 0xfd}
 	bzip2Magic = []byte("BZh")
+	// A bzip2 stream goes on with a block (the digits of pi) or, when empty, its end (of
+	// sqrt(pi)): text that merely starts with "BZh1" is not taken for bzip2.
+	bzip2Block = []byte{0x31, 0x41, 0x59, 0x26, 0x53, 0x59}
+	bzip2End   = []byte{0x17, 0x72, 0x45, 0x38, 0x50, 0x90}
 )
 
-// Sniff names the encoding of data that starts with head.
+// SniffLen is how many first bytes Sniff needs to tell every encoding apart.
+const SniffLen = 10
+
+// Sniff names the encoding of data that starts with head (its first SniffLen bytes, or all of
+// it when shorter).
 func Sniff(head []byte) string {
 	switch {
 	case bytes.HasPrefix(head, gzipMagic):
 		return Gzip
 	case bytes.HasPrefix(head, zstdMagic):
 		return Zstd
-	case len(head) >= 4 && bytes.HasPrefix(head, bzip2Magic) && head[3] >= '1' && head[3] <= '9':
+	case len(head) >= 10 && bytes.HasPrefix(head, bzip2Magic) && head[3] >= '1' && head[3] <= '9' &&
+		(bytes.Equal(head[4:10], bzip2Block) || bytes.Equal(head[4:10], bzip2End)):
 		return Bzip2
 	}
 	return Plain
@@ -68,17 +95,23 @@ var (
 	gzipPool sync.Pool
 )
 
-// NewReader sniffs src and returns a reader of its decompressed bytes. Read errors caused by bad
-// compressed data wrap ErrCorrupt; errors of src are passed through unchanged so that the caller
-// can tell a broken connection from a broken file.
-func NewReader(src io.Reader) (*Reader, error) {
+// NewReader is Open with the default Options.
+func NewReader(src io.Reader) (*Reader, error) { return Open(src, Options{}) }
+
+// Open sniffs src and returns a reader of its decompressed bytes. Read errors caused by bad
+// compressed data wrap ErrCorrupt (or ErrTooMuchMemory); errors of src are passed through
+// unchanged so that the caller can tell a broken connection from a broken file.
+func Open(src io.Reader, opts Options) (*Reader, error) {
+	if opts.MaxWindow <= 0 {
+		opts.MaxWindow = DefaultMaxWindow
+	}
 	// The source is watched below the buffer, and the decoders get the *bufio.Reader itself:
 	// klauspost's inflater has a fast path for it (no second buffer, no per-byte interface call).
 	cs := &watchedSource{r: src}
 	br := bufPool.Get().(*bufio.Reader) // pooled: a small object would otherwise pay for 64 KiB
 	br.Reset(cs)
 	freeBuf := func() { br.Reset(nil); bufPool.Put(br) }
-	head, err := br.Peek(4)
+	head, err := br.Peek(SniffLen)
 	if err != nil && err != io.EOF && !errors.Is(err, bufio.ErrBufferFull) {
 		freeBuf()
 		return nil, err
@@ -94,18 +127,18 @@ func NewReader(src io.Reader) (*Reader, error) {
 			freeBuf()
 			return nil, cs.classify(fmt.Errorf("gzip header: %w", err))
 		}
-		zr.Multistream(true)
-		return &Reader{Reader: &classifying{r: zr, src: cs}, Encoding: enc, close: func() {
+		zr.Multistream(false) // members are followed here, to allow zero padding after the last
+		return &Reader{Reader: &classifying{r: &gzipMembers{zr: zr, br: br}, src: cs}, Encoding: enc, close: func() {
 			zr.Close()
 			gzipPool.Put(zr)
 			freeBuf()
 		}}, nil
 	case Zstd:
-		zr, err := zstd.NewReader(br, zstd.WithDecoderConcurrency(1), zstd.WithDecoderLowmem(true))
+		zr, err := zstd.NewReader(br, zstd.WithDecoderConcurrency(1), zstd.WithDecoderLowmem(true), zstd.WithDecoderMaxWindow(uint64(max(opts.MaxWindow, zstd.MinWindowSize))))
 		if err != nil {
 			return nil, cs.classify(fmt.Errorf("zstd header: %w", err))
 		}
-		return &Reader{Reader: &classifying{r: zr, src: cs}, Encoding: enc, close: func() { zr.Close(); freeBuf() }}, nil
+		return &Reader{Reader: &classifying{r: zr, src: cs, window: opts.MaxWindow}, Encoding: enc, close: func() { zr.Close(); freeBuf() }}, nil
 	case Bzip2:
 		return &Reader{Reader: &classifying{r: bzip2.NewReader(br), src: cs}, Encoding: enc, close: freeBuf}, nil
 	default:
@@ -139,14 +172,71 @@ func (c *watchedSource) classify(err error) error {
 }
 
 type classifying struct {
-	r   io.Reader
-	src *watchedSource
+	r      io.Reader
+	src    *watchedSource
+	window int64 // zstd's MaxWindow, for the message
 }
 
 func (c *classifying) Read(p []byte) (int, error) {
 	n, err := c.r.Read(p)
 	if err != nil && err != io.EOF {
+		if errors.Is(err, zstd.ErrWindowSizeExceeded) || errors.Is(err, zstd.ErrDecoderSizeExceeded) {
+			return n, fmt.Errorf("%w: a zstd frame asks for a window over the limit of %d bytes (--zstd-max-window; zstd --long writes such frames): %v", ErrTooMuchMemory, c.window, err)
+		}
 		err = c.src.classify(err)
 	}
 	return n, err
+}
+
+// gzipMembers reads every member of a gzip file, one after the other, and ends at the end of
+// the input or at zero bytes that run to it (padding left by tape and block writers, which GNU
+// gzip and Python also accept). Anything else after a member must be another member.
+type gzipMembers struct {
+	zr   *gzip.Reader
+	br   *bufio.Reader
+	done bool
+}
+
+func (g *gzipMembers) Read(p []byte) (int, error) {
+	for !g.done {
+		n, err := g.zr.Read(p)
+		if err != io.EOF {
+			return n, err
+		}
+		more, err := g.next()
+		if err != nil {
+			return n, err
+		}
+		g.done = !more
+		if n > 0 {
+			return n, nil
+		}
+	}
+	return 0, io.EOF
+}
+
+// next skips zero padding and opens the next member; false at the end of the input.
+func (g *gzipMembers) next() (bool, error) {
+	for {
+		if _, err := g.br.Peek(1); err != nil {
+			if err == io.EOF {
+				return false, nil
+			}
+			return false, err
+		}
+		buf, _ := g.br.Peek(g.br.Buffered())
+		i := 0
+		for i < len(buf) && buf[i] == 0 {
+			i++
+		}
+		g.br.Discard(i)
+		if i < len(buf) {
+			break
+		}
+	}
+	if err := g.zr.Reset(g.br); err != nil {
+		return false, fmt.Errorf("after a gzip member, data that is neither another member nor zero padding: %w", err)
+	}
+	g.zr.Multistream(false)
+	return true, nil
 }

@@ -5,6 +5,7 @@ import (
 	"compress/gzip"
 	"errors"
 	"io"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -107,5 +108,89 @@ func TestTransportErrorIsNotCorrupt(t *testing.T) {
 	_, err = io.Copy(io.Discard, r)
 	if !errors.Is(err, errReset) || errors.Is(err, ErrCorrupt) {
 		t.Fatalf("err = %v, want the transport error, not ErrCorrupt", err)
+	}
+}
+
+// TestInputsOtherToolsRead: what GNU gzip and Python read, Palleto reads.
+func TestInputsOtherToolsRead(t *testing.T) {
+	padded := append(gz("one\ntwo\n"), make([]byte, 100000)...) // a tape or block writer's zero padding
+	between := append(append(gz("one\n"), make([]byte, 10)...), gz("two\n")...)
+	for _, tt := range []struct {
+		name, enc, want string
+		in              []byte
+	}{
+		{"gzip with zero padding", Gzip, "one\ntwo\n", padded},
+		{"gzip members with zeros between", Gzip, "one\ntwo\n", between},
+		{"text starting BZh1", Plain, "BZh1 is a part number\n", []byte("BZh1 is a part number\n")},
+		{"text starting BZh9 then 6 bytes", Plain, "BZh91AY&SX\n", []byte("BZh91AY&SX\n")},
+		{"empty bzip2 stream", Bzip2, "", []byte{0x42, 0x5a, 0x68, 0x39, 0x17, 0x72, 0x45, 0x38, 0x50, 0x90, 0, 0, 0, 0}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			r, err := NewReader(bytes.NewReader(tt.in))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer r.Close()
+			got, err := io.ReadAll(r)
+			if err != nil || r.Encoding != tt.enc || string(got) != tt.want {
+				t.Fatalf("got %s %q, %v; want %s %q", r.Encoding, got, err, tt.enc, tt.want)
+			}
+		})
+	}
+}
+
+func TestGarbageAfterGzipIsCorrupt(t *testing.T) {
+	in := append(gz("one\n"), []byte("trailing garbage")...)
+	r, err := NewReader(bytes.NewReader(in))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.Copy(io.Discard, r); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("err = %v, want ErrCorrupt", err)
+	}
+}
+
+// zstdWindow compresses n zero bytes as a stream with the given window, as zstd --long does.
+func zstdWindow(t *testing.T, window, n int) []byte {
+	var b bytes.Buffer
+	w, err := zstd.NewWriter(&b, zstd.WithWindowSize(window), zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithSingleSegment(false))
+	if err != nil {
+		t.Fatal(err)
+	}
+	zero := make([]byte, 1<<20)
+	for range n >> 20 {
+		w.Write(zero)
+	}
+	w.Close()
+	return b.Bytes()
+}
+
+// TestZstdWindowIsCapped: a frame asking for a 512 MiB window (zstd --long=29) fails with
+// ErrTooMuchMemory instead of allocating it; a larger cap lets a moderate window through.
+func TestZstdWindowIsCapped(t *testing.T) {
+	bomb := zstdWindow(t, 512<<20, 64<<20)
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	r, err := NewReader(bytes.NewReader(bomb))
+	if err == nil {
+		_, err = io.Copy(io.Discard, r)
+		r.Close()
+	}
+	runtime.ReadMemStats(&after)
+	if !errors.Is(err, ErrTooMuchMemory) || errors.Is(err, ErrCorrupt) {
+		t.Fatalf("err = %v, want ErrTooMuchMemory", err)
+	}
+	if grew := after.TotalAlloc - before.TotalAlloc; grew > 32<<20 {
+		t.Fatalf("refusing the frame allocated %d MiB", grew>>20)
+	}
+	mid := zstdWindow(t, 16<<20, 20<<20)
+	r, err = Open(bytes.NewReader(mid), Options{MaxWindow: 32 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if n, err := io.Copy(io.Discard, r); err != nil || n != 20<<20 {
+		t.Fatalf("a 16 MiB window under a 32 MiB cap: %d bytes, %v", n, err)
 	}
 }

@@ -336,9 +336,9 @@ func TestShutdownFinishesInFlightAndReleasesTheRest(t *testing.T) {
 	src := &fakeSource{}
 	started := make(chan int, 10)
 	var mu sync.Mutex
-	var ok []int
-	var released []int
-	cfg := Config{Producer: ProducerConfig{Pollers: 1, MaxBatch: 10}, Workers: 2, ShutdownTimeout: 5 * time.Second}
+	var ok, released []int
+	// Prefetch 3: items beyond the 2 workers wait in the producer, and must be handed back.
+	cfg := Config{Producer: ProducerConfig{Pollers: 1, MaxBatch: 10}, Workers: 2, Prefetch: 3, ShutdownTimeout: 5 * time.Second}
 	pl := New[int](src, cfg, Handler[int]{
 		Handle: func(ctx context.Context, w int, item int) error {
 			started <- item
@@ -362,10 +362,173 @@ func TestShutdownFinishesInFlightAndReleasesTheRest(t *testing.T) {
 	if len(ok) != 2 {
 		t.Fatalf("%d in-flight items finished cleanly, want 2", len(ok))
 	}
-	_ = released // the producer had no unmet demand beyond the 2 workers, so there may be none
+	src.mu.Lock()
+	received := src.next
+	src.mu.Unlock()
+	all := append(slices.Clone(ok), released...)
+	slices.Sort(all)
+	if distinct := len(slices.Compact(slices.Clone(all))); len(released) == 0 || len(all) != received || distinct != received {
+		t.Fatalf("received %d items; finished %v and released %v: every item not finished must be released, once", received, ok, released)
+	}
 	if p := pl.InFlight(); p != 0 {
 		t.Fatalf("in flight after Run: %d", p)
 	}
+}
+
+// TestHardStopDoesNotWaitForeverForAStuckHandler: a handler that ignores its context does not
+// hold Run past the shutdown timeout plus the hard-stop timeout.
+func TestHardStopDoesNotWaitForeverForAStuckHandler(t *testing.T) {
+	src := &fakeSource{limit: 1}
+	stuck := make(chan struct{})
+	defer close(stuck)
+	started := make(chan struct{})
+	cfg := Config{Producer: ProducerConfig{Pollers: 1, MaxBatch: 10}, Workers: 1, ShutdownTimeout: 10 * time.Millisecond, HardStopTimeout: 50 * time.Millisecond,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	pl := New[int](src, cfg, Handler[int]{
+		Handle: func(ctx context.Context, w int, item int) error { close(started); <-stuck; return nil },
+		Settle: func(int, error) {},
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { pl.Run(ctx); close(done) }()
+	<-started
+	cancel()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Run still waits for a handler that ignores its context, 5s after the stop")
+	}
+}
+
+// TestGatePausesPolling: while the gate is shut (a dependency down), demand does not poll; once
+// it opens, polling resumes by itself.
+func TestGatePausesPolling(t *testing.T) {
+	src := &fakeSource{}
+	open := make(chan struct{})
+	gate := func(ctx context.Context) error {
+		select {
+		case <-open:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	p, stop := startProducer(t, src, ProducerConfig{Pollers: 2, MaxBatch: 10, Gate: gate})
+	p.Ask(5)
+	time.Sleep(50 * time.Millisecond) // a negative check: nothing may happen in this window
+	if calls := src.calls(); len(calls) != 0 {
+		t.Fatalf("polled %v with the gate shut", calls)
+	}
+	close(open)
+	collect(t, p, 5)
+	stop()
+}
+
+// TestReceiveErrorBackoffGrows: errors in a row wait longer each time, so an SQS outage is not
+// hammered; a success starts over.
+func TestReceiveErrorBackoffGrows(t *testing.T) {
+	src := &failingSource{fails: 4}
+	p, stop := startProducer(t, src, ProducerConfig{Pollers: 1, MaxBatch: 10, ErrorBackoff: 20 * time.Millisecond, MaxErrorBackoff: time.Second})
+	p.Ask(1)
+	collect(t, p, 1)
+	stop()
+	at := src.times()
+	if len(at) < 5 {
+		t.Fatalf("%d calls, want at least 5", len(at))
+	}
+	for i, want := range []time.Duration{20, 40, 80, 160} {
+		if gap := at[i+1].Sub(at[i]); gap < want*time.Millisecond {
+			t.Errorf("wait after error %d: %s, want at least %dms", i+1, gap, want)
+		}
+	}
+}
+
+type failingSource struct {
+	mu    sync.Mutex
+	fails int
+	at    []time.Time
+}
+
+func (s *failingSource) Receive(ctx context.Context, max int) ([]int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.at = append(s.at, time.Now())
+	if len(s.at) <= s.fails {
+		return nil, errors.New("connection refused")
+	}
+	return []int{len(s.at)}, nil
+}
+
+func (s *failingSource) times() []time.Time {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.at)
+}
+
+// TestIdleExitWaitsForDeferredItems: an item put back with a retry delay is work still to do;
+// the idle exit waits for it to come back and be handled.
+func TestIdleExitWaitsForDeferredItems(t *testing.T) {
+	src := &redelivering{}
+	var pl *Pipeline[int]
+	var mu sync.Mutex
+	var handled []int
+	cfg := Config{Producer: ProducerConfig{Pollers: 1, MaxBatch: 10}, Workers: 1, ShutdownTimeout: time.Second, ExitWhenIdle: 50 * time.Millisecond}
+	pl = New[int](src, cfg, Handler[int]{
+		Handle: func(ctx context.Context, w int, item int) error {
+			mu.Lock()
+			defer mu.Unlock()
+			handled = append(handled, item)
+			if len(handled) == 1 {
+				return errors.New("retry me")
+			}
+			return nil
+		},
+		Settle: func(item int, err error) {
+			if err != nil {
+				until := time.Now().Add(300 * time.Millisecond)
+				src.comeBack(item, until)
+				pl.Deferred(until)
+			}
+		},
+	})
+	if err := pl.Run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(handled) != "[7 7]" {
+		t.Fatalf("handled %v: the idle exit did not wait for the item in its retry delay", handled)
+	}
+}
+
+// redelivering hands out 7 once, then again after the delay given to comeBack, as SQS does with
+// a message whose visibility was set to a retry delay; otherwise it polls empty after 5ms.
+type redelivering struct {
+	mu    sync.Mutex
+	given bool
+	back  time.Time
+	item  int
+}
+
+func (s *redelivering) comeBack(item int, at time.Time) {
+	s.mu.Lock()
+	s.item, s.back = item, at
+	s.mu.Unlock()
+}
+
+func (s *redelivering) Receive(ctx context.Context, max int) ([]int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case !s.given:
+		s.given = true
+		return []int{7}, nil
+	case !s.back.IsZero() && time.Now().After(s.back):
+		s.back = time.Time{}
+		return []int{s.item}, nil
+	}
+	s.mu.Unlock()
+	time.Sleep(5 * time.Millisecond)
+	s.mu.Lock()
+	return nil, nil
 }
 
 // step is one scripted answer of a poll: wait, then return items.

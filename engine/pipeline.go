@@ -37,6 +37,10 @@ type Config struct {
 	// ShutdownTimeout bounds how long in-flight items may take to finish after Run's context is
 	// done; then their context is cancelled.
 	ShutdownTimeout time.Duration
+	// HardStopTimeout bounds how long Run waits, after cancelling in-flight items, for handlers
+	// that do not return; then Run returns without them (their items come back when the source's
+	// own timeout says so). 0 means 10s.
+	HardStopTimeout time.Duration
 	// ExitWhenIdle, when positive, makes Run return once nothing is in flight, the last poll came
 	// back empty, and nothing was received or finished for that long.
 	ExitWhenIdle time.Duration
@@ -62,6 +66,9 @@ func (c Config) Validate() error {
 	}
 	if c.ShutdownTimeout < 0 {
 		return fmt.Errorf("shutdown-timeout: %s must be 0s or more", c.ShutdownTimeout)
+	}
+	if c.HardStopTimeout < 0 {
+		return fmt.Errorf("hard-stop-timeout: %s must be 0s (default 10s) or more", c.HardStopTimeout)
 	}
 	if c.ExitWhenIdle < 0 {
 		return fmt.Errorf("exit-when-idle: %s must be 0s (off) or more", c.ExitWhenIdle)
@@ -97,7 +104,11 @@ type Pipeline[T any] struct {
 	// started when the first empty poll since lastActivity came back; the queue counts as
 	// empty only once every poll up to it is back (oldestActive, as last reported, is past it).
 	emptyMark, oldestActive atomic.Int64
-	idleStop                atomic.Bool // Run is stopping because the queue stayed empty
+	// Items handed back to come again later (a retry delay) are work still to do: deferredUntil
+	// is the latest time one comes back (unix nanos), and the queue counts as empty only once a
+	// poll started after it came back empty (emptyPollStart, unix nanos).
+	deferredUntil, emptyPollStart atomic.Int64
+	idleStop                      atomic.Bool // Run is stopping because the queue stayed empty
 }
 
 // New returns a Pipeline; cfg must be valid and h.Handle and h.Settle set.
@@ -116,6 +127,7 @@ func New[T any](src Source[T], cfg Config, h Handler[T]) *Pipeline[T] {
 		if d.Items > 0 {
 			p.touch()
 		} else if d.Err == nil {
+			storeMax(&p.emptyPollStart, d.StartedAt.UnixNano())
 			if p.emptyPolls.Load() == 0 { // the mark first: watchIdle reads emptyPolls, then the mark
 				p.emptyMark.Store(int64(d.Started))
 			}
@@ -135,6 +147,19 @@ func (p *Pipeline[T]) Demand() int { return p.prod.Demand() }
 
 // InFlight is the number of items being handled now.
 func (p *Pipeline[T]) InFlight() int { return int(p.inFlight.Load()) }
+
+// Deferred tells the pipeline that an item it settled will come back from the source at until
+// (a retry delay): an idle exit waits for it. Safe to call from Settle.
+func (p *Pipeline[T]) Deferred(until time.Time) { storeMax(&p.deferredUntil, until.UnixNano()) }
+
+func storeMax(v *atomic.Int64, n int64) {
+	for {
+		old := v.Load()
+		if n <= old || v.CompareAndSwap(old, n) {
+			return
+		}
+	}
+}
 
 func (p *Pipeline[T]) touch() {
 	p.emptyPolls.Store(0)
@@ -192,7 +217,17 @@ func (p *Pipeline[T]) Run(ctx context.Context) error {
 	case <-time.After(p.cfg.ShutdownTimeout):
 		p.log.Warn("shutdown timeout reached; cancelling in-flight work", "in_flight", p.InFlight(), "timeout", p.cfg.ShutdownTimeout)
 		cancelWork()
-		<-workersDone
+		hard := p.cfg.HardStopTimeout
+		if hard == 0 {
+			hard = 10 * time.Second
+		}
+		select {
+		case <-workersDone:
+		case <-time.After(hard):
+			// A handler that ignores its context (a stuck call with no deadline) must not hold the
+			// process: its item was never settled, so it comes back by the source's own timeout.
+			p.log.Error("in-flight work did not stop after cancelling; leaving it", "in_flight", p.InFlight(), "waited", hard)
+		}
 	}
 	<-prodDone
 	if len(undelivered) > 0 && p.idleStop.Load() && ctx.Err() == nil {
@@ -255,7 +290,10 @@ func (p *Pipeline[T]) watchIdle(ctx context.Context, stop func()) {
 			idleFor := time.Since(time.Unix(0, p.lastActivity.Load()))
 			oldest := p.oldestActive.Load()
 			allBack := oldest == 0 || oldest > p.emptyMark.Load()
-			if p.inFlight.Load() == 0 && p.emptyPolls.Load() > 0 && allBack && idleFor >= p.cfg.ExitWhenIdle {
+			// An item in a retry delay is still to do: wait until a poll started after its return
+			// came back empty.
+			deferredBack := p.emptyPollStart.Load() > p.deferredUntil.Load()
+			if p.inFlight.Load() == 0 && p.emptyPolls.Load() > 0 && allBack && deferredBack && idleFor >= p.cfg.ExitWhenIdle {
 				p.trace("pipeline: idle for %s with nothing in flight; stopping", idleFor.Round(time.Millisecond))
 				p.idleStop.Store(true)
 				stop()

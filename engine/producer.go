@@ -34,8 +34,15 @@ type ProducerConfig struct {
 	// MaxBatch caps what one Receive call asks for (SQS allows 10).
 	MaxBatch int
 
-	// ErrorBackoff is how long the producer waits before polling again after a Receive error.
-	ErrorBackoff time.Duration
+	// ErrorBackoff is how long the producer waits before polling again after a Receive error;
+	// it doubles with each error in a row, up to MaxErrorBackoff (default 30s), and starts over
+	// after a Receive that works.
+	ErrorBackoff    time.Duration
+	MaxErrorBackoff time.Duration
+	// Gate, when set, is called by each poll before it calls Receive, and blocks while receiving
+	// must pause (a circuit breaker: a dependency the items need is down). It returns nil when
+	// the poll may go on, or ctx's error once the producer stops.
+	Gate func(ctx context.Context) error
 	// Trace, when set, is told of demand and polls.
 	Trace Tracer
 	// DrainPolls is how long Run, once stopped, waits for polls in flight to come back before
@@ -54,11 +61,13 @@ type PollDone struct {
 	Err          error // its error, if any
 	Started      int   // polls started so far: the highest ID
 	OldestActive int   // the lowest ID of a poll still in flight; 0 when none is
+	// StartedAt is when its Receive was called (after the Gate let it through).
+	StartedAt time.Time
 }
 
 // DefaultProducerConfig returns one poller asking for up to 10 items.
 func DefaultProducerConfig() ProducerConfig {
-	return ProducerConfig{Pollers: 1, MaxBatch: 10, ErrorBackoff: time.Second}
+	return ProducerConfig{Pollers: 1, MaxBatch: 10, ErrorBackoff: time.Second, MaxErrorBackoff: 30 * time.Second}
 }
 
 // Validate reports the first setting out of range.
@@ -69,8 +78,8 @@ func (c ProducerConfig) Validate() error {
 	if c.MaxBatch < 1 {
 		return fmt.Errorf("max batch: %d must be at least 1", c.MaxBatch)
 	}
-	if c.ErrorBackoff < 0 {
-		return fmt.Errorf("error backoff: %s must not be negative", c.ErrorBackoff)
+	if c.ErrorBackoff < 0 || c.MaxErrorBackoff < 0 {
+		return fmt.Errorf("error backoff: %s (max %s) must not be negative", c.ErrorBackoff, c.MaxErrorBackoff)
 	}
 	return nil
 }
@@ -95,6 +104,9 @@ func NewProducer[T any](src Source[T], cfg ProducerConfig) *Producer[T] {
 	}
 	if cfg.Pollers == 0 {
 		cfg.Pollers = 1
+	}
+	if cfg.MaxErrorBackoff == 0 {
+		cfg.MaxErrorBackoff = 30 * time.Second
 	}
 	return &Producer[T]{src: src, cfg: cfg, signal: make(chan struct{}, 1), out: make(chan T)}
 }
@@ -135,10 +147,21 @@ func (p *Producer[T]) trace(format string, args ...any) {
 }
 
 type pollResult[T any] struct {
-	id    int
-	asked int
-	items []T
-	err   error
+	id      int
+	asked   int
+	items   []T
+	err     error
+	started time.Time
+	gated   bool // stopped at the gate: Receive was never called
+}
+
+// errorBackoff is the wait after the n-th Receive error in a row (n >= 1).
+func (p *Producer[T]) errorBackoff(n int) time.Duration {
+	b := p.cfg.ErrorBackoff
+	for i := 1; i < n && b < p.cfg.MaxErrorBackoff; i++ {
+		b *= 2
+	}
+	return min(b, max(p.cfg.MaxErrorBackoff, p.cfg.ErrorBackoff))
 }
 
 // Run polls until ctx is done, then waits for the polls in flight (cancelling them after
@@ -150,7 +173,7 @@ func (p *Producer[T]) Run(ctx context.Context) (undelivered []T) {
 	results := make(chan pollResult[T], p.cfg.Pollers)
 	var wg sync.WaitGroup
 	var pending []T
-	demand, asking, active, pollSeq := 0, 0, 0, 0
+	demand, asking, active, pollSeq, errorsInARow := 0, 0, 0, 0, 0
 	inFlight := map[int]bool{} // IDs of the polls in flight
 	var backoff <-chan time.Time
 
@@ -186,8 +209,15 @@ func (p *Producer[T]) Run(ctx context.Context) (undelivered []T) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
+				if p.cfg.Gate != nil {
+					if err := p.cfg.Gate(ctx); err != nil {
+						results <- pollResult[T]{id: id, asked: n, err: err, gated: true}
+						return
+					}
+				}
+				started := time.Now()
 				items, err := p.src.Receive(pollCtx, n)
-				results <- pollResult[T]{id: id, asked: n, items: items, err: err}
+				results <- pollResult[T]{id: id, asked: n, items: items, err: err, started: started}
 			}()
 		}
 		var out chan<- T
@@ -207,21 +237,26 @@ func (p *Producer[T]) Run(ctx context.Context) (undelivered []T) {
 				demand = 0
 			}
 			pending = append(pending, r.items...)
-			if r.err != nil && ctx.Err() == nil {
-				p.trace("producer: poll #%d failed: %v (retrying in %s)", r.id, r.err, p.cfg.ErrorBackoff)
-				backoff = time.After(p.cfg.ErrorBackoff)
-			} else {
+			switch {
+			case r.gated:
+			case r.err != nil && ctx.Err() == nil:
+				errorsInARow++
+				wait := p.errorBackoff(errorsInARow)
+				p.trace("producer: poll #%d failed: %v (retrying in %s)", r.id, r.err, wait)
+				backoff = time.After(wait)
+			default:
+				errorsInARow = 0
 				p.trace("producer: poll #%d received %d of %d events", r.id, len(r.items), r.asked)
 			}
 			delete(inFlight, r.id)
-			if p.cfg.OnReceive != nil {
+			if p.cfg.OnReceive != nil && !r.gated {
 				oldest := 0
 				for id := range inFlight {
 					if oldest == 0 || id < oldest {
 						oldest = id
 					}
 				}
-				p.cfg.OnReceive(PollDone{ID: r.id, Items: len(r.items), Err: r.err, Started: pollSeq, OldestActive: oldest})
+				p.cfg.OnReceive(PollDone{ID: r.id, Items: len(r.items), Err: r.err, Started: pollSeq, OldestActive: oldest, StartedAt: r.started})
 			}
 		case out <- next:
 			var zero T

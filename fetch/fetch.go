@@ -1,6 +1,9 @@
 // Package fetch streams objects from S3: one GetObject per object, pinned to the version the
 // notification named (versionId, or If-Match on its eTag), with the body handed to the caller as
-// a stream, never held whole in memory. Its error table decides which S3 errors are permanent.
+// a stream, never held whole in memory. Every GET has a deadline for its answer and for each
+// read of its body; a body that breaks or stalls is resumed with a Range GET from the first byte
+// not yet read. Its error table (errors.go) decides which S3 errors are the object's fault
+// (ErrPermanent) and which are the world's (ErrUnavailable).
 package fetch
 
 import (
@@ -8,19 +11,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
-	"github.com/aws/smithy-go"
-	smithyhttp "github.com/aws/smithy-go/transport/http"
 )
-
-// ErrPermanent is wrapped by errors that retrying cannot fix: the object is gone, access is
-// denied, or it was overwritten since the event.
-var ErrPermanent = errors.New("permanent S3 error")
 
 // API is the part of the S3 client Palleto calls. *s3.Client implements it.
 type API interface {
@@ -42,39 +39,100 @@ type Object struct {
 	VersionID string
 }
 
-// Fetcher opens objects. Safe for concurrent use.
+// Defaults of the Fetcher's deadlines.
+const (
+	DefaultFirstByteTimeout = 30 * time.Second
+	DefaultReadTimeout      = 60 * time.Second
+)
+
+// Fetcher opens objects. Safe for concurrent use; set its fields before the first Open.
 type Fetcher struct {
 	api API
-	// Resumes is how many times a broken body (connection reset, cut, short read) is resumed
-	// with a Range request from the byte where it broke, pinned to the same eTag (default 5).
+	// Resumes is how many times a broken or stalled body (connection reset, cut, short read, no
+	// byte for ReadTimeout) is resumed with a Range request from the byte where it broke, pinned
+	// to the same eTag (default 5).
 	Resumes int
 	// ResumeBackoff is the wait before the first resume, doubled for each next one (default
 	// 200ms).
 	ResumeBackoff time.Duration
+	// FirstByteTimeout bounds the wait for a GET's answer (its headers). ReadTimeout bounds each
+	// read of a body: a body that sends nothing for that long is abandoned and resumed.
+	FirstByteTimeout, ReadTimeout time.Duration
 	// OnResume, when set, is told of each resume: the object, the offset and the cause.
 	OnResume func(bucket, key string, offset int64, cause error)
 }
 
-// New returns a Fetcher using api.
+// New returns a Fetcher using api, with the default budget and deadlines.
 func New(api API) *Fetcher {
-	return &Fetcher{api: api, Resumes: 5, ResumeBackoff: 200 * time.Millisecond}
+	return &Fetcher{api: api, Resumes: 5, ResumeBackoff: 200 * time.Millisecond, FirstByteTimeout: DefaultFirstByteTimeout, ReadTimeout: DefaultReadTimeout}
+}
+
+// ErrStalled is the cause of a resume when a GET or its body sent nothing within its deadline.
+var ErrStalled = errors.New("S3 sent nothing within the deadline")
+
+// watchdog cancels a request's context when its deadline passes without progress.
+type watchdog struct {
+	timer *time.Timer
+	fired atomic.Bool
+}
+
+func newWatchdog(d time.Duration, cancel context.CancelFunc) *watchdog {
+	w := &watchdog{}
+	w.timer = time.AfterFunc(d, func() { w.fired.Store(true); cancel() })
+	return w
+}
+
+// get makes one GetObject with the first-byte deadline; on success the watchdog, re-armed for
+// reads, guards the body, and cancel must be called when the body is done.
+func (f *Fetcher) get(ctx context.Context, in *s3.GetObjectInput) (*s3.GetObjectOutput, *watchdog, context.CancelFunc, error) {
+	reqCtx, cancel := context.WithCancel(ctx)
+	wd := newWatchdog(f.FirstByteTimeout, cancel)
+	out, err := f.api.GetObject(reqCtx, in)
+	if err != nil {
+		wd.timer.Stop()
+		cancel()
+		if wd.fired.Load() && ctx.Err() == nil {
+			err = fmt.Errorf("%w: no answer in %s (first-byte timeout): %w", ErrStalled, f.FirstByteTimeout, err)
+		}
+		return nil, nil, nil, err
+	}
+	wd.timer.Reset(f.ReadTimeout)
+	return out, wd, cancel, nil
 }
 
 // Open starts a GetObject and returns the streaming body.
 func (f *Fetcher) Open(ctx context.Context, r Request) (*Object, error) {
 	in := &s3.GetObjectInput{Bucket: &r.Bucket, Key: &r.Key}
 	pin(in, r.VersionID, r.ETag)
-	out, err := f.api.GetObject(ctx, in)
+	out, wd, cancel, err := f.get(ctx, in)
 	if err != nil {
-		return nil, Classify(fmt.Errorf("s3 GetObject s3://%s/%s: %w", r.Bucket, r.Key, err))
+		return nil, Classify(ctx, fmt.Errorf("s3 GetObject s3://%s/%s: %w", r.Bucket, r.Key, err))
 	}
 	size := int64(-1)
 	if out.ContentLength != nil {
 		size = *out.ContentLength
 	}
 	obj := &Object{Size: size, ETag: strings.Trim(aws.ToString(out.ETag), "\""), VersionID: aws.ToString(out.VersionId)}
-	obj.Body = &resumingBody{ctx: ctx, f: f, req: r, obj: obj, body: out.Body}
+	obj.Body = &resumingBody{ctx: ctx, f: f, req: r, obj: obj, body: out.Body, wd: wd, cancel: cancel}
 	return obj, nil
+}
+
+// Probe asks S3 for the first byte of an object: the check that S3 answers again after a
+// failure of the world. It returns nil when S3 answered, even that the object is gone, and an
+// error wrapping ErrUnavailable when S3 still cannot be used.
+func (f *Fetcher) Probe(ctx context.Context, bucket, key string) error {
+	out, wd, cancel, err := f.get(ctx, &s3.GetObjectInput{Bucket: &bucket, Key: &key, Range: aws.String("bytes=0-0")})
+	if err == nil {
+		wd.timer.Stop()
+		out.Body.Close()
+		cancel()
+		return nil
+	}
+	err = Classify(ctx, fmt.Errorf("s3 GetObject s3://%s/%s (probe): %w", bucket, key, err))
+	if errors.Is(err, ErrUnavailable) {
+		return err
+	}
+	return nil
 }
 
 // pin makes in read one version of the object: versionID when there is one, else the object
@@ -91,27 +149,38 @@ func pin(in *s3.GetObjectInput, versionID, etag string) {
 	}
 }
 
-// resumingBody reads an object's body and, when the connection breaks, continues it with a
-// Range GET from the first byte not yet read, pinned to the version first read (its versionId,
-// or If-Match its eTag), so the bytes handed out are exactly the object's.
+// resumingBody reads an object's body and, when the connection breaks or stalls, continues it
+// with a Range GET from the first byte not yet read, pinned to the version first read (its
+// versionId, or If-Match its eTag), so the bytes handed out are exactly the object's.
 type resumingBody struct {
 	ctx     context.Context
 	f       *Fetcher
 	req     Request
 	obj     *Object
 	body    io.ReadCloser
-	off     int64 // bytes handed out
-	pending error // a break seen while returning data, dealt with on the next Read
+	wd      *watchdog
+	cancel  context.CancelFunc // of the current GET
+	off     int64              // bytes handed out
+	pending error              // a break seen while returning data, dealt with on the next Read
 	resumes int
 }
 
 func (b *resumingBody) Read(p []byte) (int, error) {
 	for {
 		if b.pending == nil {
+			if b.wd != nil {
+				b.wd.timer.Reset(b.f.ReadTimeout)
+			}
 			n, err := b.body.Read(p)
+			if b.wd != nil {
+				b.wd.timer.Stop() // the deadline is the body's, not the reader's: a slow consumer is no stall
+			}
 			b.off += int64(n)
 			if err == io.EOF && b.obj.Size >= 0 && b.off < b.obj.Size {
 				err = io.ErrUnexpectedEOF // the server or a proxy cut the body short
+			}
+			if err != nil && err != io.EOF && b.wd != nil && b.wd.fired.Load() && b.ctx.Err() == nil {
+				err = fmt.Errorf("%w: no byte in %s (read timeout): %w", ErrStalled, b.f.ReadTimeout, err)
 			}
 			if err == nil || err == io.EOF {
 				return n, err
@@ -129,21 +198,33 @@ func (b *resumingBody) Read(p []byte) (int, error) {
 	}
 }
 
+func (b *resumingBody) stopGET() {
+	if b.wd != nil {
+		b.wd.timer.Stop()
+		b.wd = nil
+	}
+	b.body.Close()
+	if b.cancel != nil {
+		b.cancel()
+		b.cancel = nil
+	}
+	b.body = io.NopCloser(strings.NewReader("")) // until a new body is open
+}
+
 func (b *resumingBody) resume(cause error) error {
 	where := fmt.Sprintf("s3://%s/%s", b.req.Bucket, b.req.Key)
 	if b.ctx.Err() != nil {
 		return b.ctx.Err()
 	}
+	b.stopGET()
 	if b.resumes >= b.f.Resumes {
-		return fmt.Errorf("s3 GetObject %s: body broken at byte %d, %d resumes spent: %w", where, b.off, b.resumes, cause)
+		return fmt.Errorf("%w: s3 GetObject %s: body broken at byte %d, %d resumes spent: %w", ErrUnavailable, where, b.off, b.resumes, cause)
 	}
 	wait := b.f.ResumeBackoff << b.resumes
 	b.resumes++
 	if b.f.OnResume != nil {
 		b.f.OnResume(b.req.Bucket, b.req.Key, b.off, cause)
 	}
-	b.body.Close()
-	b.body = io.NopCloser(strings.NewReader("")) // until the new body is open
 	select {
 	case <-b.ctx.Done():
 		return b.ctx.Err()
@@ -151,16 +232,16 @@ func (b *resumingBody) resume(cause error) error {
 	}
 	in := &s3.GetObjectInput{Bucket: &b.req.Bucket, Key: &b.req.Key, Range: aws.String(fmt.Sprintf("bytes=%d-", b.off))}
 	pin(in, b.obj.VersionID, b.obj.ETag)
-	out, err := b.f.api.GetObject(b.ctx, in)
+	out, wd, cancel, err := b.f.get(b.ctx, in)
 	if err != nil {
-		err = Classify(fmt.Errorf("s3 GetObject %s (resuming at byte %d after: %v): %w", where, b.off, cause, err))
-		if !errors.Is(err, ErrPermanent) && b.ctx.Err() == nil {
+		err = Classify(b.ctx, fmt.Errorf("s3 GetObject %s (resuming at byte %d after: %v): %w", where, b.off, cause, err))
+		if errors.Is(err, ErrUnavailable) {
 			b.pending = err // the resume itself failed: try again, within the budget
 			return nil
 		}
 		return err
 	}
-	b.body = out.Body
+	b.body, b.wd, b.cancel = out.Body, wd, cancel
 	if out.ContentRange == nil && b.off > 0 { // a server that ignored Range sent it all again
 		if _, err := io.CopyN(io.Discard, out.Body, b.off); err != nil {
 			b.pending = err
@@ -169,53 +250,13 @@ func (b *resumingBody) resume(cause error) error {
 	return nil
 }
 
-func (b *resumingBody) Close() error { return b.body.Close() }
-
-// permanentCodes are the S3 error codes that retrying cannot fix.
-var permanentCodes = map[string]string{
-	"NoSuchKey":               "the object no longer exists (deleted since the event)",
-	"NoSuchBucket":            "the bucket does not exist",
-	"NoSuchVersion":           "the version named by the event no longer exists",
-	"AccessDenied":            "access denied",
-	"PreconditionFailed":      "the object was overwritten since the event (its eTag changed)",
-	"InvalidObjectState":      "the object is archived (restore it first)",
-	"InvalidBucketName":       "invalid bucket name",
-	"KeyTooLongError":         "key too long",
-	"InvalidArgument":         "the request names something S3 cannot accept",
-	"XMinioInvalidObjectName": "the key is not a valid object name for this server",
-}
-
-// retryableCodes are errors whose HTTP status (400 or 403) would read as permanent, but that a
-// later attempt can get past: a slow upload, a clock or credentials being fixed or refreshed.
-// Treating them as permanent would record and delete every message during a credentials outage.
-var retryableCodes = map[string]bool{
-	"RequestTimeout": true, "RequestTimeTooSkewed": true, "ExpiredToken": true, "TokenRefreshRequired": true,
-	"InvalidAccessKeyId": true, "SignatureDoesNotMatch": true, "InvalidToken": true,
-}
-
-// Classify wraps err with ErrPermanent when retrying cannot help: its S3 error code is in
-// permanentCodes or, for a code in neither table, its HTTP status is 400, 403, 404 or 412.
-// Everything else (5xx, throttling, timeouts, resets, the codes of retryableCodes) is left
-// retryable.
-func Classify(err error) error {
-	if err == nil || errors.Is(err, ErrPermanent) {
-		return err
+func (b *resumingBody) Close() error {
+	if b.wd != nil {
+		b.wd.timer.Stop()
 	}
-	var api smithy.APIError
-	if errors.As(err, &api) {
-		if retryableCodes[api.ErrorCode()] {
-			return err
-		}
-		if why, ok := permanentCodes[api.ErrorCode()]; ok {
-			return fmt.Errorf("%w: %s: %w", ErrPermanent, why, err)
-		}
-	}
-	var re *smithyhttp.ResponseError
-	if errors.As(err, &re) {
-		switch re.HTTPStatusCode() {
-		case http.StatusBadRequest, http.StatusNotFound, http.StatusForbidden, http.StatusPreconditionFailed:
-			return fmt.Errorf("%w: HTTP %d: %w", ErrPermanent, re.HTTPStatusCode(), err)
-		}
+	err := b.body.Close()
+	if b.cancel != nil {
+		b.cancel()
 	}
 	return err
 }

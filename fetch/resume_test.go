@@ -111,3 +111,113 @@ func TestResumeBudgetSpentIsRetryable(t *testing.T) {
 		t.Fatalf("err = %v after %d requests; want the retryable cause after 1+3", err, len(api.requests))
 	}
 }
+
+// stallingS3 serves one object; the first body sends stallAfter bytes and then nothing, until
+// the request's context is cancelled (a peer that stopped sending, the connection still open).
+// With noAnswer, GetObject itself waits for the context.
+type stallingS3 struct {
+	API
+	mu         sync.Mutex
+	data       []byte
+	stallAfter int
+	noAnswer   bool
+	requests   []string
+}
+
+func (s *stallingS3) GetObject(ctx context.Context, in *s3.GetObjectInput, _ ...func(*s3.Options)) (*s3.GetObjectOutput, error) {
+	s.mu.Lock()
+	n := len(s.requests)
+	s.requests = append(s.requests, aws.ToString(in.Range))
+	s.mu.Unlock()
+	if s.noAnswer {
+		<-ctx.Done()
+		return nil, ctx.Err()
+	}
+	start := 0
+	out := &s3.GetObjectOutput{ETag: aws.String(`"e"`)}
+	if in.Range != nil {
+		fmt.Sscanf(*in.Range, "bytes=%d-", &start)
+		out.ContentRange = aws.String(fmt.Sprintf("bytes %d-%d/%d", start, len(s.data)-1, len(s.data)))
+	}
+	rest := s.data[start:]
+	out.ContentLength = aws.Int64(int64(len(rest)))
+	var body io.Reader = bytes.NewReader(rest)
+	if n == 0 && s.stallAfter >= 0 {
+		body = io.MultiReader(bytes.NewReader(rest[:s.stallAfter]), ctxReader{ctx})
+	}
+	out.Body = io.NopCloser(checked{body, ctx})
+	return out, nil
+}
+
+// checked fails reads once ctx is done, as a body of the SDK does when its request is cancelled.
+type checked struct {
+	r   io.Reader
+	ctx context.Context
+}
+
+func (c checked) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(p)
+}
+
+// ctxReader blocks until ctx is done, as a read from a silent connection does.
+type ctxReader struct{ ctx context.Context }
+
+func (c ctxReader) Read([]byte) (int, error) { <-c.ctx.Done(); return 0, c.ctx.Err() }
+
+func TestStalledBodyIsAbandonedAndResumed(t *testing.T) {
+	data := bytes.Repeat([]byte("z"), 5000)
+	api := &stallingS3{data: data, stallAfter: 1000}
+	f := New(api)
+	f.ResumeBackoff, f.ReadTimeout = time.Millisecond, 50*time.Millisecond
+	var causes []error
+	f.OnResume = func(_, _ string, _ int64, cause error) { causes = append(causes, cause) }
+	obj, err := f.Open(context.Background(), Request{Bucket: "b", Key: "k"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(obj.Body)
+	if err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("read %d bytes (%v), want the whole object after a resume", len(got), err)
+	}
+	if len(causes) != 1 || !errors.Is(causes[0], ErrStalled) || fmt.Sprint(api.requests) != "[ bytes=1000-]" {
+		t.Fatalf("resumes %v, requests %v: want one resume at byte 1000 for a stall", causes, api.requests)
+	}
+}
+
+func TestNoAnswerIsAFailureOfTheWorld(t *testing.T) {
+	f := New(&stallingS3{noAnswer: true})
+	f.FirstByteTimeout = 50 * time.Millisecond
+	_, err := f.Open(context.Background(), Request{Bucket: "b", Key: "k"})
+	if !errors.Is(err, ErrUnavailable) || !errors.Is(err, ErrStalled) {
+		t.Fatalf("a GET that never answers: %v, want ErrUnavailable and ErrStalled", err)
+	}
+}
+
+// TestSlowReaderIsNotAStall: the read deadline is S3's, not the processor's: a consumer that
+// takes longer than it between reads causes no resume.
+func TestSlowReaderIsNotAStall(t *testing.T) {
+	data := bytes.Repeat([]byte("s"), 5000)
+	api := &stallingS3{data: data, stallAfter: -1}
+	f := New(api)
+	f.ReadTimeout = 20 * time.Millisecond
+	obj, err := f.Open(context.Background(), Request{Bucket: "b", Key: "k"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 1000)
+	var got []byte
+	for {
+		n, err := obj.Body.Read(buf)
+		got = append(got, buf[:n]...)
+		if err != nil {
+			break
+		}
+		time.Sleep(60 * time.Millisecond) // the processor at work: longer than the read deadline
+	}
+	if !bytes.Equal(got, data) || len(api.requests) != 1 {
+		t.Fatalf("read %d bytes in %d requests; want all in one", len(got), len(api.requests))
+	}
+}

@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -28,6 +29,9 @@ const (
 	OutcomeFiltered    = "filtered"
 	OutcomePermanent   = "permanent"
 	OutcomeRetryable   = "retryable"
+	// OutcomeUnavailable: S3 or the store was unavailable (or a shutdown cut the work); the
+	// message comes back, and nothing counts against the object.
+	OutcomeUnavailable = "unavailable"
 )
 
 // Metrics are the daemon's counters, gauges and histograms. Safe for concurrent use.
@@ -42,6 +46,7 @@ type Metrics struct {
 	s3Bytes, decompressed                       prometheus.Counter
 	messagesInFlight, objectsInFlight           prometheus.Gauge
 	duration, lag                               prometheus.Histogram
+	dependencyUp                                *prometheus.GaugeVec
 	demand                                      atomic.Pointer[func() int]
 }
 
@@ -74,8 +79,14 @@ func New() *Metrics {
 	m.extensions = counter("palleto_sqs_visibility_extensions_total", "Visibility timeouts extended for in-flight messages.")
 	m.returned = vec("palleto_sqs_messages_returned_total", "SQS messages handed back to the queue, by reason: retry (after a backoff) or shutdown (visible at once).", "reason", "retry", "shutdown")
 	m.receives = vec("palleto_sqs_receive_requests_total", "ReceiveMessage calls, by result: messages, empty, error.", "result", "messages", "empty", "error")
-	m.objects = vec("palleto_objects_processed_total", "Objects, by outcome: ok, already_done, filtered, permanent, retryable.", "outcome",
-		OutcomeOK, OutcomeAlreadyDone, OutcomeFiltered, OutcomePermanent, OutcomeRetryable)
+	m.objects = vec("palleto_objects_processed_total", "Objects, by outcome: ok, already_done, filtered, permanent, retryable, unavailable.", "outcome",
+		OutcomeOK, OutcomeAlreadyDone, OutcomeFiltered, OutcomePermanent, OutcomeRetryable, OutcomeUnavailable)
+	m.dependencyUp = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "palleto_dependency_up",
+		Help: "1 while a dependency works, 0 while the circuit breaker holds it down (receiving paused): s3, results_store."}, []string{"dependency"})
+	for _, d := range []string{"s3", "results_store"} {
+		m.dependencyUp.WithLabelValues(d).Set(1)
+	}
+	reg.MustRegister(m.dependencyUp)
 	m.resumes = counter("palleto_s3_resumes_total", "Broken S3 bodies continued with a Range request.")
 	m.s3Bytes = counter("palleto_s3_bytes_total", "Bytes fetched from S3 (as stored, before decompression).")
 	m.decompressed = counter("palleto_decompressed_bytes_total", "Bytes after decompression, fed to the processor.")
@@ -138,6 +149,19 @@ func (m *Metrics) Extended(n int) {
 	if m != nil {
 		m.extensions.Add(float64(n))
 	}
+}
+
+// DependencyDown records that the breaker opened (down) or closed a dependency ("S3", "results
+// store").
+func (m *Metrics) DependencyDown(dep string, down bool) {
+	if m == nil {
+		return
+	}
+	v := 1.0
+	if down {
+		v = 0
+	}
+	m.dependencyUp.WithLabelValues(strings.ReplaceAll(strings.ToLower(dep), " ", "_")).Set(v)
 }
 
 // Resumed counts a broken S3 body continued with a Range request.

@@ -78,7 +78,12 @@ func (e *Exec) Process(ctx context.Context, o Object, r io.Reader) (Fields, erro
 		io.Copy(pw, in) // ends at the input's end or error (in.err), or EPIPE once pr is closed
 		pw.Close()
 	}()
-	runErr := cmd.Run()
+	runErr := cmd.Start()
+	if runErr == nil {
+		started(cmd.Process.Pid)
+		runErr = cmd.Wait()
+		exited(cmd.Process.Pid)
+	}
 	pr.Close() // a program that stopped reading: the copier's next write fails and it returns
 	<-copied
 	switch {

@@ -1,126 +1,126 @@
-// Package sink writes results to disk: one JSON file per object at a deterministic path under
-// the output directory (see Path), written atomically: temp file, fsync, rename, fsync of the
-// directory. All file operations go through an os.Root, so neither a hostile key nor a symlink
-// planted in the output directory can make Palleto write outside it.
+// Package sink is the directory store: one JSON file per object at a deterministic path under the
+// output directory (see Path), written atomically: temp file, fsync, rename, fsync of the
+// directory and of every directory it created. All file operations go through an os.Root, so
+// neither a hostile key nor a symlink planted in the output directory can make Palleto write
+// outside it. When the output directory is replaced (removed and made again, or moved away), the
+// next write notices and writes to the directory that now has the name.
 package sink
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"io"
 	"io/fs"
 	"os"
 	"path"
-	"reflect"
-	"sort"
 	"strings"
 	"sync"
-	"time"
+	"syscall"
+
+	"github.com/palleto/palleto/store"
 )
 
 // FailedDir is the subdirectory of the output directory that holds failure records.
 const FailedDir = "_failed"
 
-// Result is what Palleto stores for a processed object.
-type Result struct {
-	Bucket       string         `json:"bucket"`
-	Key          string         `json:"key"`
-	VersionID    string         `json:"version_id"`
-	ETag         string         `json:"etag"`
-	Size         int64          `json:"size"`  // bytes fetched from S3
-	Bytes        int64          `json:"bytes"` // bytes after decompression
-	Encoding     string         `json:"encoding"`
-	Processor    string         `json:"processor"`
-	MessageID    string         `json:"message_id"`
-	ReceiveCount int            `json:"receive_count,omitempty"`
-	EventTime    time.Time      `json:"event_time,omitzero"`
-	StartedAt    time.Time      `json:"started_at"`
-	FinishedAt   time.Time      `json:"finished_at"`
-	Fields       map[string]any `json:"-"` // the processor's fields, e.g. "lines"
-}
+// Result and Failure are the store's records; their JSON is the directory store's file format.
+type (
+	Result  = store.Result
+	Failure = store.Failure
+)
 
-// MarshalJSON writes the result's own fields, then the processor's fields in key order; a
-// processor field named like one of the result's own is dropped.
-func (r Result) MarshalJSON() ([]byte, error) {
-	type plain Result
-	own, err := json.Marshal(plain(r))
-	if err != nil || len(r.Fields) == 0 {
-		return own, err
-	}
-	keys := make([]string, 0, len(r.Fields))
-	for k := range r.Fields {
-		if !ownFields[k] {
-			keys = append(keys, k)
-		}
-	}
-	sort.Strings(keys)
-	out := own[:len(own)-1] // without the closing brace
-	for _, k := range keys {
-		kb, _ := json.Marshal(k)
-		vb, err := json.Marshal(r.Fields[k])
-		if err != nil {
-			return nil, fmt.Errorf("result field %q: %w", k, err)
-		}
-		out = append(append(append(append(out, ','), kb...), ':'), vb...)
-	}
-	return append(out, '}'), nil
-}
-
-// ownFields are the JSON names of Result's own fields.
-var ownFields = func() map[string]bool {
-	m := map[string]bool{}
-	t := reflect.TypeFor[Result]()
-	for i := range t.NumField() {
-		if name, _, _ := strings.Cut(t.Field(i).Tag.Get("json"), ","); name != "" && name != "-" {
-			m[name] = true
-		}
-	}
-	return m
-}()
-
-// Failure is the record of an object or message that could not be processed.
-type Failure struct {
-	Bucket       string    `json:"bucket,omitempty"`
-	Key          string    `json:"key,omitempty"`
-	VersionID    string    `json:"version_id,omitempty"`
-	ETag         string    `json:"etag,omitempty"`
-	MessageID    string    `json:"message_id"`
-	Class        string    `json:"class"` // "permanent" or "retryable"
-	Error        string    `json:"error"`
-	ReceiveCount int       `json:"receive_count,omitempty"`
-	Action       string    `json:"action"` // what happened to the message: deleted, dead-lettered, retried
-	At           time.Time `json:"at"`
-	Body         string    `json:"body,omitempty"` // the message body, for a message that could not be parsed
-}
-
-// Disk is a sink rooted at an output directory. It is safe for concurrent use.
+// Disk is the directory store. It is safe for concurrent use.
 type Disk struct {
-	dir  string
+	dir string
+
+	mu   sync.RWMutex // guards root and id: writers hold it for reading, a reopen for writing
 	root *os.Root
+	id   fileID // of the directory root was opened on
 
 	hmu     sync.Mutex
 	handles map[string]*dirHandle // open directories, by path relative to dir
+
+	locks [64]sync.Mutex // by hash of a result's path: a check of the sequencer and the write after it are one step
 }
 
-// Open creates dir if needed and returns a sink rooted there.
+var _ store.Store = (*Disk)(nil)
+
+// Open creates dir if needed and returns a store rooted there.
 func Open(dir string) (*Disk, error) {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, fmt.Errorf("output directory: %w", err)
+	d := &Disk{dir: dir, handles: map[string]*dirHandle{}}
+	if err := d.reopen(); err != nil {
+		return nil, err
 	}
-	root, err := os.OpenRoot(dir)
-	if err != nil {
-		return nil, fmt.Errorf("output directory: %w", err)
-	}
-	return &Disk{dir: dir, root: root, handles: map[string]*dirHandle{}}, nil
+	return d, nil
 }
 
 // Dir is the output directory.
 func (d *Disk) Dir() string { return d.dir }
 
-// Close releases the directory handle.
+func (d *Disk) String() string { return d.dir }
+
+// fileID identifies a directory across renames: a new directory made under the old name differs.
+type fileID struct{ dev, ino uint64 }
+
+func idOf(fi os.FileInfo) fileID {
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		return fileID{uint64(st.Dev), uint64(st.Ino)}
+	}
+	return fileID{}
+}
+
+// reopen (re)creates the output directory and opens it, dropping the handles of the old one.
+func (d *Disk) reopen() error {
+	if err := os.MkdirAll(d.dir, 0o755); err != nil {
+		return fmt.Errorf("%w: output directory: %w", store.ErrUnavailable, err)
+	}
+	root, err := os.OpenRoot(d.dir)
+	if err != nil {
+		return fmt.Errorf("%w: output directory: %w", store.ErrUnavailable, err)
+	}
+	fi, err := root.Stat(".")
+	if err != nil {
+		root.Close()
+		return fmt.Errorf("%w: output directory: %w", store.ErrUnavailable, err)
+	}
+	d.mu.Lock()
+	old := d.root
+	d.root, d.id = root, idOf(fi)
+	d.mu.Unlock()
+	d.hmu.Lock()
+	handles := d.handles
+	d.handles = map[string]*dirHandle{}
+	d.hmu.Unlock()
+	if old != nil {
+		old.Close()
+		for _, h := range handles { // writers may still hold one: closing it fails their write, which is retried
+			h.close()
+		}
+	}
+	return nil
+}
+
+// current returns the root of the directory that has the output directory's name now, reopening
+// it when the one open was removed or moved away. The caller must call the returned release.
+func (d *Disk) current() (*os.Root, func(), error) {
+	fi, err := os.Stat(d.dir)
+	d.mu.RLock()
+	same := err == nil && d.root != nil && idOf(fi) == d.id
+	d.mu.RUnlock()
+	if !same {
+		if err := d.reopen(); err != nil {
+			return nil, nil, err
+		}
+	}
+	d.mu.RLock()
+	return d.root, d.mu.RUnlock, nil
+}
+
 // Close releases the directory handles. No write may be in progress or start after.
 func (d *Disk) Close() error {
 	d.hmu.Lock()
@@ -129,18 +129,33 @@ func (d *Disk) Close() error {
 	}
 	d.handles = nil
 	d.hmu.Unlock()
-	return d.root.Close()
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.root == nil {
+		return nil
+	}
+	err := d.root.Close()
+	d.root = nil
+	return err
 }
 
-// CheckWritable creates, syncs and removes a small file in the output directory: the readiness
-// check that the disk takes writes (not full, not read-only, permitted).
+// Ready creates, syncs and removes a small file in the output directory: the check that the disk
+// takes writes (not full, not read-only, permitted, still there).
+func (d *Disk) Ready(context.Context) error { return d.CheckWritable() }
+
+// CheckWritable is Ready without a context.
 func (d *Disk) CheckWritable() error {
-	name := tempName()
-	f, err := d.root.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	root, release, err := d.current()
 	if err != nil {
-		return fmt.Errorf("output directory %s not writable: %w", d.dir, err)
+		return err
 	}
-	defer d.root.Remove(name)
+	defer release()
+	name := tempName()
+	f, err := root.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	if err != nil {
+		return fmt.Errorf("%w: output directory %s not writable: %w", store.ErrUnavailable, d.dir, err)
+	}
+	defer root.Remove(name)
 	_, err = f.Write([]byte("ok\n"))
 	if err == nil {
 		err = f.Sync()
@@ -149,82 +164,146 @@ func (d *Disk) CheckWritable() error {
 		err = cerr
 	}
 	if err != nil {
-		return fmt.Errorf("output directory %s not writable: %w", d.dir, err)
+		return fmt.Errorf("%w: output directory %s not writable: %w", store.ErrUnavailable, d.dir, err)
 	}
 	return nil
 }
 
-// Existing returns the result stored for bucket/key, if any, and whether it is for the same
-// object version: same versionID when both have one, else same eTag.
-func (d *Disk) Existing(bucket, key, versionID, etag string) (Result, bool) {
-	p := Path(bucket, key)
-	dir, base := path.Split(p)
-	d.hmu.Lock()
-	h := d.handles[path.Clean(dir)]
-	d.hmu.Unlock()
-	var data []byte
-	var err error
-	if h != nil { // one openat instead of one per component
-		data, err = h.root.ReadFile(base)
-	} else {
-		data, err = d.root.ReadFile(p)
+func (d *Disk) read(rel string) ([]byte, error) {
+	root, release, err := d.current()
+	if err != nil {
+		return nil, err
+	}
+	defer release()
+	data, err := root.ReadFile(rel)
+	if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR) {
+		return nil, nil
 	}
 	if err != nil {
-		return Result{}, false
+		return nil, fmt.Errorf("%w: read %s: %w", store.ErrUnavailable, rel, err)
 	}
-	var r Result
-	if json.Unmarshal(data, &r) != nil || r.Bucket != bucket || r.Key != key {
-		return Result{}, false
-	}
-	if versionID != "" && r.VersionID != "" {
-		return r, versionID == r.VersionID
-	}
-	return r, etag != "" && r.ETag == etag
+	return data, nil
 }
 
-// WriteResult stores r durably and returns its path relative to the output directory. A failure
-// record left by an earlier attempt on the same object is removed.
+// Result returns the result stored for bucket/key when it was written by processor.
+func (d *Disk) Result(_ context.Context, bucket, key, processor string) (*Result, error) {
+	data, err := d.read(Path(bucket, key))
+	if data == nil {
+		return nil, err
+	}
+	var r Result
+	if json.Unmarshal(data, &r) != nil || r.Bucket != bucket || r.Key != key || r.Processor != processor {
+		return nil, nil
+	}
+	return &r, nil
+}
+
+// Failure returns the failure record of bucket/key, or of message messageID when bucket is "".
+func (d *Disk) Failure(_ context.Context, bucket, key, messageID string) (*Failure, error) {
+	data, err := d.read(failurePath(bucket, key, messageID))
+	if data == nil {
+		return nil, err
+	}
+	var f Failure
+	if json.Unmarshal(data, &f) != nil || f.Bucket != bucket || (bucket != "" && f.Key != key) || (bucket == "" && f.MessageID != messageID) {
+		return nil, nil
+	}
+	return &f, nil
+}
+
+func failurePath(bucket, key, messageID string) string {
+	if bucket != "" {
+		return path.Join(FailedDir, Path(bucket, key))
+	}
+	return path.Join(FailedDir, "_messages", escape(messageID)+".json")
+}
+
+// Put stores r durably (it calls done before it returns), unless the result there is a later
+// event's for the same processor, and removes the object's failure record.
+func (d *Disk) Put(_ context.Context, r Result, done func(error)) string {
+	p, err := d.WriteResult(r)
+	done(err)
+	return p
+}
+
+// WriteResult is Put without the callback: it returns the result's path relative to the output
+// directory, or the error.
 func (d *Disk) WriteResult(r Result) (string, error) {
 	data, err := json.MarshalIndent(r, "", "  ")
 	if err != nil {
 		return "", err
 	}
 	p := Path(r.Bucket, r.Key)
-	if err := d.writeAtomic(p, bytesWriter(append(data, '\n'))); err != nil {
-		return "", err
+	lock := d.lock(p)
+	lock.Lock()
+	defer lock.Unlock()
+	if r.Sequencer != "" {
+		old, err := d.Result(context.Background(), r.Bucket, r.Key, r.Processor)
+		if err != nil {
+			return p, err
+		}
+		if old != nil && store.Later(old.Sequencer, r.Sequencer) {
+			return p + " (kept: a later event's result)", nil
+		}
 	}
-	_ = d.root.Remove(path.Join(FailedDir, p))
+	if err := d.writeAtomic(p, bytesWriter(append(data, '\n'))); err != nil {
+		return p, err
+	}
+	if root, release, err := d.current(); err == nil {
+		_ = root.Remove(path.Join(FailedDir, p))
+		release()
+	}
 	return p, nil
 }
 
-// WriteFailure stores f durably and returns its path relative to the output directory: under
+func (d *Disk) lock(p string) *sync.Mutex {
+	h := fnv.New32a()
+	h.Write([]byte(p))
+	return &d.locks[h.Sum32()%uint32(len(d.locks))]
+}
+
+// PutFailure stores f durably and returns its path relative to the output directory: under
 // _failed/ at the object's path when the bucket and key are known, else under
 // _failed/_messages/ by message ID.
-func (d *Disk) WriteFailure(f Failure) (string, error) {
+func (d *Disk) PutFailure(_ context.Context, f Failure) (string, error) {
 	data, err := json.MarshalIndent(f, "", "  ")
 	if err != nil {
 		return "", err
 	}
-	var p string
-	if f.Bucket != "" {
-		p = path.Join(FailedDir, Path(f.Bucket, f.Key))
-	} else {
-		p = path.Join(FailedDir, "_messages", escape(f.MessageID)+".json")
-	}
+	p := failurePath(f.Bucket, f.Key, f.MessageID)
 	return p, d.writeAtomic(p, bytesWriter(append(data, '\n')))
 }
 
 // WriteFrom stores everything r yields at rel (a path relative to the output directory, such as
 // CopyPath gives) with the same atomic protocol as results, and returns the bytes written. Nothing
-// is left at rel when r fails: the temp file is removed.
+// is left at rel when r fails: the temp file is removed. An error of r is returned as it is; an
+// error of the disk wraps store.ErrUnavailable.
 func (d *Disk) WriteFrom(rel string, r io.Reader) (n int64, err error) {
 	if !fs.ValidPath(rel) || rel == "." || strings.HasPrefix(rel, FailedDir+"/") {
 		return 0, fmt.Errorf("write %q: not a path Palleto writes", rel)
 	}
+	src := &readErr{r: r}
 	err = d.writeAtomic(rel, func(w io.Writer) error {
-		n, err = io.Copy(w, r)
+		n, err = io.Copy(w, src)
 		return err
 	})
+	if src.err != nil {
+		return n, src.err
+	}
+	return n, err
+}
+
+// readErr remembers an error of the reader, so that it is not taken for the disk's.
+type readErr struct {
+	r   io.Reader
+	err error
+}
+
+func (e *readErr) Read(p []byte) (int, error) {
+	n, err := e.r.Read(p)
+	if err != nil && err != io.EOF {
+		e.err = err
+	}
 	return n, err
 }
 
@@ -232,28 +311,38 @@ func bytesWriter(data []byte) func(io.Writer) error {
 	return func(w io.Writer) error { _, err := w.Write(data); return err }
 }
 
+// diskErr wraps err with store.ErrUnavailable unless it is about the name itself (too long,
+// invalid), which no amount of waiting fixes.
+func diskErr(op, rel string, err error) error {
+	if errors.Is(err, syscall.ENAMETOOLONG) || errors.Is(err, syscall.EINVAL) || errors.Is(err, syscall.EILSEQ) {
+		return fmt.Errorf("%s %s: %w", op, rel, err)
+	}
+	return fmt.Errorf("%w: %s %s: %w", store.ErrUnavailable, op, rel, err)
+}
+
 // writeAtomic writes what fill writes to rel: a temp file in the same directory, fsync, rename,
 // fsync of the directory. Temp names start with "%tmp-", which Path never produces.
 func (d *Disk) writeAtomic(rel string, fill func(io.Writer) error) (err error) {
 	dir, base := path.Split(rel)
-	h, release, err := d.dirHandle(path.Clean(dir))
+	dir = path.Clean(dir)
+	h, release, err := d.dirHandle(dir)
 	if err != nil {
-		return fmt.Errorf("write %s: %w", rel, err)
+		return diskErr("write", rel, err)
 	}
 	defer release()
 	tmp := tempName()
 	f, err := h.root.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
-	if errors.Is(err, fs.ErrNotExist) && d.forget(path.Clean(dir), h) {
+	if (errors.Is(err, fs.ErrNotExist) || errors.Is(err, fs.ErrClosed)) && d.forget(dir, h) {
 		// The directory was removed since it was opened (an operator cleaning up): open it again.
 		release()
-		if h, release, err = d.dirHandle(path.Clean(dir)); err != nil {
-			return fmt.Errorf("write %s: %w", rel, err)
+		if h, release, err = d.dirHandle(dir); err != nil {
+			return diskErr("write", rel, err)
 		}
 		defer release()
 		f, err = h.root.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
 	}
 	if err != nil {
-		return fmt.Errorf("write %s: %w", rel, err)
+		return diskErr("write", rel, err)
 	}
 	defer func() {
 		if err != nil {
@@ -262,19 +351,19 @@ func (d *Disk) writeAtomic(rel string, fill func(io.Writer) error) (err error) {
 		}
 	}()
 	if err = fill(f); err != nil {
-		return fmt.Errorf("write %s: %w", rel, err)
+		return diskErr("write", rel, err)
 	}
 	if err = f.Sync(); err != nil {
-		return fmt.Errorf("fsync %s: %w", rel, err)
+		return diskErr("fsync", rel, err)
 	}
 	if err = f.Close(); err != nil {
-		return fmt.Errorf("close %s: %w", rel, err)
+		return diskErr("close", rel, err)
 	}
 	if err = h.root.Rename(tmp, base); err != nil {
-		return fmt.Errorf("rename %s: %w", rel, err)
+		return diskErr("rename", rel, err)
 	}
 	if err = h.dir.Sync(); err != nil && !errors.Is(err, fs.ErrInvalid) {
-		return fmt.Errorf("fsync dir of %s: %w", rel, err)
+		return diskErr("fsync dir of", rel, err)
 	}
 	return nil
 }
@@ -314,20 +403,26 @@ func (d *Disk) forget(rel string, h *dirHandle) bool {
 // maxDirHandles bounds the directories kept open (two descriptors each).
 const maxDirHandles = 256
 
-// dirHandle returns the handle of rel (created when missing) and the function to call when done
-// with it. Handles of recently used directories stay open for the next write; results of one
-// prefix land in few directories, so most writes skip the walk from the output directory down.
+// dirHandle returns the handle of rel (created when missing, each new directory made durable
+// in its parent) and the function to call when done with it. Handles of recently used
+// directories stay open for the next write; results of one prefix land in few directories, so
+// most writes skip the walk from the output directory down.
 func (d *Disk) dirHandle(rel string) (*dirHandle, func(), error) {
+	root, release, err := d.current()
+	if err != nil {
+		return nil, nil, err
+	}
+	defer release()
 	d.hmu.Lock()
 	if h, ok := d.handles[rel]; ok {
 		d.hmu.Unlock()
 		return h, func() {}, nil
 	}
 	d.hmu.Unlock()
-	if err := d.root.MkdirAll(rel, 0o755); err != nil {
+	if err := mkdirAllSync(root, rel); err != nil {
 		return nil, nil, err
 	}
-	sub, err := d.root.OpenRoot(rel)
+	sub, err := root.OpenRoot(rel)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -348,4 +443,36 @@ func (d *Disk) dirHandle(rel string) (*dirHandle, func(), error) {
 	}
 	d.handles[rel] = h
 	return h, func() {}, nil
+}
+
+// mkdirAllSync makes rel and its missing parents under root, and fsyncs the parent of each
+// directory it makes, so that a result's directory survives a power loss with the result.
+func mkdirAllSync(root *os.Root, rel string) error {
+	if rel == "." || rel == "" {
+		return nil
+	}
+	if fi, err := root.Stat(rel); err == nil {
+		if !fi.IsDir() {
+			return &fs.PathError{Op: "mkdir", Path: rel, Err: syscall.ENOTDIR}
+		}
+		return nil
+	}
+	parent := path.Dir(rel)
+	if err := mkdirAllSync(root, parent); err != nil {
+		return err
+	}
+	// Made by another writer meanwhile (fs.ErrExist): its parent is synced here too, since this
+	// writer's result must not depend on that writer's fsync.
+	if err := root.Mkdir(rel, 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
+		return err
+	}
+	pd, err := root.Open(parent)
+	if err != nil {
+		return err
+	}
+	defer pd.Close()
+	if err := pd.Sync(); err != nil && !errors.Is(err, fs.ErrInvalid) {
+		return err
+	}
+	return nil
 }

@@ -1,6 +1,7 @@
 package sink
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -11,6 +12,8 @@ import (
 	"testing"
 	"testing/iotest"
 	"time"
+
+	"github.com/palleto/palleto/store"
 )
 
 func TestPathTable(t *testing.T) {
@@ -129,7 +132,7 @@ func TestWriteResultAtomicAndIdempotent(t *testing.T) {
 	defer d.Close()
 	r := Result{Bucket: "b", Key: "k/x.gz", ETag: "\"e1\"", Size: 10, Bytes: 20, Processor: "lines",
 		StartedAt: time.Now(), FinishedAt: time.Now(), Fields: map[string]any{"lines": 3}}
-	if _, err := d.WriteFailure(Failure{Bucket: "b", Key: "k/x.gz", Class: "retryable", Error: "x"}); err != nil {
+	if _, err := d.PutFailure(context.Background(), Failure{Bucket: "b", Key: "k/x.gz", Class: "retryable", Error: "x"}); err != nil {
 		t.Fatal(err)
 	}
 	p, err := d.WriteResult(r)
@@ -143,11 +146,14 @@ func TestWriteResultAtomicAndIdempotent(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(dir, FailedDir, p)); !os.IsNotExist(err) {
 		t.Fatalf("stale failure record still there: %v", err)
 	}
-	if _, same := d.Existing("b", "k/x.gz", "", "\"e1\""); !same {
-		t.Fatal("Existing did not find the same eTag")
+	if got, err := d.Result(context.Background(), "b", "k/x.gz", "lines"); err != nil || !store.SameVersion(got, "", "\"e1\"") {
+		t.Fatalf("Result did not find the same eTag: %+v, %v", got, err)
 	}
-	if _, same := d.Existing("b", "k/x.gz", "", "\"e2\""); same {
-		t.Fatal("Existing matched another eTag")
+	if got, _ := d.Result(context.Background(), "b", "k/x.gz", "lines"); store.SameVersion(got, "", "\"e2\"") {
+		t.Fatal("Result matched another eTag")
+	}
+	if got, _ := d.Result(context.Background(), "b", "k/x.gz", "grep"); got != nil {
+		t.Fatalf("a result of lines was found for grep: %+v", got)
 	}
 	entries, _ := os.ReadDir(filepath.Join(dir, "b", "k"))
 	if len(entries) != 1 {
@@ -179,7 +185,7 @@ func TestFailureWithoutKeyGoesUnderMessages(t *testing.T) {
 	dir := t.TempDir()
 	d, _ := Open(dir)
 	defer d.Close()
-	p, err := d.WriteFailure(Failure{MessageID: "m/../1", Class: "permanent", Error: "malformed"})
+	p, err := d.PutFailure(context.Background(), Failure{MessageID: "m/../1", Class: "permanent", Error: "malformed"})
 	if err != nil || p != "_failed/_messages/m%2F..%2F1.json" {
 		t.Fatalf("path %q, %v", p, err)
 	}

@@ -1,12 +1,14 @@
-// Package sqs is Palleto's SQS adapter: it receives messages for the engine (at most the demand,
-// long polling), deletes them in batches once their results are durable, keeps in-flight
-// messages invisible with a batched heartbeat, and hands messages back (visibility 0) or delays
-// them (a retry backoff). Each method makes the SQS calls and classifies their errors; the engine
-// owns concurrency and demand.
+// Package sqs is Palleto's SQS adapter, a queue.Source: it receives messages (at most the
+// demand, long polling), deletes them in batches once their results are durable, keeps
+// in-flight messages invisible with a batched heartbeat, hands messages back (visibility 0) or
+// delays them (a retry backoff), and sends dead letters. Each method makes the SQS calls, each
+// with its own deadline, and says what their errors mean (errors.go); the engine owns
+// concurrency and demand.
 package sqs
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strconv"
@@ -16,6 +18,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	awssqs "github.com/aws/aws-sdk-go-v2/service/sqs"
 	"github.com/aws/aws-sdk-go-v2/service/sqs/types"
+	"github.com/palleto/palleto/queue"
 )
 
 // API is the part of the SQS client Palleto calls. *sqs.Client implements it.
@@ -30,17 +33,25 @@ type API interface {
 // Config configures a Source.
 type Config struct {
 	QueueURL string
+	// DLQURL, when set, is where DeadLetter sends messages that failed for good.
+	DLQURL string
 	// WaitTime is the long-poll wait of each ReceiveMessage (0 to 20s).
 	WaitTime time.Duration
 	// VisibilityTimeout is asked for on receive and renewed by the heartbeat at half of it.
 	VisibilityTimeout time.Duration
 	// DeleteLinger is how long a delete may wait for others to fill a batch of 10.
 	DeleteLinger time.Duration
+	// CallTimeout is the deadline of every SQS call but ReceiveMessage, whose deadline is
+	// WaitTime plus this. 0 means the default (30s).
+	CallTimeout time.Duration
 }
 
-// DefaultConfig: 20s long polls, 60s visibility, 10ms delete linger.
+// DefaultCallTimeout is the deadline of one SQS call (plus the wait time, for a receive).
+const DefaultCallTimeout = 30 * time.Second
+
+// DefaultConfig: 20s long polls, 60s visibility, 10ms delete linger, 30s per call.
 func DefaultConfig() Config {
-	return Config{WaitTime: 20 * time.Second, VisibilityTimeout: 60 * time.Second, DeleteLinger: 10 * time.Millisecond}
+	return Config{WaitTime: 20 * time.Second, VisibilityTimeout: 60 * time.Second, DeleteLinger: 10 * time.Millisecond, CallTimeout: DefaultCallTimeout}
 }
 
 // Validate names the first bad setting, its value and its bound.
@@ -54,18 +65,17 @@ func (c Config) Validate() error {
 		return fmt.Errorf("visibility-timeout: %s is out of range [2s, 12h]", c.VisibilityTimeout)
 	case c.DeleteLinger < 0 || c.DeleteLinger > time.Second:
 		return fmt.Errorf("delete-linger: %s is out of range [0s, 1s]", c.DeleteLinger)
+	case c.CallTimeout != 0 && (c.CallTimeout < time.Second || c.CallTimeout > 10*time.Minute):
+		return fmt.Errorf("sqs-timeout: %s is out of range [1s, 10m]", c.CallTimeout)
 	}
 	return nil
 }
 
-// Message is one received SQS message.
-type Message struct {
-	ID            string
-	ReceiptHandle string
-	Body          []byte
-	ReceiveCount  int       // ApproximateReceiveCount, 1 on first delivery
-	SentAt        time.Time // SentTimestamp
-	ReceivedAt    time.Time
+func (c Config) callTimeout() time.Duration {
+	if c.CallTimeout == 0 {
+		return DefaultCallTimeout
+	}
+	return c.CallTimeout
 }
 
 // Hooks let the caller see what the source does. Every field is optional; they are called from
@@ -75,7 +85,7 @@ type Hooks struct {
 	Received   func(n int)
 	Deleted    func(n int)
 	Extended   func(n int)
-	DeleteFail func(m *Message, err error)
+	DeleteFail func(m *queue.Message, err error)
 }
 
 // Source receives, deletes and keeps alive messages of one queue. Safe for concurrent use.
@@ -86,11 +96,14 @@ type Source struct {
 	hooks Hooks
 
 	hb      *heartbeat
-	deletes chan *Message // buffered: see New
+	dmu     sync.RWMutex        // guards deletes against Close: a delete after Close is dropped
+	deletes chan *queue.Message // buffered: see New; nil once closed
 	wg      sync.WaitGroup
 	stop    context.CancelFunc
 	once    sync.Once
 }
+
+var _ queue.Source = (*Source)(nil)
 
 // New starts a Source's heartbeat and delete batcher. Call Close to flush and stop them.
 func New(api API, cfg Config, log *slog.Logger, hooks Hooks) *Source {
@@ -100,11 +113,12 @@ func New(api API, cfg Config, log *slog.Logger, hooks Hooks) *Source {
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Source{api: api, cfg: cfg, log: log, hooks: hooks, stop: cancel,
 		// Buffered so that a worker hands over a delete and goes on; sized for many full batches.
-		deletes: make(chan *Message, 1024)}
+		deletes: make(chan *queue.Message, 1024)}
 	s.hb = newHeartbeat(s)
 	s.wg.Add(2)
 	go func() { defer s.wg.Done(); s.hb.run(ctx) }()
-	go func() { defer s.wg.Done(); s.runDeleter() }()
+	deletes := s.deletes
+	go func() { defer s.wg.Done(); s.runDeleter(deletes) }()
 	return s
 }
 
@@ -114,23 +128,59 @@ func (s *Source) trace(format string, args ...any) {
 	}
 }
 
-// Depth returns the queue's approximate visible and in-flight message counts. It is also the
-// readiness check: an error means the queue cannot be reached (or does not exist).
+// call runs one SQS call under its deadline.
+func (s *Source) call(ctx context.Context, f func(ctx context.Context) error) error {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.callTimeout())
+	defer cancel()
+	return f(ctx)
+}
+
+// Depth returns the queue's approximate visible and in-flight message counts.
 func (s *Source) Depth(ctx context.Context) (visible, inFlight int, err error) {
-	out, err := s.api.GetQueueAttributes(ctx, &awssqs.GetQueueAttributesInput{QueueUrl: &s.cfg.QueueURL,
-		AttributeNames: []types.QueueAttributeName{types.QueueAttributeNameApproximateNumberOfMessages, types.QueueAttributeNameApproximateNumberOfMessagesNotVisible}})
+	return s.depth(ctx, s.cfg.QueueURL)
+}
+
+func (s *Source) depth(ctx context.Context, url string) (visible, inFlight int, err error) {
+	var out *awssqs.GetQueueAttributesOutput
+	err = s.call(ctx, func(ctx context.Context) (err error) {
+		out, err = s.api.GetQueueAttributes(ctx, &awssqs.GetQueueAttributesInput{QueueUrl: &url,
+			AttributeNames: []types.QueueAttributeName{types.QueueAttributeNameApproximateNumberOfMessages, types.QueueAttributeNameApproximateNumberOfMessagesNotVisible}})
+		return err
+	})
 	if err != nil {
-		return 0, 0, fmt.Errorf("sqs GetQueueAttributes %s: %w", s.cfg.QueueURL, err)
+		return 0, 0, fmt.Errorf("sqs GetQueueAttributes %s: %w", url, err)
 	}
 	visible, _ = strconv.Atoi(out.Attributes[string(types.QueueAttributeNameApproximateNumberOfMessages)])
 	inFlight, _ = strconv.Atoi(out.Attributes[string(types.QueueAttributeNameApproximateNumberOfMessagesNotVisible)])
 	return visible, inFlight, nil
 }
 
+// Ready is the readiness check: an error means the queue cannot be reached (or does not exist).
+func (s *Source) Ready(ctx context.Context) error {
+	_, _, err := s.Depth(ctx)
+	return err
+}
+
+// Check is the check at start: the queue, and the dead-letter queue when one is set, exist and
+// may be read. Its error names the setting (queue-url, dlq-url) and says what SQS answered.
+func (s *Source) Check(ctx context.Context) error {
+	for _, q := range []struct{ name, url string }{{"queue-url", s.cfg.QueueURL}, {"dlq-url", s.cfg.DLQURL}} {
+		if q.url == "" {
+			continue
+		}
+		if _, _, err := s.depth(ctx, q.url); err != nil {
+			return fmt.Errorf("%s: %w%s", q.name, err, Hint(err))
+		}
+	}
+	return nil
+}
+
 // Receive asks SQS for at most max (<= 10) messages, long polling for up to WaitTime. Received
 // messages are kept invisible by the heartbeat until Delete, Retry or Release.
-func (s *Source) Receive(ctx context.Context, max int) ([]*Message, error) {
+func (s *Source) Receive(ctx context.Context, max int) ([]*queue.Message, error) {
 	max = min(max, 10)
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.WaitTime+s.cfg.callTimeout())
+	defer cancel()
 	out, err := s.api.ReceiveMessage(ctx, &awssqs.ReceiveMessageInput{
 		QueueUrl:                    &s.cfg.QueueURL,
 		MaxNumberOfMessages:         int32(max),
@@ -145,9 +195,9 @@ func (s *Source) Receive(ctx context.Context, max int) ([]*Message, error) {
 		return nil, fmt.Errorf("sqs ReceiveMessage %s: %w", s.cfg.QueueURL, err)
 	}
 	now := time.Now()
-	msgs := make([]*Message, 0, len(out.Messages))
+	msgs := make([]*queue.Message, 0, len(out.Messages))
 	for _, m := range out.Messages {
-		msg := &Message{ID: aws.ToString(m.MessageId), ReceiptHandle: aws.ToString(m.ReceiptHandle), Body: []byte(aws.ToString(m.Body)), ReceivedAt: now, ReceiveCount: 1}
+		msg := &queue.Message{ID: aws.ToString(m.MessageId), Handle: aws.ToString(m.ReceiptHandle), Body: []byte(aws.ToString(m.Body)), ReceivedAt: now, ReceiveCount: 1}
 		if v, err := strconv.Atoi(m.Attributes[string(types.MessageSystemAttributeNameApproximateReceiveCount)]); err == nil {
 			msg.ReceiveCount = v
 		}
@@ -163,27 +213,77 @@ func (s *Source) Receive(ctx context.Context, max int) ([]*Message, error) {
 	return msgs, nil
 }
 
-// Delete stops m's heartbeat and queues it for a DeleteMessageBatch. Call it only once m's
-// results are durable. It does not wait for the delete; failures go to Hooks.DeleteFail and the
-// log (the message then comes back, and its existing result makes that cheap).
-func (s *Source) Delete(m *Message) {
+func receipt(m *queue.Message) *string {
+	h, _ := m.Handle.(string)
+	return aws.String(h)
+}
+
+// Delete stops m's heartbeat (waiting for a beat in flight) and queues m for a
+// DeleteMessageBatch. Call it only once m's results are durable. It does not wait for the
+// delete; failures go to Hooks.DeleteFail and the log (the message then comes back, and its
+// existing result makes that cheap).
+func (s *Source) Delete(m *queue.Message) {
 	s.hb.untrack(m)
+	s.dmu.RLock()
+	defer s.dmu.RUnlock()
+	if s.deletes == nil { // after Close (a worker the hard stop left behind): m comes back by its timeout
+		s.log.Warn("delete after the source was closed; the message comes back and is found done", "message_id", m.ID)
+		return
+	}
 	s.deletes <- m
 }
 
-// Retry stops m's heartbeat and makes it visible again after delay (a retry backoff).
-func (s *Source) Retry(ctx context.Context, m *Message, delay time.Duration) error {
+// Retry stops m's heartbeat (waiting for a beat in flight) and makes m visible again after delay.
+func (s *Source) Retry(ctx context.Context, m *queue.Message, delay time.Duration) error {
 	s.hb.untrack(m)
-	return s.changeVisibility(ctx, []*Message{m}, delay)
+	return s.changeVisibility(ctx, []*queue.Message{m}, delay)
 }
 
 // Release hands messages that were never started back to the queue at once (visibility 0).
-func (s *Source) Release(ctx context.Context, msgs []*Message) error {
+func (s *Source) Release(ctx context.Context, msgs []*queue.Message) error {
 	for _, m := range msgs {
 		s.hb.untrack(m)
 	}
 	s.trace("sqs: releasing %d unstarted messages (visibility 0)", len(msgs))
 	return s.changeVisibility(ctx, msgs, 0)
+}
+
+// DeadLetter sends m's body to the DLQ, with the cause, its class, the receive count, the
+// attempts (failures of the object's own), the source queue and the message ID in message
+// attributes.
+func (s *Source) DeadLetter(ctx context.Context, m *queue.Message, why queue.DeadLetter) error {
+	if s.cfg.DLQURL == "" {
+		return queue.ErrNoDeadLetterQueue
+	}
+	attr := func(v string) types.MessageAttributeValue {
+		return types.MessageAttributeValue{DataType: aws.String("String"), StringValue: aws.String(truncate(v, 1024))}
+	}
+	err := s.call(ctx, func(ctx context.Context) error {
+		_, err := s.api.SendMessage(ctx, &awssqs.SendMessageInput{
+			QueueUrl:    &s.cfg.DLQURL,
+			MessageBody: aws.String(string(m.Body)),
+			MessageAttributes: map[string]types.MessageAttributeValue{
+				"palleto_error":         attr(why.Error),
+				"palleto_class":         attr(why.Class),
+				"palleto_receive_count": {DataType: aws.String("Number"), StringValue: aws.String(strconv.Itoa(why.ReceiveCount))},
+				"palleto_attempts":      {DataType: aws.String("Number"), StringValue: aws.String(strconv.Itoa(why.Attempts))},
+				"palleto_source_queue":  attr(s.cfg.QueueURL),
+				"palleto_message_id":    attr(m.ID),
+			},
+		})
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("sqs SendMessage (dead letter) %s: %w", s.cfg.DLQURL, err)
+	}
+	return nil
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "...(truncated)"
 }
 
 // InFlight is the number of received messages not yet deleted, retried or released.
@@ -193,38 +293,45 @@ func (s *Source) InFlight() int { return s.hb.len() }
 // their visibility timeout.
 func (s *Source) Close() {
 	s.once.Do(func() {
+		s.dmu.Lock()
 		close(s.deletes)
+		s.deletes = nil
+		s.dmu.Unlock()
 		s.stop()
 		s.wg.Wait()
 	})
 }
 
-func (s *Source) changeVisibility(ctx context.Context, msgs []*Message, d time.Duration) error {
-	var firstErr error
-	s.visibilityBatches(ctx, msgs, d, func(chunk []*Message, failed []types.BatchResultErrorEntry, err error) {
-		if firstErr != nil {
+func (s *Source) changeVisibility(ctx context.Context, msgs []*queue.Message, d time.Duration) error {
+	var errs []error
+	s.visibilityBatches(ctx, msgs, d, func(chunk []*queue.Message, failed []types.BatchResultErrorEntry, err error) {
+		if err != nil {
+			errs = append(errs, err)
 			return
 		}
-		if err != nil {
-			firstErr = err
-		} else if len(failed) > 0 {
-			i, _ := strconv.Atoi(aws.ToString(failed[0].Id))
-			firstErr = fmt.Errorf("sqs ChangeMessageVisibility %s: %s: %s", chunk[min(i, len(chunk)-1)].ID, aws.ToString(failed[0].Code), aws.ToString(failed[0].Message))
+		for _, f := range failed {
+			i, _ := strconv.Atoi(aws.ToString(f.Id))
+			errs = append(errs, fmt.Errorf("sqs ChangeMessageVisibility %s: %s: %s", chunk[min(max(i, 0), len(chunk)-1)].ID, aws.ToString(f.Code), aws.ToString(f.Message)))
 		}
 	})
-	return firstErr
+	return errors.Join(errs...)
 }
 
-// visibilityBatches sets the visibility of msgs to d, 10 per ChangeMessageVisibilityBatch, and
-// reports each call's outcome to done (entry Ids are indexes into chunk).
-func (s *Source) visibilityBatches(ctx context.Context, msgs []*Message, d time.Duration, done func(chunk []*Message, failed []types.BatchResultErrorEntry, err error)) {
+// visibilityBatches sets the visibility of msgs to d, 10 per ChangeMessageVisibilityBatch, each
+// call under its own deadline, and reports each call's outcome to done (entry Ids are indexes
+// into chunk).
+func (s *Source) visibilityBatches(ctx context.Context, msgs []*queue.Message, d time.Duration, done func(chunk []*queue.Message, failed []types.BatchResultErrorEntry, err error)) {
 	for start := 0; start < len(msgs); start += 10 {
 		chunk := msgs[start:min(start+10, len(msgs))]
 		entries := make([]types.ChangeMessageVisibilityBatchRequestEntry, len(chunk))
 		for i, m := range chunk {
-			entries[i] = types.ChangeMessageVisibilityBatchRequestEntry{Id: aws.String(strconv.Itoa(i)), ReceiptHandle: aws.String(m.ReceiptHandle), VisibilityTimeout: int32(d / time.Second)}
+			entries[i] = types.ChangeMessageVisibilityBatchRequestEntry{Id: aws.String(strconv.Itoa(i)), ReceiptHandle: receipt(m), VisibilityTimeout: int32(d / time.Second)}
 		}
-		out, err := s.api.ChangeMessageVisibilityBatch(ctx, &awssqs.ChangeMessageVisibilityBatchInput{QueueUrl: &s.cfg.QueueURL, Entries: entries})
+		var out *awssqs.ChangeMessageVisibilityBatchOutput
+		err := s.call(ctx, func(ctx context.Context) (err error) {
+			out, err = s.api.ChangeMessageVisibilityBatch(ctx, &awssqs.ChangeMessageVisibilityBatchInput{QueueUrl: &s.cfg.QueueURL, Entries: entries})
+			return err
+		})
 		if err != nil {
 			done(chunk, nil, fmt.Errorf("sqs ChangeMessageVisibilityBatch %s: %w", s.cfg.QueueURL, err))
 			continue
@@ -234,9 +341,9 @@ func (s *Source) visibilityBatches(ctx context.Context, msgs []*Message, d time.
 }
 
 // runDeleter batches deletes: up to 10 per DeleteMessageBatch, waiting at most DeleteLinger for
-// a batch to fill. It returns once s.deletes is closed and drained.
-func (s *Source) runDeleter() {
-	var batch []*Message
+// a batch to fill. It returns once deletes is closed and drained.
+func (s *Source) runDeleter(deletes <-chan *queue.Message) {
+	var batch []*queue.Message
 	var linger <-chan time.Time
 	flush := func() {
 		if len(batch) > 0 {
@@ -247,7 +354,7 @@ func (s *Source) runDeleter() {
 	}
 	for {
 		select {
-		case m, ok := <-s.deletes:
+		case m, ok := <-deletes:
 			if !ok {
 				flush()
 				return
@@ -264,15 +371,17 @@ func (s *Source) runDeleter() {
 	}
 }
 
-func (s *Source) deleteBatch(batch []*Message) {
+func (s *Source) deleteBatch(batch []*queue.Message) {
 	entries := make([]types.DeleteMessageBatchRequestEntry, len(batch))
 	for i, m := range batch {
-		entries[i] = types.DeleteMessageBatchRequestEntry{Id: aws.String(strconv.Itoa(i)), ReceiptHandle: aws.String(m.ReceiptHandle)}
+		entries[i] = types.DeleteMessageBatchRequestEntry{Id: aws.String(strconv.Itoa(i)), ReceiptHandle: receipt(m)}
 	}
 	// Deletes run after the results are durable; they get their own deadline, not the caller's.
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	out, err := s.api.DeleteMessageBatch(ctx, &awssqs.DeleteMessageBatchInput{QueueUrl: &s.cfg.QueueURL, Entries: entries})
+	var out *awssqs.DeleteMessageBatchOutput
+	err := s.call(context.Background(), func(ctx context.Context) (err error) {
+		out, err = s.api.DeleteMessageBatch(ctx, &awssqs.DeleteMessageBatchInput{QueueUrl: &s.cfg.QueueURL, Entries: entries})
+		return err
+	})
 	if err != nil {
 		err = fmt.Errorf("sqs DeleteMessageBatch %s: %w", s.cfg.QueueURL, err)
 		for _, m := range batch {
@@ -295,7 +404,7 @@ func (s *Source) deleteBatch(batch []*Message) {
 	}
 }
 
-func (s *Source) deleteFailed(m *Message, err error) {
+func (s *Source) deleteFailed(m *queue.Message, err error) {
 	s.log.Warn("delete failed; the message will be redelivered and skipped as already done", "message_id", m.ID, "error", err)
 	if s.hooks.DeleteFail != nil {
 		s.hooks.DeleteFail(m, err)

@@ -15,6 +15,7 @@ import (
 	awssqs "github.com/aws/aws-sdk-go-v2/service/sqs"
 	"github.com/palleto/palleto/devstack/localsqs"
 	"github.com/palleto/palleto/internal/testenv"
+	"github.com/palleto/palleto/queue/queuetest"
 	"github.com/palleto/palleto/sqs"
 )
 
@@ -66,7 +67,7 @@ func TestReceiveAtMostMaxDeleteInBatches(t *testing.T) {
 					t.Fatalf("asked for 3, got %d", len(msgs))
 				}
 				for _, m := range msgs {
-					if m.ReceiveCount != 1 || m.ReceiptHandle == "" || len(m.Body) == 0 || m.SentAt.IsZero() {
+					if m.ReceiveCount != 1 || m.Handle == nil || m.Handle == "" || len(m.Body) == 0 || m.SentAt.IsZero() {
 						t.Fatalf("message %+v", m)
 					}
 					src.Delete(m)
@@ -167,5 +168,30 @@ func TestRetrySetsBackoff(t *testing.T) {
 				t.Fatalf("after the backoff: %+v", later)
 			}
 		})
+	}
+}
+
+// TestConformance runs the queue.Source conformance suite on both SQS servers, with and without
+// a dead-letter queue.
+func TestConformance(t *testing.T) {
+	for name, c := range servers(t) {
+		t.Run(name, func(t *testing.T) {
+			for _, dlq := range []bool{false, true} {
+				queuetest.Run(t, func(t *testing.T) queuetest.Env {
+					url := testenv.NewQueue(t, c, testenv.Name("conf"), nil)
+					cfg := sqs.Config{QueueURL: url, WaitTime: time.Second, VisibilityTimeout: 30 * time.Second, DeleteLinger: 5 * time.Millisecond}
+					if dlq {
+						cfg.DLQURL = testenv.NewQueue(t, c, testenv.Name("conf-dlq"), nil)
+					}
+					return queuetest.Env{Source: sqs.New(c, cfg, quiet, sqs.Hooks{}), Send: func(b string) { fill1(t, c, url, b) }, DLQ: dlq}
+				})
+			}
+		})
+	}
+}
+
+func fill1(t *testing.T, c *awssqs.Client, url, body string) {
+	if _, err := c.SendMessage(context.Background(), &awssqs.SendMessageInput{QueueUrl: &url, MessageBody: aws.String(body)}); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -20,9 +20,10 @@ var flagGroups = []struct {
 	{"Queue and output", []string{"queue-url", "out", "config"}},
 	{"Concurrency (pollers and workers scale apart: each worker asks for one message at a time)", []string{"workers", "pollers", "prefetch", "wait-time", "visibility-timeout"}},
 	{"Processing", []string{"processor", "grep", "exec", "exec-timeout"}},
-	{"Filters and limits (a refused or oversized object is recorded as a permanent failure)", []string{"bucket", "include", "exclude", "max-object-bytes", "max-decompressed-bytes"}},
-	{"Failures (retryable: backoff then retry; permanent: record, dead-letter, delete)", []string{"max-receives", "retry-backoff", "dlq-url"}},
-	{"Lifecycle", []string{"exit-when-idle", "shutdown-timeout"}},
+	{"Filters and limits (a refused or oversized object is recorded as a permanent failure)", []string{"bucket", "include", "exclude", "max-object-bytes", "max-decompressed-bytes", "zstd-max-window"}},
+	{"Failures (an object's own: recorded, retried with backoff, permanent after --max-receives; the world's (S3, SQS, disk down): never counted, never deleted, receiving pauses until it is back)", []string{"max-receives", "retry-backoff", "dlq-url"}},
+	{"Deadlines (every remote call has one; the defaults rarely need a change)", []string{"sqs-timeout", "s3-connect-timeout", "s3-first-byte-timeout", "s3-read-timeout"}},
+	{"Lifecycle", []string{"exit-when-idle", "shutdown-timeout", "hard-stop-timeout"}},
 	{"Observability", []string{"metrics-addr", "progress", "log-level", "log-format", "trace"}},
 }
 

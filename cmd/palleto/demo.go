@@ -82,7 +82,7 @@ Flags:
 	if os.Getenv("PALLETO_DEMO_LOG") != "" {
 		log, _ = newLogger(stderr, "info", "text")
 	}
-	d, s3c, err := newDaemon(ctx, cfg, log, nil)
+	d, s3c, err := newDaemon(ctx, cfg, palleto.ClientOptions{}, log, nil)
 	if err != nil {
 		return err
 	}

@@ -10,6 +10,8 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/palleto/palleto/process"
 )
 
 // Exit codes.
@@ -59,7 +61,10 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 		again := make(chan os.Signal, 1)
 		signal.Notify(again, os.Interrupt, syscall.SIGTERM)
 		<-again
-		fmt.Fprintln(stderr, "palleto: second signal; exiting now")
+		// The exec processor's programs run in process groups of their own: kill them first,
+		// or they outlive this process.
+		n := process.KillAll()
+		fmt.Fprintf(stderr, "palleto: second signal; exiting now (%d running programs killed; messages in flight come back after their visibility timeout)\n", n)
 		os.Exit(exitFatal)
 	}()
 	var err error

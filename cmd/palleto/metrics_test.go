@@ -149,14 +149,24 @@ func TestMetricsMatchWhatHappenedMinIO(t *testing.T) {
 	if got := status(addr, "/readyz"); got != 200 {
 		t.Errorf("/readyz: %d", got)
 	}
-	// The counters were checked above; now the output directory is deleted under the daemon,
-	// which can no longer write anything: it must say it is not ready.
+	// The counters were checked above. An output directory removed under the daemon is made
+	// again (ready); one replaced by a file cannot be: the daemon must say it is not ready.
 	if err := os.RemoveAll(out); err != nil {
 		t.Fatal(err)
 	}
-	if got := status(addr, "/readyz"); got != http.StatusServiceUnavailable {
-		t.Errorf("/readyz with the output directory deleted: %d, want 503", got)
+	if got := status(addr, "/readyz"); got != 200 {
+		t.Errorf("/readyz with the output directory removed (and made again): %d, want 200", got)
 	}
+	if err := os.RemoveAll(out); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(out, []byte("in the way"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if got := status(addr, "/readyz"); got != http.StatusServiceUnavailable {
+		t.Errorf("/readyz with a file where the output directory was: %d, want 503", got)
+	}
+	os.Remove(out)
 	cmd.Process.Signal(syscall.SIGTERM)
 	if err := cmd.Wait(); err != nil {
 		t.Fatalf("palleto run after SIGTERM: %v\n%s", err, tail(stderr.String(), 3000))

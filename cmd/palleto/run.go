@@ -7,11 +7,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/service/s3"
-	"github.com/aws/smithy-go"
 	"github.com/palleto/palleto"
 	"github.com/palleto/palleto/metrics"
 	"github.com/palleto/palleto/process"
@@ -41,8 +41,14 @@ func runFlags(fs *flag.FlagSet, c *palleto.Config, logLevel, logFormat *string) 
 	fs.Var((*listFlag)(&c.Buckets), "bucket", "allowlist of buckets (repeat or comma-separate); events for others are refused and recorded")
 	fs.Var((*listFlag)(&c.Include), "include", "only keys matching one of these globs ('*' does not cross '/'; repeat or comma-separate)")
 	fs.Var((*listFlag)(&c.Exclude), "exclude", "skip keys matching one of these globs")
-	fs.Int64Var(&c.MaxObjectBytes, "max-object-bytes", c.MaxObjectBytes, "objects larger than this (as stored) fail permanently (0: no limit)")
-	fs.Int64Var(&c.MaxDecompressedBytes, "max-decompressed-bytes", c.MaxDecompressedBytes, "objects that decompress to more than this fail permanently: stops decompression bombs (0: no limit)")
+	fs.Var((*byteSize)(&c.MaxObjectBytes), "max-object-bytes", "objects larger than this (as stored) fail permanently (0: no limit; a number of bytes, or with a unit: 512MiB, 2GB)")
+	fs.Var((*byteSize)(&c.MaxDecompressedBytes), "max-decompressed-bytes", "objects that decompress to more than this fail permanently: stops decompression bombs (0: no limit)")
+	fs.Var((*byteSize)(&c.ZstdMaxWindow), "zstd-max-window", "largest zstd window a decoder may allocate, per object being decoded; frames asking for more (zstd --long) fail permanently. Memory of every decoder stays bounded by this, whatever the input")
+	fs.DurationVar(&c.SQS.CallTimeout, "sqs-timeout", c.SQS.CallTimeout, "deadline of each SQS call (a receive gets --wait-time on top)")
+	fs.DurationVar(&c.ConnectTimeout, "s3-connect-timeout", c.ConnectTimeout, "deadline of each TCP connect and TLS handshake to S3 and SQS")
+	fs.DurationVar(&c.S3FirstByteTimeout, "s3-first-byte-timeout", c.S3FirstByteTimeout, "deadline of each S3 GET's answer; past it the GET counts as S3 unavailable")
+	fs.DurationVar(&c.S3ReadTimeout, "s3-read-timeout", c.S3ReadTimeout, "an S3 body that sends nothing this long is abandoned and resumed with a Range GET")
+	fs.DurationVar(&c.Engine.HardStopTimeout, "hard-stop-timeout", 10*time.Second, "after --shutdown-timeout, how long to wait for work that was cancelled before exiting anyway")
 	fs.String("config", "", "YAML file of settings, keyed by these flag names (queue-url: ..., workers: 16); flags and PALLETO_* win over it")
 	fs.StringVar(logLevel, "log-level", *logLevel, "debug, info, warn or error")
 	fs.StringVar(logFormat, "log-format", *logFormat, "text or json (default: text on a terminal, json otherwise)")
@@ -120,11 +126,11 @@ Exit codes: 0 done (including a stop by SIGINT/SIGTERM), 1 fatal error, 2 bad us
 	if metricsAddr != "" {
 		met = metrics.New()
 	}
-	d, _, err := newDaemon(ctx, cfg, log, met)
+	d, _, err := newDaemon(ctx, cfg, palleto.ClientOptions{ConnectTimeout: cfg.ConnectTimeout}, log, met)
 	if err != nil {
 		return err
 	}
-	if err := checkQueue(ctx, d); err != nil {
+	if err := checkAtStart(ctx, d); err != nil {
 		return err
 	}
 	if metricsAddr != "" {
@@ -151,27 +157,21 @@ Exit codes: 0 done (including a stop by SIGINT/SIGTERM), 1 fatal error, 2 bad us
 	return nil
 }
 
-// checkQueue fails at start when the queue does not exist or may not be read: a typo in
-// --queue-url should not become a daemon retrying forever. Other errors (the network, throttling)
-// are left to the receive loop, which retries them.
-func checkQueue(ctx context.Context, d *palleto.Daemon) error {
+// checkAtStart fails at start when the queue or the dead-letter queue cannot be used (a typo,
+// no credentials, an endpoint that does not answer) or the results store cannot be written:
+// a mistake in the setup should be an exit with its cause, not a daemon retrying forever. Once
+// running, the same failures are waited out with a growing backoff.
+func checkAtStart(ctx context.Context, d *palleto.Daemon) error {
 	qctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	_, _, err := d.QueueDepth(qctx)
-	var api smithy.APIError
-	if err != nil && errors.As(err, &api) {
-		switch api.ErrorCode() {
-		case "AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist", "AccessDenied", "AccessDeniedException", "InvalidAddress":
-			return fmt.Errorf("queue-url: %w", err)
-		}
-	}
-	return nil
+	return d.Check(qctx)
 }
 
 // newDaemon builds the daemon on SDK clients from the standard AWS configuration, with an HTTP
 // connection pool sized for the workers and pollers. It also returns the S3 client.
-func newDaemon(ctx context.Context, cfg palleto.Config, log *slog.Logger, met *metrics.Metrics) (*palleto.Daemon, *s3.Client, error) {
-	sqsc, s3c, err := palleto.AWSClients(ctx, cfg.Engine.Workers+cfg.Engine.Producer.Pollers)
+func newDaemon(ctx context.Context, cfg palleto.Config, co palleto.ClientOptions, log *slog.Logger, met *metrics.Metrics) (*palleto.Daemon, *s3.Client, error) {
+	co.Conns, co.QueueURL, co.Logger = cfg.Engine.Workers+cfg.Engine.Producer.Pollers, cfg.SQS.QueueURL, log
+	sqsc, s3c, err := palleto.AWSClientsWith(ctx, co)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -187,6 +187,43 @@ func printSummary(w io.Writer, s palleto.Summary) {
 	fmt.Fprintf(w, "palleto: %d objects processed (%d already done, %d failed), %d lines, %.1f MB decompressed from %.1f MB fetched in %s: %.1f objects/s, %.1f MB/s; %d messages deleted; peak RSS %.1f MiB; results in %s\n",
 		s.Objects, s.AlreadyDone, s.Failed, s.Lines, float64(s.Bytes)/1e6, float64(s.Fetched)/1e6, s.Elapsed.Round(time.Millisecond),
 		float64(s.Objects)/secs, float64(s.Bytes)/1e6/secs, s.Deleted, float64(peakRSS())/(1<<20), s.OutDir)
+}
+
+// byteSize is an int64 flag of bytes that also takes a unit: 512KiB, 8MiB, 1GiB, 2GB, 10kB.
+type byteSize int64
+
+var units = []struct {
+	suffix string
+	mult   int64
+}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"TiB", 1 << 40}, {"kB", 1e3}, {"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9}, {"TB", 1e12}, {"B", 1}}
+
+func (b *byteSize) String() string {
+	for _, u := range units[:4] {
+		if v := int64(*b); v != 0 && v%u.mult == 0 && v/u.mult < 1024 {
+			return fmt.Sprintf("%d%s", v/u.mult, u.suffix)
+		}
+	}
+	return strconv.FormatInt(int64(*b), 10)
+}
+
+func (b *byteSize) Set(s string) error {
+	s = strings.TrimSpace(s)
+	for _, u := range units {
+		if num, ok := strings.CutSuffix(s, u.suffix); ok {
+			n, err := strconv.ParseFloat(strings.TrimSpace(num), 64)
+			if err != nil || n < 0 {
+				return fmt.Errorf("%q is not a size (a number of bytes, or with a unit: 512KiB, 8MiB, 1GiB)", s)
+			}
+			*b = byteSize(n * float64(u.mult))
+			return nil
+		}
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil {
+		return fmt.Errorf("%q is not a size (a number of bytes, or with a unit: 512KiB, 8MiB, 1GiB)", s)
+	}
+	*b = byteSize(n)
+	return nil
 }
 
 // listFlag is a repeatable, comma-separated string flag.

@@ -1,7 +1,9 @@
 // Package faultproxy is a TCP proxy for tests that injects the faults a network and a busy
 // service produce: connections reset as they open, HTTP 503 answers, responses cut mid-body
 // (after a random number of bytes), connections reset after a random lifetime (in the middle of
-// a long poll, say), and added latency. It knows just enough HTTP to answer 503.
+// a long poll, say), added latency, an outage (every connection refused, SetDown), and a peer
+// that stops sending mid-response while keeping the connection open (StallNext). It knows just
+// enough HTTP to answer 503.
 package faultproxy
 
 import (
@@ -29,17 +31,21 @@ type Config struct {
 }
 
 // Stats count the faults injected so far.
-type Stats struct{ Conns, Resets, Errors503, Cuts, Expired int64 }
+type Stats struct{ Conns, Resets, Errors503, Cuts, Expired, Refused, Stalls int64 }
 
 // Proxy is a running fault-injecting proxy. Safe for concurrent use.
 type Proxy struct {
 	cfg                                Config
 	ln                                 net.Listener
 	enabled                            atomic.Bool
+	down                               atomic.Bool
+	stallConns, stallAfter             atomic.Int64
+	live                               sync.Map // net.Conn -> struct{}: the client connections open now
 	mu                                 sync.Mutex
 	rnd                                *rand.Rand
 	wg                                 sync.WaitGroup
 	conns, resets, errs, cuts, expired atomic.Int64
+	refused, stalls                    atomic.Int64
 }
 
 // Start listens on 127.0.0.1 with faults enabled.
@@ -71,9 +77,25 @@ func (p *Proxy) URL() string { return "http://" + p.ln.Addr().String() }
 // SetFaults turns fault injection on or off for new connections.
 func (p *Proxy) SetFaults(on bool) { p.enabled.Store(on) }
 
+// SetDown starts (true) or ends an outage: while down, every new connection is reset as it
+// opens, and the connections open when it starts are reset.
+func (p *Proxy) SetDown(down bool) {
+	p.down.Store(down)
+	if down {
+		p.live.Range(func(c, _ any) bool { reset(c.(net.Conn)); return true })
+	}
+}
+
+// StallNext makes the next n connections stop forwarding their response after `after` bytes,
+// keeping the connection open: a peer that went silent. The client must give up by itself.
+func (p *Proxy) StallNext(n int, after int64) {
+	p.stallAfter.Store(after)
+	p.stallConns.Store(int64(n))
+}
+
 // Stats returns the counts so far.
 func (p *Proxy) Stats() Stats {
-	return Stats{p.conns.Load(), p.resets.Load(), p.errs.Load(), p.cuts.Load(), p.expired.Load()}
+	return Stats{p.conns.Load(), p.resets.Load(), p.errs.Load(), p.cuts.Load(), p.expired.Load(), p.refused.Load(), p.stalls.Load()}
 }
 
 // Close stops accepting and waits for the connections to end.
@@ -95,6 +117,17 @@ func reset(c net.Conn) {
 
 func (p *Proxy) serve(client net.Conn) {
 	p.conns.Add(1)
+	if p.down.Load() {
+		p.refused.Add(1)
+		reset(client)
+		return
+	}
+	p.live.Store(client, struct{}{})
+	defer p.live.Delete(client)
+	stallAt := int64(-1)
+	if p.stallConns.Add(-1) >= 0 {
+		stallAt = p.stallAfter.Load()
+	}
 	faults := p.enabled.Load()
 	if faults && p.float() < p.cfg.Reset {
 		p.resets.Add(1)
@@ -149,6 +182,13 @@ func (p *Proxy) serve(client net.Conn) {
 				time.Sleep(time.Duration(p.float() * float64(p.cfg.Latency)))
 			}
 			chunk := buf[:n]
+			if stallAt >= 0 && sent+int64(n) > stallAt {
+				client.Write(chunk[:stallAt-sent])
+				p.stalls.Add(1)
+				<-done // silent from now on, until the client gives up and closes
+				end(false)
+				return
+			}
 			if cutAfter >= 0 && sent+int64(n) > cutAfter {
 				client.Write(chunk[:cutAfter-sent])
 				p.cuts.Add(1)

@@ -1,0 +1,98 @@
+package sink
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/palleto/palleto/store"
+	"github.com/palleto/palleto/store/storetest"
+)
+
+func TestConformance(t *testing.T) {
+	storetest.Run(t, func(t *testing.T) storetest.Opener {
+		dir := t.TempDir()
+		return func() (store.Store, error) { return Open(dir) }
+	})
+}
+
+// TestReplacedOutputDirectoryIsFollowed: an operator who empties the output directory with
+// rm -rf and mkdir, or moves it away and makes a new one, gets the next results in the directory
+// that has the name now; readiness follows it too.
+func TestReplacedOutputDirectoryIsFollowed(t *testing.T) {
+	parent := t.TempDir()
+	out := filepath.Join(parent, "out")
+	d, err := Open(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	write := func(key string) string {
+		t.Helper()
+		p, err := d.WriteResult(Result{Bucket: "b", Key: key, ETag: "e", Processor: "lines"})
+		if err != nil {
+			t.Fatalf("write %s: %v", key, err)
+		}
+		return p
+	}
+	write("dir/1")
+
+	// rm -rf OUT; mkdir OUT
+	if err := os.RemoveAll(out); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(out, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Ready(context.Background()); err != nil {
+		t.Fatalf("not ready after the directory was made again: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(out, write("dir/2"))); err != nil {
+		t.Fatalf("after rm -rf and mkdir, the result is not in the new directory: %v", err)
+	}
+
+	// mv OUT OUT.old; mkdir OUT
+	old := out + ".old"
+	if err := os.Rename(out, old); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(out, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	p := write("dir/3")
+	if _, err := os.Stat(filepath.Join(out, p)); err != nil {
+		t.Fatalf("after mv and mkdir, the result is not in the directory named %s: %v", out, err)
+	}
+	if _, err := os.Stat(filepath.Join(old, p)); err == nil {
+		t.Fatalf("after mv and mkdir, the result went to the moved directory %s", old)
+	}
+
+	// rm -rf OUT, nothing made again: Palleto makes it, as at start.
+	os.RemoveAll(out)
+	if _, err := os.Stat(filepath.Join(out, write("dir/4"))); err != nil {
+		t.Fatalf("after rm -rf, the result is not in a new %s: %v", out, err)
+	}
+}
+
+// TestDiskErrorsAreTheWorlds: a path blocked by a file (ENOTDIR) is a failure of the world,
+// which never counts against the object.
+func TestDiskErrorsAreTheWorlds(t *testing.T) {
+	out := t.TempDir()
+	d, err := Open(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	if err := os.WriteFile(filepath.Join(out, "b"), []byte("in the way"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, err = d.WriteResult(Result{Bucket: "b", Key: "k", Processor: "lines"})
+	if !errors.Is(err, store.ErrUnavailable) {
+		t.Fatalf("write where OUT/<bucket> is a file: %v, want store.ErrUnavailable", err)
+	}
+	if _, err := d.PutFailure(context.Background(), Failure{Bucket: "b", Key: "k", Class: "permanent"}); err != nil {
+		t.Fatalf("the failure record, under _failed/, should still be writable: %v", err)
+	}
+}

@@ -1,0 +1,173 @@
+// Package store is the seam between the daemon and where results go: a Store of results and
+// failure records. The directory store (package sink) is one; every Store passes the same
+// conformance suite (storetest). The daemon decides what to store; a Store only keeps it, finds
+// it again, and says when it is durable.
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"reflect"
+	"sort"
+	"strings"
+	"time"
+)
+
+// ErrUnavailable is wrapped by the errors of a store that cannot take or give data (disk full,
+// directory not writable, database unreachable): a failure of the world, never of an object.
+var ErrUnavailable = errors.New("results store unavailable")
+
+// Result is what Palleto stores for a processed object. Its JSON form is the directory store's
+// file format and a contract: add fields, never rename them.
+type Result struct {
+	Bucket       string         `json:"bucket"`
+	Key          string         `json:"key"`
+	VersionID    string         `json:"version_id"`
+	ETag         string         `json:"etag"`
+	Sequencer    string         `json:"sequencer,omitempty"` // the S3 event's, to order events of one key
+	Size         int64          `json:"size"`                // bytes fetched from S3
+	Bytes        int64          `json:"bytes"`               // bytes after decompression
+	Encoding     string         `json:"encoding"`
+	Processor    string         `json:"processor"`
+	MessageID    string         `json:"message_id"`
+	ReceiveCount int            `json:"receive_count,omitempty"`
+	EventTime    time.Time      `json:"event_time,omitzero"`
+	StartedAt    time.Time      `json:"started_at"`
+	FinishedAt   time.Time      `json:"finished_at"`
+	Fields       map[string]any `json:"-"` // the processor's fields, e.g. "lines"
+}
+
+// MarshalJSON writes the result's own fields, then the processor's fields in key order; a
+// processor field named like one of the result's own is dropped.
+func (r Result) MarshalJSON() ([]byte, error) {
+	type plain Result
+	own, err := json.Marshal(plain(r))
+	if err != nil || len(r.Fields) == 0 {
+		return own, err
+	}
+	keys := make([]string, 0, len(r.Fields))
+	for k := range r.Fields {
+		if !ownFields[k] {
+			keys = append(keys, k)
+		}
+	}
+	sort.Strings(keys)
+	out := own[:len(own)-1] // without the closing brace
+	for _, k := range keys {
+		kb, _ := json.Marshal(k)
+		vb, err := json.Marshal(r.Fields[k])
+		if err != nil {
+			return nil, fmt.Errorf("result field %q: %w", k, err)
+		}
+		out = append(append(append(append(out, ','), kb...), ':'), vb...)
+	}
+	return append(out, '}'), nil
+}
+
+// UnmarshalJSON reads the result's own fields, and every other field into Fields.
+func (r *Result) UnmarshalJSON(data []byte) error {
+	type plain Result
+	var p plain
+	if err := json.Unmarshal(data, &p); err != nil {
+		return err
+	}
+	var all map[string]any
+	if err := json.Unmarshal(data, &all); err != nil {
+		return err
+	}
+	for k := range all {
+		if ownFields[k] {
+			delete(all, k)
+		}
+	}
+	*r = Result(p)
+	if len(all) > 0 {
+		r.Fields = all
+	}
+	return nil
+}
+
+// ownFields are the JSON names of Result's own fields.
+var ownFields = func() map[string]bool {
+	m := map[string]bool{}
+	t := reflect.TypeFor[Result]()
+	for i := range t.NumField() {
+		if name, _, _ := strings.Cut(t.Field(i).Tag.Get("json"), ","); name != "" && name != "-" {
+			m[name] = true
+		}
+	}
+	return m
+}()
+
+// Failure is the record of an object (or a message) that could not be processed.
+type Failure struct {
+	Bucket       string `json:"bucket,omitempty"`
+	Key          string `json:"key,omitempty"`
+	VersionID    string `json:"version_id,omitempty"`
+	ETag         string `json:"etag,omitempty"`
+	Sequencer    string `json:"sequencer,omitempty"`
+	MessageID    string `json:"message_id"`
+	Class        string `json:"class"` // "permanent" or "retryable"
+	Error        string `json:"error"`
+	ReceiveCount int    `json:"receive_count,omitempty"`
+	// Attempts counts the failures that were the object's own fault (the poison guard's count):
+	// failures of the world (S3 or the store down) never add to it.
+	Attempts int       `json:"attempts,omitempty"`
+	Action   string    `json:"action"` // what happened to the message: deleted, dead-lettered, retry in ..., kept
+	At       time.Time `json:"at"`
+	Body     string    `json:"body,omitempty"` // the message body, for a message that could not be parsed
+}
+
+// Store keeps results and failure records. Every method is safe for concurrent use.
+type Store interface {
+	// Result returns the result stored for the object and processor, or nil when there is none.
+	Result(ctx context.Context, bucket, key, processor string) (*Result, error)
+	// Failure returns the failure record of an object or, with bucket "", of the message
+	// messageID; nil when there is none.
+	Failure(ctx context.Context, bucket, key, messageID string) (*Failure, error)
+	// Put stores r, unless the store holds a result for the same object and processor from a
+	// later event (by Sequencer): that one is kept. It removes the object's failure record. It
+	// calls done exactly once: with nil once r is durable (or superseded), or with the error that
+	// stopped it; a synchronous store calls it before Put returns. where names the result for
+	// the log (a path, a row).
+	Put(ctx context.Context, r Result, done func(error)) (where string)
+	// PutFailure stores f durably before it returns.
+	PutFailure(ctx context.Context, f Failure) (where string, err error)
+	// Ready reports why the store cannot take a write, or nil.
+	Ready(ctx context.Context) error
+	// String says where the store is, for the log.
+	String() string
+	// Close commits what is pending and releases the store.
+	Close() error
+}
+
+// Later reports whether sequencer a is later than b, as S3 orders the events of one key: the
+// greater hexadecimal value is the later event (the shorter one left-padded with zeros). An
+// empty sequencer is never later than another.
+func Later(a, b string) bool {
+	if a == "" || b == "" {
+		return false
+	}
+	a, b = strings.ToUpper(a), strings.ToUpper(b)
+	if n := max(len(a), len(b)); len(a) < n {
+		a = strings.Repeat("0", n-len(a)) + a
+	} else if len(b) < n {
+		b = strings.Repeat("0", n-len(b)) + b
+	}
+	return a > b
+}
+
+// SameVersion reports whether a stored result is of the object version an event names: the same
+// version ID when both have one, else the same eTag.
+func SameVersion(r *Result, versionID, etag string) bool {
+	if r == nil {
+		return false
+	}
+	if versionID != "" && r.VersionID != "" {
+		return versionID == r.VersionID
+	}
+	etag = strings.Trim(etag, `"`)
+	return etag != "" && strings.Trim(r.ETag, `"`) == etag
+}
