@@ -45,7 +45,7 @@ type dependency struct {
 }
 
 func newBreaker(log *slog.Logger) *breaker {
-	b := &breaker{log: log, probeEvery: time.Second, maxProbeEvery: 30 * time.Second, probeTimeout: 30 * time.Second,
+	b := &breaker{log: log, probeEvery: time.Second, maxProbeEvery: 10 * time.Second, probeTimeout: 30 * time.Second,
 		deps: map[string]*dependency{}, shut: make(chan struct{})}
 	b.ctx, b.stop = context.WithCancel(context.Background())
 	close(b.shut)

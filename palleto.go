@@ -82,8 +82,8 @@ func DefaultConfig() Config {
 	// docs/PERFORMANCE.md (P2) measured more pollers and prefetch, with full polls, feeding small
 	// objects faster; they are not the defaults until a SIGTERM-test failure seen with them is
 	// understood.
-	e.Producer.Pollers = 2
-	e.Prefetch = 10
+	e.Producer.Pollers = 4
+	e.Prefetch = 40
 	return Config{Engine: e, SQS: sqs.DefaultConfig(), OutDir: "out", Processor: "lines", MaxReceives: 5, RetryBackoff: 10 * time.Second,
 		ZstdMaxWindow: decode.DefaultMaxWindow, S3FirstByteTimeout: fetch.DefaultFirstByteTimeout, S3ReadTimeout: fetch.DefaultReadTimeout,
 		ConnectTimeout: 10 * time.Second}
@@ -96,6 +96,11 @@ func (c Config) Validate() error {
 	}
 	if err := c.SQS.Validate(); err != nil {
 		return err
+	}
+	if c.DLQURL != "" {
+		if err := sqs.CheckQueueURL("dlq-url", c.DLQURL); err != nil {
+			return err
+		}
 	}
 	if c.OutDir == "" {
 		return fmt.Errorf("out: required (the directory results are written to)")
@@ -148,16 +153,17 @@ type Deps struct {
 
 // Summary counts what a run did.
 type Summary struct {
-	Messages    int64 // messages settled
-	Deleted     int64 // messages deleted
-	Objects     int64 // objects processed successfully
-	AlreadyDone int64 // objects skipped: an identical result existed (or a later event's)
-	Failed      int64 // object or message failures recorded
-	Deferred    int64 // objects put back because S3, SQS or the store was unavailable
-	Unrecorded  int64 // failures that could not be recorded (the store was unavailable)
-	Skipped     int64 // non-ObjectCreated records and test events
-	Bytes       int64 // decompressed bytes processed
-	Fetched     int64 // bytes fetched from S3
+	Messages    int64         // messages settled
+	Deleted     int64         // messages deleted
+	Objects     int64         // objects processed successfully
+	AlreadyDone int64         // objects skipped: an identical result existed (or a later event's)
+	Failed      int64         // object or message failures recorded
+	Deferred    int64         // objects put back because S3, SQS or the store was unavailable
+	Unrecorded  int64         // messages whose failure could not be recorded (the store was unavailable), and still is not
+	Busy        time.Duration // from the first message received to the last one settled: what rates are over
+	Skipped     int64         // non-ObjectCreated records and test events
+	Bytes       int64         // decompressed bytes processed
+	Fetched     int64         // bytes fetched from S3
 	Lines       int64
 	Elapsed     time.Duration
 	OutDir      string
@@ -179,10 +185,15 @@ type Daemon struct {
 
 	traceMu sync.Mutex
 	stats   struct {
-		messages, deleted, objects, already, failed, deferred, unrecorded, skipped, bytes, fetched, lines atomic.Int64
+		messages, deleted, objects, already, failed, deferred, skipped, bytes, fetched, lines atomic.Int64
+		firstWork, lastWork                                                                   atomic.Int64 // unix nanos
 	}
-	sqsDown atomic.Int64 // unix nanos since receives fail; 0 while they work
-	testLog sync.Once
+	// unrecorded holds the messages whose failure could not be recorded, until a later delivery
+	// of theirs is recorded or done.
+	unrecordedMu sync.Mutex
+	unrecorded   map[string]bool
+	sqsDown      atomic.Int64 // unix nanos since receives fail; 0 while they work
+	testLog      sync.Once
 }
 
 // New checks cfg, opens the results store and prepares the pipeline.
@@ -234,6 +245,13 @@ func New(cfg Config, deps Deps) (*Daemon, error) {
 		if sc.DLQURL == "" {
 			sc.DLQURL = cfg.DLQURL
 		}
+		if cfg.Engine.ExitWhenIdle > 0 && sc.WaitTime > time.Second {
+			// A batch run exits once the queue stays empty; a long poll started just before it
+			// emptied would hold that exit for its whole wait (20s), and may not be cut short
+			// without risking the messages it takes. Short polls keep the exit within about a
+			// second of the idle time.
+			sc.WaitTime = time.Second
+		}
 		d.sqs = sqs.New(deps.SQS, sc, d.log, sqs.Hooks{
 			Trace:    d.tracef,
 			Deleted:  func(n int) { d.stats.deleted.Add(int64(n)); d.met.Deleted(n) },
@@ -255,7 +273,7 @@ func New(cfg Config, deps Deps) (*Daemon, error) {
 	if cfg.Trace != nil {
 		ec.Producer.Trace = d.tracef
 	}
-	d.pl = engine.New[*job](jobSource{d.src}, ec, engine.Handler[*job]{
+	d.pl = engine.New[*job](jobSource{d.src, &d.stats.firstWork}, ec, engine.Handler[*job]{
 		Handle:  d.handle,
 		Settle:  d.settle,
 		Release: d.release,
@@ -283,10 +301,16 @@ func (d *Daemon) receiveState(err error) {
 
 // jobSource adapts the queue to the engine: each message becomes a job, which carries what its
 // handling found to its settling.
-type jobSource struct{ src queue.Source }
+type jobSource struct {
+	src       queue.Source
+	firstWork *atomic.Int64 // set at the first message received
+}
 
 func (s jobSource) Receive(ctx context.Context, max int) ([]*job, error) {
 	msgs, err := s.src.Receive(ctx, max)
+	if len(msgs) > 0 && s.firstWork != nil {
+		s.firstWork.CompareAndSwap(0, time.Now().UnixNano())
+	}
 	jobs := make([]*job, len(msgs))
 	for i, m := range msgs {
 		jobs[i] = &job{m: m}
@@ -308,9 +332,38 @@ func (d *Daemon) Stats() Summary {
 	return Summary{
 		Messages: d.stats.messages.Load(), Deleted: d.stats.deleted.Load(), Objects: d.stats.objects.Load(),
 		AlreadyDone: d.stats.already.Load(), Failed: d.stats.failed.Load(), Deferred: d.stats.deferred.Load(),
-		Unrecorded: d.stats.unrecorded.Load(), Skipped: d.stats.skipped.Load(),
+		Unrecorded: d.unrecordedCount(), Skipped: d.stats.skipped.Load(), Busy: d.busy(),
 		Bytes: d.stats.bytes.Load(), Fetched: d.stats.fetched.Load(), Lines: d.stats.lines.Load(), OutDir: d.store.String(),
 	}
+}
+
+func (d *Daemon) busy() time.Duration {
+	first, last := d.stats.firstWork.Load(), d.stats.lastWork.Load()
+	if first == 0 || last < first {
+		return 0
+	}
+	return time.Duration(last - first)
+}
+
+// noteUnrecorded says whether message id's failure could not be recorded (true) or is now
+// recorded or done (false).
+func (d *Daemon) noteUnrecorded(id string, unrecorded bool) {
+	d.unrecordedMu.Lock()
+	defer d.unrecordedMu.Unlock()
+	if unrecorded {
+		if d.unrecorded == nil {
+			d.unrecorded = map[string]bool{}
+		}
+		d.unrecorded[id] = true
+	} else {
+		delete(d.unrecorded, id)
+	}
+}
+
+func (d *Daemon) unrecordedCount() int64 {
+	d.unrecordedMu.Lock()
+	defer d.unrecordedMu.Unlock()
+	return int64(len(d.unrecorded))
 }
 
 // InFlight is the number of messages being handled now.

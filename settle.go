@@ -61,12 +61,14 @@ func (d *Daemon) done(j *job) {
 func (d *Daemon) decide(j *job) {
 	m := j.m
 	d.stats.messages.Add(1)
+	d.stats.lastWork.Store(time.Now().UnixNano())
 	fails := j.failures
 	if j.putErr != nil {
 		fails = append(fails, objectFailure{Record: j.putRec, Err: fmt.Errorf("result of s3://%s/%s: %w", j.putRec.Bucket, j.putRec.Key, j.putErr)})
 	}
 	if len(fails) == 0 {
 		d.tracef("sqs: message %s done; deleting", m.ID)
+		d.noteUnrecorded(m.ID, false)
 		d.src.Delete(m)
 		return
 	}
@@ -154,6 +156,7 @@ func maxAttempts(own []ownFailure) int {
 // so). It returns false, and logs loudly, when a record could not be written.
 func (d *Daemon) record(ctx context.Context, m *queue.Message, own []ownFailure, action string) bool {
 	ok := true
+	defer func() { d.noteUnrecorded(m.ID, !ok) }()
 	for _, f := range own {
 		msg := f.Err.Error()
 		if f.promoted {
@@ -176,7 +179,6 @@ func (d *Daemon) record(ctx context.Context, m *queue.Message, own []ownFailure,
 		where, err := d.store.PutFailure(ctx, rec)
 		if err != nil {
 			ok = false
-			d.stats.unrecorded.Add(1)
 			d.health.failure(depStore, err, d.store.Ready)
 			d.log.Error("CANNOT RECORD FAILURE (results store unavailable: disk full or not writable?); the message is kept and retried",
 				"message_id", m.ID, "bucket", rec.Bucket, "key", rec.Key, "error", err)

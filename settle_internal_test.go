@@ -106,7 +106,7 @@ func newRig(t *testing.T, objs map[string]fakeObject, mutate func(*Config)) *rig
 	}
 	r := &rig{src: &queuetest.Fake{}, s3: &fakeS3{objs: objs, gets: map[string]int{}}, st: &flakyStore{Disk: disk}, logs: &bytes.Buffer{}}
 	cfg := DefaultConfig()
-	cfg.SQS.QueueURL = "fake"
+	cfg.SQS.QueueURL = "http://fake/1/q"
 	cfg.OutDir = "unused"
 	if mutate != nil {
 		mutate(&cfg)

@@ -190,6 +190,31 @@ func TestPollersRunConcurrentlyAndSplitDemand(t *testing.T) {
 	}
 }
 
+// Demand that trickles in while polls are out (each finished item asks for one more) must not
+// take a free poller per unit: that turns every poll into a request for 1 or 2 messages, and
+// each request costs a round trip and, on SQS, money. At most one short poll is out at a time;
+// the rest of the demand waits for it and goes out together.
+func TestTricklingDemandIsNotSplitAcrossFreePollers(t *testing.T) {
+	src := &fakeSource{gate: make(chan struct{})}
+	p, stop := startProducer(t, src, ProducerConfig{Pollers: 4, MaxBatch: 10})
+	p.Ask(10)
+	waitFor(t, func() bool { return len(src.calls()) == 1 })
+	for i := range 3 { // three consumers finish one after another, each asking for one more
+		p.Ask(1)
+		waitFor(t, func() bool { return p.Demand() == 11+i }) // the producer has seen this unit alone
+	}
+	time.Sleep(20 * time.Millisecond) // a negative check: room for a poll that must not start
+	if calls := src.calls(); !slices.Equal(calls, []int{10, 1}) {
+		t.Fatalf("polls out %v, want [10 1]: one full poll and one short one, the other 2 units waiting", calls)
+	}
+	close(src.gate)
+	collect(t, p, 13)
+	stop()
+	if calls := src.calls(); !slices.Equal(calls, []int{10, 1, 2}) {
+		t.Fatalf("polls %v, want [10 1 2]: the 2 units that waited go out in one poll", calls)
+	}
+}
+
 func TestUndeliveredItemsAreReturned(t *testing.T) {
 	src := &fakeSource{}
 	p, stop := startProducer(t, src, ProducerConfig{Pollers: 1, MaxBatch: 10})

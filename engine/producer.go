@@ -1,7 +1,8 @@
 // Package engine is Palleto's demand-driven stage engine, the GenStage/Broadway model done the Go
 // way: consumers ask for N items, the Producer asks its Source for at most the unmet demand (in up
-// to Pollers concurrent calls of at most MaxBatch each), hands items over only to consumers that
-// are waiting for them, and never calls the Source while there is no demand.
+// to Pollers concurrent calls of at most MaxBatch each, of which at most one asks for less than
+// MaxBatch), hands items over only to consumers that are waiting for them, and never calls the
+// Source while there is no demand.
 //
 // The engine knows nothing of AWS: an SQS queue, a file or a test fake plug in as a Source.
 package engine
@@ -29,7 +30,9 @@ type Tracer func(format string, args ...any)
 
 // ProducerConfig sizes a Producer.
 type ProducerConfig struct {
-	// Pollers is how many Receive calls may be in flight at once.
+	// Pollers is how many Receive calls may be in flight at once. Of those, at most one asks for
+	// less than MaxBatch: demand that comes in one unit at a time is gathered, not spread over
+	// many small calls.
 	Pollers int
 	// MaxBatch caps what one Receive call asks for (SQS allows 10).
 	MaxBatch int
@@ -173,7 +176,7 @@ func (p *Producer[T]) Run(ctx context.Context) (undelivered []T) {
 	results := make(chan pollResult[T], p.cfg.Pollers)
 	var wg sync.WaitGroup
 	var pending []T
-	demand, asking, active, pollSeq, errorsInARow := 0, 0, 0, 0, 0
+	demand, asking, active, partial, pollSeq, errorsInARow := 0, 0, 0, 0, 0, 0
 	inFlight := map[int]bool{} // IDs of the polls in flight
 	var backoff <-chan time.Time
 
@@ -200,6 +203,16 @@ func (p *Producer[T]) Run(ctx context.Context) (undelivered []T) {
 		p.unmet.Store(int64(demand))
 		for backoff == nil && active < p.cfg.Pollers && demand-asking > 0 && ctx.Err() == nil {
 			n := min(p.cfg.MaxBatch, demand-asking)
+			if n < p.cfg.MaxBatch && partial > 0 {
+				// At most one poll short of a full batch at a time: demand that trickles in, one
+				// finished item after another, waits for that poll to come back and then goes
+				// out together, instead of each unit taking a free poller for itself. Every poll
+				// costs a request (SQS bills them) and a round trip, whatever it asks for.
+				break
+			}
+			if n < p.cfg.MaxBatch {
+				partial++
+			}
 			asking += n
 			active++
 			pollSeq++
@@ -231,6 +244,9 @@ func (p *Producer[T]) Run(ctx context.Context) (undelivered []T) {
 		case <-p.signal:
 		case r := <-results:
 			active--
+			if r.asked < p.cfg.MaxBatch {
+				partial--
+			}
 			asking -= r.asked
 			demand -= len(r.items)
 			if demand < 0 { // a Source that returned more than asked; the extra still gets handed out

@@ -38,9 +38,10 @@ type (
 type Disk struct {
 	dir string
 
-	mu   sync.RWMutex // guards root and id: writers hold it for reading, a reopen for writing
-	root *os.Root
-	id   fileID // of the directory root was opened on
+	mu     sync.RWMutex // guards root, id and closed: writers hold it for reading, a reopen for writing
+	root   *os.Root
+	id     fileID // of the directory root was opened on
+	closed bool
 
 	hmu     sync.Mutex
 	handles map[string]*dirHandle // open directories, by path relative to dir
@@ -50,9 +51,14 @@ type Disk struct {
 
 var _ store.Store = (*Disk)(nil)
 
-// Open creates dir if needed and returns a store rooted there.
+// Open returns a store rooted at dir. An existing dir is opened now; a missing one is made at
+// the first write or readiness check, so that a command that fails its other checks leaves
+// nothing behind.
 func Open(dir string) (*Disk, error) {
 	d := &Disk{dir: dir, handles: map[string]*dirHandle{}}
+	if _, err := os.Stat(dir); errors.Is(err, fs.ErrNotExist) {
+		return d, nil
+	}
 	if err := d.reopen(); err != nil {
 		return nil, err
 	}
@@ -89,6 +95,11 @@ func (d *Disk) reopen() error {
 		return fmt.Errorf("%w: output directory: %w", store.ErrUnavailable, err)
 	}
 	d.mu.Lock()
+	if d.closed {
+		d.mu.Unlock()
+		root.Close()
+		return fmt.Errorf("%w: output directory %s: the store is closed", store.ErrUnavailable, d.dir)
+	}
 	old := d.root
 	d.root, d.id = root, idOf(fi)
 	d.mu.Unlock()
@@ -111,13 +122,21 @@ func (d *Disk) current() (*os.Root, func(), error) {
 	fi, err := os.Stat(d.dir)
 	d.mu.RLock()
 	same := err == nil && d.root != nil && idOf(fi) == d.id
+	closed := d.closed
 	d.mu.RUnlock()
+	if closed {
+		return nil, nil, fmt.Errorf("%w: output directory %s: the store is closed", store.ErrUnavailable, d.dir)
+	}
 	if !same {
 		if err := d.reopen(); err != nil {
 			return nil, nil, err
 		}
 	}
 	d.mu.RLock()
+	if d.root == nil || d.closed { // closed meanwhile
+		d.mu.RUnlock()
+		return nil, nil, fmt.Errorf("%w: output directory %s: the store is closed", store.ErrUnavailable, d.dir)
+	}
 	return d.root, d.mu.RUnlock, nil
 }
 
@@ -131,6 +150,7 @@ func (d *Disk) Close() error {
 	d.hmu.Unlock()
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	d.closed = true
 	if d.root == nil {
 		return nil
 	}

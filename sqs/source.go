@@ -11,7 +11,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/url"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -56,9 +58,15 @@ func DefaultConfig() Config {
 
 // Validate names the first bad setting, its value and its bound.
 func (c Config) Validate() error {
+	if err := CheckQueueURL("queue-url", c.QueueURL); err != nil {
+		return err
+	}
+	if c.DLQURL != "" {
+		if err := CheckQueueURL("dlq-url", c.DLQURL); err != nil {
+			return err
+		}
+	}
 	switch {
-	case c.QueueURL == "":
-		return fmt.Errorf("queue-url: required (the SQS queue to consume, e.g. https://sqs.us-east-1.amazonaws.com/123456789012/uploads)")
 	case c.WaitTime < 0 || c.WaitTime > 20*time.Second:
 		return fmt.Errorf("wait-time: %s is out of range [0s, 20s]", c.WaitTime)
 	case c.VisibilityTimeout < 2*time.Second || c.VisibilityTimeout > 12*time.Hour:
@@ -67,6 +75,20 @@ func (c Config) Validate() error {
 		return fmt.Errorf("delete-linger: %s is out of range [0s, 1s]", c.DeleteLinger)
 	case c.CallTimeout != 0 && (c.CallTimeout < time.Second || c.CallTimeout > 10*time.Minute):
 		return fmt.Errorf("sqs-timeout: %s is out of range [1s, 10m]", c.CallTimeout)
+	}
+	return nil
+}
+
+// CheckQueueURL says what is wrong with a queue URL: it must be http(s)://host/ACCOUNT/NAME, as
+// SQS gives them (http for local servers).
+func CheckQueueURL(name, v string) error {
+	const example = "e.g. https://sqs.us-east-1.amazonaws.com/123456789012/uploads"
+	if v == "" {
+		return fmt.Errorf("%s: required (the SQS queue to consume, %s)", name, example)
+	}
+	u, err := url.Parse(v)
+	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || strings.Trim(u.Path, "/") == "" {
+		return fmt.Errorf("%s: %q is not a queue URL (http(s)://host/ACCOUNT/NAME, %s)", name, v, example)
 	}
 	return nil
 }

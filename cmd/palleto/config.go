@@ -1,10 +1,12 @@
 package main
 
 import (
+	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 
@@ -53,15 +55,26 @@ func envName(flagName string) string {
 // parseFlags fills fs from, in order of precedence: the command line, PALLETO_* environment
 // variables, the YAML file named by --config (or PALLETO_CONFIG), and the defaults already in fs.
 func parseFlags(fs *flag.FlagSet, args []string) error {
-	if err := fs.Parse(args); err != nil {
-		return usageError{err}
+	// A mistake gets its error and one line on where help is, not the whole help, which would
+	// scroll the error away; --help gets the whole help.
+	help := slices.ContainsFunc(args, func(a string) bool { return a == "-h" || a == "-help" || a == "--help" || a == "--h" })
+	out := fs.Output()
+	if !help {
+		fs.SetOutput(io.Discard)
+	}
+	err := fs.Parse(args)
+	fs.SetOutput(out)
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return usageError{err}
+		}
+		return usageError{fmt.Errorf("%v\nRun '%s --help' for the flags, their defaults and environment variables.", err, fs.Name())}
 	}
 	if fs.NArg() > 0 {
 		return usageError{fmt.Errorf("unexpected argument %q", fs.Arg(0))}
 	}
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
-	var err error
 	fs.VisitAll(func(f *flag.Flag) {
 		env := "PALLETO_" + envName(f.Name)
 		if v, ok := os.LookupEnv(env); ok && !set[f.Name] && err == nil {

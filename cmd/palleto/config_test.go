@@ -93,7 +93,7 @@ func TestConfigFileErrorsNameTheKey(t *testing.T) {
 
 // Every validation message names the key, the value and the bound.
 func TestValidationMessages(t *testing.T) {
-	q := []string{"--queue-url", "http://q"}
+	q := []string{"--queue-url", "http://q/1/q"}
 	for _, tt := range []struct {
 		args []string
 		want string
@@ -115,6 +115,12 @@ func TestValidationMessages(t *testing.T) {
 		{append(q, "--max-object-bytes", "-1"), "max-object-bytes: -1 must be 0 (no limit) or more"},
 		{append(q, "--max-decompressed-bytes", "-2"), "max-decompressed-bytes: -2 must be 0 (no limit) or more"},
 		{append(q, "--exec-timeout", "-1s"), "exec-timeout: -1s must be 0s"},
+		{[]string{"--queue-url", "not-a-url"}, `queue-url: "not-a-url" is not a queue URL`},
+		{append(q, "--dlq-url", "ftp://x/1/d"), `dlq-url: "ftp://x/1/d" is not a queue URL`},
+		{append(q, "--zstd-max-window", "3GiB"), "zstd-max-window: 3221225472 is out of range [1KiB, 2GiB]"},
+		{append(q, "--sqs-timeout", "500ms"), "sqs-timeout: 500ms is out of range [1s, 10m]"},
+		{append(q, "--s3-read-timeout", "2h"), "s3-read-timeout: 2h0m0s is out of range [100ms, 1h]"},
+		{append(q, "--hard-stop-timeout", "-1s"), "hard-stop-timeout: -1s must be 0s"},
 	} {
 		_, err := parseRun(t, tt.args...)
 		if err == nil || !strings.Contains(err.Error(), tt.want) {

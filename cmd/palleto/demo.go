@@ -65,7 +65,7 @@ Flags:
 	defer st.Close()
 	useStack(st)
 	fmt.Fprintf(stderr, "demo: embedded S3 at %s, SQS at %s (development only)\n", st.S3Endpoint, st.SQSEndpoint)
-	if err := os.RemoveAll(*out); err != nil {
+	if err := prepareDemoOut(*out); err != nil {
 		return err
 	}
 
@@ -75,8 +75,10 @@ Flags:
 	cfg.OutDir = *out
 	cfg.Engine.Workers = *workers
 	cfg.Engine.ExitWhenIdle = 3 * time.Second
+	excerpt := &flowExcerpt{max: 14}
+	cfg.Trace = excerpt
 	if *trace {
-		cfg.Trace = stdout
+		cfg.Trace = io.MultiWriter(stdout, excerpt)
 	}
 	log, _ := newLogger(io.Discard, "error", "text")
 	if os.Getenv("PALLETO_DEMO_LOG") != "" {
@@ -161,6 +163,9 @@ Flags:
 		return nil
 	}
 	secs := summary.Elapsed.Seconds()
+	if !*trace {
+		fmt.Fprintf(stdout, "\nHow the demand flowed (the first steps; --trace prints them all):\n%s", excerpt)
+	}
 	fmt.Fprintf(stdout, `
 Palleto demo: done.
   objects:    %d processed, %d failed (uploaded %d gzip files to s3://%s)
@@ -177,4 +182,80 @@ Palleto demo: done.
 		return fmt.Errorf("demo: %d of %d objects and %d of %d lines processed", summary.Objects, *objects, summary.Lines, wantLines)
 	}
 	return nil
+}
+
+// demoMarker marks a directory as a demo's output: the next demo may clear what it wrote there.
+const demoMarker = ".palleto-demo"
+
+// prepareDemoOut makes out ready for a demo without deleting anything Palleto did not write: a
+// missing or empty directory is used (and marked); a previous demo's output has its results
+// cleared; any other directory is refused.
+func prepareDemoOut(out string) error {
+	entries, err := os.ReadDir(out)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		if err := os.MkdirAll(out, 0o755); err != nil {
+			return fmt.Errorf("out: %w", err)
+		}
+	case err != nil:
+		return usageError{fmt.Errorf("out: %v", err)}
+	case len(entries) > 0:
+		if _, err := os.Stat(filepath.Join(out, demoMarker)); err != nil {
+			return usageError{fmt.Errorf("out: %s is not empty and is not a previous demo's output; palleto demo writes only to a new or empty directory (or its own earlier output), so choose another --out", out)}
+		}
+		for _, dir := range []string{"uploads", "_failed", "_copy"} { // what a demo writes, and nothing else
+			if err := os.RemoveAll(filepath.Join(out, dir)); err != nil {
+				return fmt.Errorf("out: clearing the previous demo's %s: %w", dir, err)
+			}
+		}
+	}
+	return os.WriteFile(filepath.Join(out, demoMarker), []byte("results of palleto demo; the next demo clears uploads/ and _failed/ here\n"), 0o644)
+}
+
+// flowExcerpt keeps the first lines of the trace that show the demand model at work: what the
+// workers asked for, the polls that went out and what they brought, partial batches included.
+type flowExcerpt struct {
+	mu    sync.Mutex
+	lines []string
+	max   int
+	seen  map[string]int
+}
+
+func (f *flowExcerpt) Write(p []byte) (int, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.seen == nil {
+		f.seen = map[string]int{}
+	}
+	for _, line := range strings.Split(strings.TrimRight(string(p), "\n"), "\n") {
+		_, msg, _ := strings.Cut(line, " ") // without the time
+		kind := ""
+		switch {
+		case strings.Contains(msg, "prefetch asks"):
+			kind = "prefetch"
+		case strings.Contains(msg, "asking for"):
+			kind = "poll"
+		case strings.Contains(msg, "received"):
+			kind = "received"
+		case strings.Contains(msg, "demand +"):
+			kind = "demand"
+		case strings.Contains(msg, "processed"):
+			kind = "processed"
+		case strings.Contains(msg, "deleted"):
+			kind = "deleted"
+		default:
+			continue
+		}
+		if len(f.lines) < f.max && f.seen[kind] < 3 {
+			f.seen[kind]++
+			f.lines = append(f.lines, "  "+msg)
+		}
+	}
+	return len(p), nil
+}
+
+func (f *flowExcerpt) String() string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return strings.Join(f.lines, "\n") + "\n"
 }

@@ -66,6 +66,34 @@ func TestDemoProcessesEveryObject(t *testing.T) {
 	if !strings.Contains(stdout, "50 processed") || !strings.Contains(stdout, out) {
 		t.Errorf("summary does not say what happened:\n%s", stdout)
 	}
+	// The seed's idea, shown without --trace: what the workers asked for and the polls it made.
+	if !strings.Contains(stdout, "How the demand flowed") || !strings.Contains(stdout, "asking for") || !strings.Contains(stdout, "received") {
+		t.Errorf("the demo does not show the demand flow:\n%s", stdout)
+	}
+	// A second demo into its own output clears it and runs again.
+	if code, stdout, stderr := runPalleto(t, nil, 3*time.Minute, "demo", "--objects", "5", "--out", out); code != 0 {
+		t.Fatalf("a second demo into its own output exited %d\n%s\n%s", code, stdout, tail(stderr, 2000))
+	}
+	if files, _ := filepath.Glob(filepath.Join(out, "uploads", "packrat", "data", "*.json")); len(files) != 5 {
+		t.Errorf("after a second demo of 5 objects: %d result files", len(files))
+	}
+}
+
+// TestDemoNeverDeletesAUsersFiles: --out naming a directory that holds anything but a previous
+// demo's output is refused (exit 2), and nothing in it is touched.
+func TestDemoNeverDeletesAUsersFiles(t *testing.T) {
+	out := t.TempDir()
+	mine := filepath.Join(out, "thesis.tex")
+	if err := os.WriteFile(mine, []byte("years of work"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, _, stderr := runPalleto(t, nil, time.Minute, "demo", "--objects", "1", "--out", out)
+	if code != 2 || !strings.Contains(stderr, "not empty") {
+		t.Errorf("demo into a user's directory: exit %d, want 2 and a clear message:\n%s", code, tail(stderr, 1000))
+	}
+	if data, err := os.ReadFile(mine); err != nil || string(data) != "years of work" {
+		t.Fatalf("the user's file is gone or changed: %q %v", data, err)
+	}
 }
 
 // TestRunAgainstDevstack is what a developer does with `palleto devstack`: paste its exports,
@@ -153,7 +181,7 @@ func TestSIGTERMExitsZeroAndLeavesNothingStuck(t *testing.T) {
 	out := t.TempDir()
 	cmd := exec.Command(palletoBin, "run", "--queue-url", st.QueueURL, "--out", out, "--wait-time", "1s", "--workers", "2", "--shutdown-timeout", "20s")
 	cmd.Env = append(os.Environ(), append(st.Env(), "AWS_CONFIG_FILE=/dev/null", "AWS_SHARED_CREDENTIALS_FILE=/dev/null")...)
-	var stderr bytes.Buffer
+	var stderr syncBuffer // read while the process writes to it
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -186,5 +214,39 @@ func TestSIGTERMExitsZeroAndLeavesNothingStuck(t *testing.T) {
 	}
 	if !strings.Contains(stderr.String(), "objects processed") {
 		t.Errorf("no summary at exit: %s", tail(stderr.String(), 1000))
+	}
+}
+
+// TestExitWhenIdleDoesNotWaitOutLongPolls: with the default 20s --wait-time, a batch run's
+// --exit-when-idle 3s exits within a few seconds of the idle time, not after long polls
+// started just before the queue emptied; the summary's rates are over the busy time.
+func TestExitWhenIdleDoesNotWaitOutLongPolls(t *testing.T) {
+	cfg := devstack.DefaultConfig()
+	cfg.DLQ = ""
+	st, err := devstack.Start(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	env := testenv.Env{S3Endpoint: st.S3Endpoint, SQSEndpoint: st.SQSEndpoint, AccessKey: "devstack", SecretKey: "devstack"}
+	for i := range 3 {
+		_, gz, _, _ := devstack.SampleObject(i)
+		if _, err := env.S3().PutObject(t.Context(), &s3.PutObjectInput{Bucket: aws.String("uploads"), Key: aws.String(fmt.Sprintf("i/%d.gz", i)), Body: bytes.NewReader(gz)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	start := time.Now()
+	code, _, stderr := runPalleto(t, append(st.Env(), "AWS_CONFIG_FILE=/dev/null", "AWS_SHARED_CREDENTIALS_FILE=/dev/null"), time.Minute,
+		"run", "--queue-url", st.QueueURL, "--out", t.TempDir(), "--exit-when-idle", "3s")
+	took := time.Since(start)
+	if code != 0 || !strings.Contains(stderr, "3 objects processed") {
+		t.Fatalf("exit %d\n%s", code, tail(stderr, 2000))
+	}
+	// The bound is loose (the work itself takes well under a second): long polls would take 20s+.
+	if took > 12*time.Second {
+		t.Errorf("--exit-when-idle 3s took %s to exit", took.Round(time.Millisecond))
+	}
+	if !strings.Contains(stderr, "busy)") {
+		t.Errorf("the summary does not give the busy time its rates are over:\n%s", tail(stderr, 500))
 	}
 }

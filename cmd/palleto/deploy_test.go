@@ -112,6 +112,12 @@ func TestCloudFormationWiring(t *testing.T) {
 		res("Queue", "Properties", "RedrivePolicy", "maxReceiveCount") == nil {
 		t.Errorf("redrive policy: %v", res("Queue", "Properties", "RedrivePolicy"))
 	}
+	// SQS's redrive counts every delivery, outages included; Palleto's guard counts only the
+	// object's failures. The redrive must not fire before Palleto's own guard, even after a few
+	// outages: well above --max-receives.
+	if n, _ := dig(t, doc, "Parameters", "MaxReceiveCount", "Default").(int); n < 10*palleto.DefaultConfig().MaxReceives {
+		t.Errorf("MaxReceiveCount default %d: want at least 10 x --max-receives (%d)", n, palleto.DefaultConfig().MaxReceives)
+	}
 	// IAM: exactly what the code calls.
 	var want []string
 	for _, api := range []reflect.Type{reflect.TypeFor[sqs.API](), reflect.TypeFor[fetch.API]()} {
@@ -183,8 +189,8 @@ func TestKubernetesManifests(t *testing.T) {
 	if str(dig(t, c, "ports", 0, "containerPort")) != port || dig(t, c, "readinessProbe", "httpGet", "path") != "/readyz" || dig(t, c, "livenessProbe", "httpGet", "path") != "/healthz" {
 		t.Errorf("probes and port %v do not match metrics-addr %s", dig(t, c, "ports"), *metricsAddr)
 	}
-	if grace := dig(t, pod, "terminationGracePeriodSeconds").(int); time.Duration(grace)*time.Second <= cfg.Engine.ShutdownTimeout {
-		t.Errorf("terminationGracePeriodSeconds %d must exceed shutdown-timeout %s", grace, cfg.Engine.ShutdownTimeout)
+	if grace := dig(t, pod, "terminationGracePeriodSeconds").(int); time.Duration(grace)*time.Second <= cfg.Engine.ShutdownTimeout+cfg.Engine.HardStopTimeout {
+		t.Errorf("terminationGracePeriodSeconds %d must exceed shutdown-timeout %s + hard-stop-timeout %s", grace, cfg.Engine.ShutdownTimeout, cfg.Engine.HardStopTimeout)
 	}
 	if str(dig(t, pod, "securityContext", "runAsUser")) != "65532" || dig(t, pod, "securityContext", "runAsNonRoot") != true {
 		t.Error("the pod must run as the image's non-root user 65532")

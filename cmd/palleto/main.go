@@ -76,11 +76,15 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 	case "devstack":
 		err = cmdDevstack(ctx, args[1:], stdout, stderr)
 	case "version", "--version":
+		if len(args) > 1 {
+			err = usageError{fmt.Errorf("version takes no arguments, got %q", args[1])}
+			break
+		}
 		fmt.Fprintln(stdout, "palleto", version)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, mainUsage)
 	default:
-		fmt.Fprintf(stderr, "palleto: unknown command %q\n\n%s", args[0], mainUsage)
+		fmt.Fprintf(stderr, "palleto: unknown command %q\nRun 'palleto help' for the commands.\n", args[0])
 		return exitUsage
 	}
 	var ue usageError

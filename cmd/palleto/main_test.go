@@ -88,12 +88,15 @@ func gzipLines(r *rand.Rand, n, members int) ([]byte, []byte) {
 func TestUsageErrorsExit2(t *testing.T) {
 	for _, args := range [][]string{
 		{"run"},
-		{"run", "--queue-url", "http://q", "--workers", "0"},
-		{"run", "--queue-url", "http://q", "--wait-time", "30s"},
-		{"run", "--queue-url", "http://q", "--processor", "nope"},
+		{"run", "--queue-url", "http://q/1/q", "--workers", "0"},
+		{"run", "--queue-url", "http://q/1/q", "--wait-time", "30s"},
+		{"run", "--queue-url", "http://q/1/q", "--processor", "nope"},
 		{"run", "--no-such-flag"},
-		{"run", "--queue-url", "http://q", "--include", "["},
-		{"run", "--queue-url", "http://q", "--processor", "grep"},
+		{"run", "--queue-url", "http://q/1/q", "--include", "["},
+		{"run", "--queue-url", "http://q/1/q", "--processor", "grep"},
+		{"run", "--queue-url", "not-a-url"},
+		{"run", "--queue-url", "http://q/1/q", "--dlq-url", "sqs.us-east-1.amazonaws.com/1/dlq"},
+		{"version", "--bogus"},
 		{"frobnicate"},
 	} {
 		code, _, stderr := runPalleto(t, nil, time.Minute, args...)

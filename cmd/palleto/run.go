@@ -29,7 +29,7 @@ func runFlags(fs *flag.FlagSet, c *palleto.Config, logLevel, logFormat *string) 
 	fs.IntVar(&c.Engine.Prefetch, "prefetch", c.Engine.Prefetch, "messages received ahead of the workers, so one finishing need not wait a poll's round trip (kept invisible by the heartbeat; handed back at shutdown). 0: only what idle workers ask, best for big objects shared by many replicas")
 	fs.DurationVar(&c.SQS.WaitTime, "wait-time", c.SQS.WaitTime, "SQS long-poll wait per receive (0s-20s)")
 	fs.DurationVar(&c.SQS.VisibilityTimeout, "visibility-timeout", c.SQS.VisibilityTimeout, "visibility timeout asked for on receive; renewed every half of it while a message is worked on")
-	fs.DurationVar(&c.Engine.ExitWhenIdle, "exit-when-idle", c.Engine.ExitWhenIdle, "exit 0 once the queue has been empty this long with nothing in flight (0: run until stopped)")
+	fs.DurationVar(&c.Engine.ExitWhenIdle, "exit-when-idle", c.Engine.ExitWhenIdle, "exit 0 once the queue has been empty this long with nothing in flight or waiting for a retry (0: run until stopped); polls then wait at most 1s, so the exit comes within about a second of this")
 	fs.DurationVar(&c.Engine.ShutdownTimeout, "shutdown-timeout", c.Engine.ShutdownTimeout, "on SIGINT/SIGTERM, how long in-flight objects may take to finish")
 	fs.IntVar(&c.MaxReceives, "max-receives", c.MaxReceives, "poison guard: a message received this many times fails permanently (0: off)")
 	fs.DurationVar(&c.RetryBackoff, "retry-backoff", c.RetryBackoff, "after a retryable failure the message is hidden this long, doubled per receive (max 15m)")
@@ -59,7 +59,12 @@ func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
 	if err := lv.UnmarshalText([]byte(level)); err != nil {
 		return nil, fmt.Errorf("log-level: %q is not one of debug, info, warn, error", level)
 	}
-	opts := &slog.HandlerOptions{Level: lv}
+	opts := &slog.HandlerOptions{Level: lv, ReplaceAttr: func(_ []string, a slog.Attr) slog.Attr {
+		if a.Value.Kind() == slog.KindDuration { // "1.5s", not 1500000000 nanoseconds
+			a.Value = slog.StringValue(a.Value.Duration().String())
+		}
+		return a
+	}}
 	if format == "" {
 		format = "json"
 		if isTerminal(w) {
@@ -91,9 +96,11 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 
 Consumes S3 ObjectCreated notifications from the queue. Each object is streamed from S3,
 decompressed, processed, and its result written atomically to DIR/<bucket>/<key>.json; only then
-is the message deleted. Failures are recorded under DIR/_failed/ and retried with backoff, or,
-when permanent (missing object, corrupt data, malformed notification, --max-receives reached),
-recorded and deleted (or sent to --dlq-url).
+is the message deleted. A failure of the object's own is recorded under DIR/_failed/ and retried
+with backoff, or, when permanent (missing object, corrupt data, malformed notification, a
+processor's rejection, --max-receives failures), recorded and deleted (or sent to --dlq-url). A
+failure of the world (S3, SQS or the disk down, slow or full, 403, credentials) never deletes
+and never counts: the message waits, and receiving pauses until the dependency is back.
 
 Settings come from, in order of precedence: these flags, PALLETO_<FLAG> environment variables
 (PALLETO_QUEUE_URL, PALLETO_WORKERS, ...), the YAML file of --config, the defaults.
@@ -154,6 +161,9 @@ Exit codes: 0 done (including a stop by SIGINT/SIGTERM), 1 fatal error, 2 bad us
 		fmt.Fprint(stderr, "\r\033[K")
 	}
 	printSummary(stderr, s)
+	if cfg.Engine.ExitWhenIdle > 0 && s.Unrecorded > 0 {
+		return fmt.Errorf("%d messages failed and their failure could not be recorded (the results store was unavailable); they are kept in the queue", s.Unrecorded)
+	}
 	return nil
 }
 
@@ -180,13 +190,18 @@ func newDaemon(ctx context.Context, cfg palleto.Config, co palleto.ClientOptions
 }
 
 func printSummary(w io.Writer, s palleto.Summary) {
-	secs := s.Elapsed.Seconds()
-	if secs <= 0 {
-		secs = 1e-9
+	busy := s.Busy
+	if busy <= 0 {
+		busy = s.Elapsed
 	}
-	fmt.Fprintf(w, "palleto: %d objects processed (%d already done, %d failed), %d lines, %.1f MB decompressed from %.1f MB fetched in %s: %.1f objects/s, %.1f MB/s; %d messages deleted; peak RSS %.1f MiB; results in %s\n",
-		s.Objects, s.AlreadyDone, s.Failed, s.Lines, float64(s.Bytes)/1e6, float64(s.Fetched)/1e6, s.Elapsed.Round(time.Millisecond),
-		float64(s.Objects)/secs, float64(s.Bytes)/1e6/secs, s.Deleted, float64(peakRSS())/(1<<20), s.OutDir)
+	secs := max(busy.Seconds(), 1e-9)
+	deferred := ""
+	if s.Deferred > 0 {
+		deferred = fmt.Sprintf(", %d deferred while S3 or the store was unavailable", s.Deferred)
+	}
+	fmt.Fprintf(w, "palleto: %d objects processed (%d already done, %d failed%s), %d lines, %.1f MB decompressed from %.1f MB fetched in %s (%s busy): %.1f objects/s, %.1f MB/s; %d messages deleted; peak RSS %.1f MiB; results in %s\n",
+		s.Objects, s.AlreadyDone, s.Failed, deferred, s.Lines, float64(s.Bytes)/1e6, float64(s.Fetched)/1e6, s.Elapsed.Round(time.Millisecond),
+		busy.Round(time.Millisecond), float64(s.Objects)/secs, float64(s.Bytes)/1e6/secs, s.Deleted, float64(peakRSS())/(1<<20), s.OutDir)
 }
 
 // byteSize is an int64 flag of bytes that also takes a unit: 512KiB, 8MiB, 1GiB, 2GB, 10kB.

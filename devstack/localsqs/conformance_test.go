@@ -96,9 +96,17 @@ func conformance(t *testing.T, c *sqs.Client) {
 
 	t.Run("long poll returns before the wait ends", func(t *testing.T) {
 		url := newQueue(t, nil)
-		go func() { time.Sleep(300 * time.Millisecond); send(t, url, "late") }()
+		sent := make(chan error, 1)
+		go func() { // t.Fatal belongs to the test's goroutine: the error comes back on a channel
+			time.Sleep(300 * time.Millisecond) // most likely while the poll waits; if not, it still must answer
+			_, err := c.SendMessage(ctx, &sqs.SendMessageInput{QueueUrl: &url, MessageBody: aws.String("late")})
+			sent <- err
+		}()
 		start := time.Now()
 		msgs := receive(t, url, 1, 10, 30)
+		if err := <-sent; err != nil {
+			t.Fatalf("SendMessage: %v", err)
+		}
 		if len(msgs) != 1 || aws.ToString(msgs[0].Body) != "late" {
 			t.Fatalf("got %d messages", len(msgs))
 		}
