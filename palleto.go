@@ -79,9 +79,10 @@ type Config struct {
 // DefaultConfig returns the defaults of `palleto run`.
 func DefaultConfig() Config {
 	e := engine.DefaultConfig()
-	// docs/PERFORMANCE.md (P2) measured more pollers and prefetch, with full polls, feeding small
-	// objects faster; they are not the defaults until a SIGTERM-test failure seen with them is
-	// understood.
+	// Small objects are done in a few milliseconds while one ReceiveMessage takes 10-20 ms: to
+	// keep 8 workers fed, about 40 messages must be on their way and several full polls out at
+	// once (docs/PERFORMANCE.md, P2). Big objects do not need it: --prefetch 0 suits them when
+	// many replicas share the queue.
 	e.Producer.Pollers = 4
 	e.Prefetch = 40
 	return Config{Engine: e, SQS: sqs.DefaultConfig(), OutDir: "out", Processor: "lines", MaxReceives: 5, RetryBackoff: 10 * time.Second,
