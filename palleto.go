@@ -29,14 +29,19 @@ import (
 	"github.com/palleto/palleto/sink"
 	"github.com/palleto/palleto/sqs"
 	"github.com/palleto/palleto/store"
+	"github.com/palleto/palleto/store/s3store"
 )
 
 // Config is everything `palleto run` can be told.
 type Config struct {
 	Engine engine.Config
 	SQS    sqs.Config
-	// OutDir is where results go.
+	// OutDir is where results go (--out): a directory, sqlite:PATH, postgres://..., or
+	// s3://BUCKET/PREFIX (see OpenStore).
 	OutDir string
+	// Commit groups the results of the database stores: up to Size results, or Timeout, per
+	// transaction.
+	Commit store.GroupConfig
 	// Processor is the registered processor's name (default "lines"); ignored when New is given
 	// a Processor in Deps.
 	Processor string
@@ -87,7 +92,7 @@ func DefaultConfig() Config {
 	e.Prefetch = 40
 	return Config{Engine: e, SQS: sqs.DefaultConfig(), OutDir: "out", Processor: "lines", MaxReceives: 5, RetryBackoff: 10 * time.Second,
 		ZstdMaxWindow: decode.DefaultMaxWindow, S3FirstByteTimeout: fetch.DefaultFirstByteTimeout, S3ReadTimeout: fetch.DefaultReadTimeout,
-		ConnectTimeout: 10 * time.Second}
+		ConnectTimeout: 10 * time.Second, Commit: store.DefaultGroupConfig()}
 }
 
 // Validate names the first bad setting, its value and its bound.
@@ -103,8 +108,15 @@ func (c Config) Validate() error {
 			return err
 		}
 	}
-	if c.OutDir == "" {
-		return fmt.Errorf("out: required (the directory results are written to)")
+	kind, err := StoreKind(c.OutDir)
+	if err != nil {
+		return err
+	}
+	if err := c.Commit.Validate(); err != nil {
+		return err
+	}
+	if c.Processor == "copy" && (kind == StoreSQLite || kind == StorePostgres) {
+		return fmt.Errorf("processor: copy writes the decompressed objects as files, which a database does not hold: use --out DIR (copies under DIR/_copy/) or --out s3://BUCKET/PREFIX (under PREFIX/_copy/)")
 	}
 	if c.MaxReceives < 0 {
 		return fmt.Errorf("max-receives: %d must be 0 (off) or more", c.MaxReceives)
@@ -162,6 +174,7 @@ type Summary struct {
 	Deferred    int64         // objects put back because S3, SQS or the store was unavailable
 	Unrecorded  int64         // messages whose failure could not be recorded (the store was unavailable), and still is not
 	Busy        time.Duration // from the first message received to the last one settled: what rates are over
+	Commits     int64         // transactions of a grouped store (0 for the others)
 	Skipped     int64         // non-ObjectCreated records and test events
 	Bytes       int64         // decompressed bytes processed
 	Fetched     int64         // bytes fetched from S3
@@ -210,16 +223,22 @@ func New(cfg Config, deps Deps) (*Daemon, error) {
 	d.health.onChange = d.met.DependencyDown
 	d.store = deps.Store
 	if d.store == nil {
-		disk, err := sink.Open(cfg.OutDir)
+		group := cfg.Commit
+		group.Logger = d.log
+		group.OnCommit = d.met.Committed
+		st, err := OpenStore(context.Background(), cfg.OutDir, group, deps.S3)
 		if err != nil {
 			return nil, fmt.Errorf("out: %w", err)
 		}
-		d.store = disk
+		d.store = st
 	}
 	if d.proc == nil {
 		opts := cfg.ProcessorOptions
-		if disk, ok := d.store.(*sink.Disk); ok {
-			opts.Store, opts.CopyPath = disk, sink.CopyPath
+		switch st := d.store.(type) {
+		case *sink.Disk:
+			opts.Store, opts.CopyPath = st, sink.CopyPath
+		case *s3store.Store:
+			opts.Store, opts.CopyPath = st, st.CopyKey
 		}
 		p, err := process.New(cfg.Processor, opts)
 		if err != nil {
@@ -333,9 +352,25 @@ func (d *Daemon) Stats() Summary {
 	return Summary{
 		Messages: d.stats.messages.Load(), Deleted: d.stats.deleted.Load(), Objects: d.stats.objects.Load(),
 		AlreadyDone: d.stats.already.Load(), Failed: d.stats.failed.Load(), Deferred: d.stats.deferred.Load(),
-		Unrecorded: d.unrecordedCount(), Skipped: d.stats.skipped.Load(), Busy: d.busy(),
+		Unrecorded: d.unrecordedCount(), Skipped: d.stats.skipped.Load(), Busy: d.busy(), Commits: d.commits(),
 		Bytes: d.stats.bytes.Load(), Fetched: d.stats.fetched.Load(), Lines: d.stats.lines.Load(), OutDir: d.store.String(),
 	}
+}
+
+func (d *Daemon) commits() int64 {
+	if g, ok := d.store.(interface{ Stats() (groups, results int64) }); ok {
+		groups, _ := g.Stats()
+		return groups
+	}
+	return 0
+}
+
+// GroupSize is the mean results per commit of a grouped store (0 for the others).
+func (s Summary) GroupSize() float64 {
+	if s.Commits == 0 {
+		return 0
+	}
+	return float64(s.Objects) / float64(s.Commits)
 }
 
 func (d *Daemon) busy() time.Duration {

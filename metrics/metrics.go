@@ -47,6 +47,8 @@ type Metrics struct {
 	messagesInFlight, objectsInFlight           prometheus.Gauge
 	duration, lag                               prometheus.Histogram
 	dependencyUp                                *prometheus.GaugeVec
+	commitResults, commitSeconds                prometheus.Histogram
+	commitFailures                              prometheus.Counter
 	demand                                      atomic.Pointer[func() int]
 }
 
@@ -87,6 +89,12 @@ func New() *Metrics {
 		m.dependencyUp.WithLabelValues(d).Set(1)
 	}
 	reg.MustRegister(m.dependencyUp)
+	m.commitResults = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "palleto_store_commit_results",
+		Help: "Results per grouped commit of a database store.", Buckets: prometheus.ExponentialBuckets(1, 2, 12)})
+	m.commitSeconds = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "palleto_store_commit_seconds",
+		Help: "Time of one grouped commit of a database store.", Buckets: prometheus.ExponentialBuckets(0.001, 2.5, 10)})
+	m.commitFailures = counter("palleto_store_commit_failures_total", "Grouped commits that failed (and were tried again).")
+	reg.MustRegister(m.commitResults, m.commitSeconds)
 	m.resumes = counter("palleto_s3_resumes_total", "Broken S3 bodies continued with a Range request.")
 	m.s3Bytes = counter("palleto_s3_bytes_total", "Bytes fetched from S3 (as stored, before decompression).")
 	m.decompressed = counter("palleto_decompressed_bytes_total", "Bytes after decompression, fed to the processor.")
@@ -162,6 +170,19 @@ func (m *Metrics) DependencyDown(dep string, down bool) {
 		v = 0
 	}
 	m.dependencyUp.WithLabelValues(strings.ReplaceAll(strings.ToLower(dep), " ", "_")).Set(v)
+}
+
+// Committed records one grouped commit of a database store: its size, its time, its error.
+func (m *Metrics) Committed(n int, took time.Duration, err error) {
+	if m == nil {
+		return
+	}
+	if err != nil {
+		m.commitFailures.Inc()
+		return
+	}
+	m.commitResults.Observe(float64(n))
+	m.commitSeconds.Observe(took.Seconds())
 }
 
 // Resumed counts a broken S3 body continued with a Range request.

@@ -3,6 +3,8 @@
 #   SQS: npm local-aws-sqs (testservers/sqs, from its committed lock file)
 #   S3:  MinIO, built with `go install` once and cached outside the repo ($PALLETO_CACHE)
 #   webhookbridge: forwards MinIO's bucket notifications to the SQS queue named like the bucket
+#   PostgreSQL: Debian's package, a fresh cluster (initdb) per start in a temp directory, run as
+#     the unprivileged `postgres` user when this runs as root (PostgreSQL refuses root)
 # Usage: scripts/testservers.sh install|start|stop|env
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -12,6 +14,8 @@ MINIO_VERSION="v0.0.0-20260212201848-7aac2a2c5b7c" # github.com/minio/minio, pin
 SQS_PORT="${PALLETO_TEST_SQS_PORT:-19324}"
 S3_PORT="${PALLETO_TEST_S3_PORT:-19000}"
 BRIDGE_PORT="${PALLETO_TEST_BRIDGE_PORT:-19400}"
+PG_PORT="${PALLETO_TEST_PG_PORT:-15432}"
+PG_DATA="${TMPDIR:-/tmp}/palleto-pg-$PG_PORT"
 MINIO="$CACHE/bin/minio-$MINIO_VERSION"
 
 install() {
@@ -19,6 +23,7 @@ install() {
   command -v node >/dev/null || missing+=(nodejs)
   command -v npm >/dev/null || missing+=(npm)
   command -v curl >/dev/null || missing+=(curl)
+  pg_bin >/dev/null || missing+=(postgresql)
   if [ ${#missing[@]} -gt 0 ]; then
     echo "testservers: installing ${missing[*]} (Debian packages)"
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
@@ -34,6 +39,27 @@ install() {
   fi
   mkdir -p "$STATE"
   (cd "$ROOT" && go build -o "$STATE/webhookbridge" ./internal/webhookbridge)
+}
+
+pg_bin() { # the newest installed PostgreSQL server's bin directory
+  local d
+  d="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)"
+  [ -n "$d" ] && [ -x "$d/initdb" ] && echo "$d"
+}
+
+as_pg() { # run a command as the user PostgreSQL runs as: `postgres` when we are root
+  if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
+start_postgres() {
+  local bin
+  bin="$(pg_bin)"
+  rm -rf "$PG_DATA"
+  mkdir -p "$PG_DATA"
+  [ "$(id -u)" = 0 ] && chown postgres: "$PG_DATA"
+  as_pg "$bin/initdb" -D "$PG_DATA/data" -U palleto -A trust --no-sync >"$STATE/postgres-init.log" 2>&1
+  as_pg "$bin/pg_ctl" -D "$PG_DATA/data" -l "$PG_DATA/postgres.log" -w -t 60 \
+    -o "-p $PG_PORT -k $PG_DATA -c listen_addresses=127.0.0.1 -c max_connections=200" start >/dev/null
 }
 
 wait_http() { # url name
@@ -64,17 +90,23 @@ start() {
     "$MINIO" server "$STATE/minio-data" --address "127.0.0.1:$S3_PORT" --quiet >"$STATE/minio.log" 2>&1 &
   echo $! >"$STATE/minio.pid"
   wait_http "http://127.0.0.1:$S3_PORT/minio/health/ready" minio
+  start_postgres
   cat >"$STATE/env" <<ENV
 export PALLETO_TEST_SQS_ENDPOINT=http://127.0.0.1:$SQS_PORT
 export PALLETO_TEST_S3_ENDPOINT=http://127.0.0.1:$S3_PORT
 export PALLETO_TEST_S3_ACCESS_KEY=palleto
 export PALLETO_TEST_S3_SECRET_KEY=palleto-secret
 export PALLETO_TEST_MINIO_QUEUE_ARN=arn:minio:sqs::PALLETO:webhook
+export PALLETO_TEST_POSTGRES_URL=postgres://palleto@127.0.0.1:$PG_PORT/postgres?sslmode=disable
+export PALLETO_TEST_POSTGRES_CTL="$(pg_bin)/pg_ctl -D $PG_DATA/data"
 ENV
-  echo "testservers: SQS :$SQS_PORT, MinIO :$S3_PORT, bridge :$BRIDGE_PORT (env in $STATE/env)"
+  echo "testservers: SQS :$SQS_PORT, MinIO :$S3_PORT, bridge :$BRIDGE_PORT, PostgreSQL :$PG_PORT (env in $STATE/env)"
 }
 
 stop() {
+  if [ -d "$PG_DATA/data" ] && pg_bin >/dev/null; then
+    as_pg "$(pg_bin)/pg_ctl" -D "$PG_DATA/data" -m immediate stop >/dev/null 2>&1 || true
+  fi
   for name in minio bridge sqs; do
     if [ -f "$STATE/$name.pid" ]; then
       kill "$(cat "$STATE/$name.pid")" 2>/dev/null || true

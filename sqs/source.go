@@ -362,15 +362,29 @@ func (s *Source) visibilityBatches(ctx context.Context, msgs []*queue.Message, d
 	}
 }
 
+// deletesInFlight is how many DeleteMessageBatch calls may run at once: one call takes a round
+// trip (10-20 ms), so one at a time would cap deletes at 500-1,000 messages a second.
+const deletesInFlight = 4
+
 // runDeleter batches deletes: up to 10 per DeleteMessageBatch, waiting at most DeleteLinger for
-// a batch to fill. It returns once deletes is closed and drained.
+// a batch to fill, with up to deletesInFlight calls at once. It returns once deletes is closed
+// and drained and every call has returned.
 func (s *Source) runDeleter(deletes <-chan *queue.Message) {
 	var batch []*queue.Message
 	var linger <-chan time.Time
+	var calls sync.WaitGroup
+	defer calls.Wait()
+	slots := make(chan struct{}, deletesInFlight)
 	flush := func() {
 		if len(batch) > 0 {
-			s.deleteBatch(batch)
-			batch = batch[:0]
+			b := batch
+			batch = make([]*queue.Message, 0, 10)
+			slots <- struct{}{}
+			calls.Add(1)
+			go func() {
+				defer func() { <-slots; calls.Done() }()
+				s.deleteBatch(b)
+			}()
 		}
 		linger = nil
 	}

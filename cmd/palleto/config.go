@@ -19,7 +19,7 @@ var flagGroups = []struct {
 	title string
 	names []string
 }{
-	{"Queue and output", []string{"queue-url", "out", "config"}},
+	{"Queue and output", []string{"queue-url", "out", "commit-batch-size", "commit-batch-timeout", "config"}},
 	{"Concurrency (pollers and workers scale apart: each worker asks for one message at a time)", []string{"workers", "pollers", "prefetch", "wait-time", "visibility-timeout"}},
 	{"Processing", []string{"processor", "grep", "exec", "exec-timeout"}},
 	{"Filters and limits (a refused or oversized object is recorded as a permanent failure)", []string{"bucket", "include", "exclude", "max-object-bytes", "max-decompressed-bytes", "zstd-max-window"}},

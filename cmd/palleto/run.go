@@ -23,7 +23,9 @@ var errHelp = flag.ErrHelp
 // environment as PALLETO_<NAME> (dashes as underscores); a flag on the command line wins.
 func runFlags(fs *flag.FlagSet, c *palleto.Config, logLevel, logFormat *string) {
 	fs.StringVar(&c.SQS.QueueURL, "queue-url", c.SQS.QueueURL, "SQS queue URL to consume (required)")
-	fs.StringVar(&c.OutDir, "out", c.OutDir, "directory for results: one JSON file per object, failures under _failed/")
+	fs.StringVar(&c.OutDir, "out", c.OutDir, "where results go: a directory (one JSON file per object, failures under _failed/), sqlite:PATH, postgres://USER@HOST/DB, or s3://BUCKET/PREFIX")
+	fs.IntVar(&c.Commit.Size, "commit-batch-size", c.Commit.Size, "sqlite: and postgres:// stores: the most results committed in one transaction")
+	fs.DurationVar(&c.Commit.Timeout, "commit-batch-timeout", c.Commit.Timeout, "sqlite: and postgres:// stores: the longest a result waits for others to share its commit")
 	fs.IntVar(&c.Engine.Workers, "workers", c.Engine.Workers, "download/process workers (objects handled at once)")
 	fs.IntVar(&c.Engine.Producer.Pollers, "pollers", c.Engine.Producer.Pollers, "concurrent SQS ReceiveMessage calls (each asks for at most the unmet demand, <= 10)")
 	fs.IntVar(&c.Engine.Prefetch, "prefetch", c.Engine.Prefetch, "messages received ahead of the workers, so one finishing need not wait a poll's round trip (kept invisible by the heartbeat; handed back at shutdown). 0: only what idle workers ask, best for big objects shared by many replicas")

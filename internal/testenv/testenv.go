@@ -5,9 +5,16 @@ package testenv
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"math/rand/v2"
+	"net"
+	neturl "net/url"
 	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
 	"testing"
 	"time"
 
@@ -17,6 +24,7 @@ import (
 	s3types "github.com/aws/aws-sdk-go-v2/service/s3/types"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 	sqstypes "github.com/aws/aws-sdk-go-v2/service/sqs/types"
+	_ "github.com/jackc/pgx/v5/stdlib" // database/sql driver "pgx"
 )
 
 // Env is where the servers are.
@@ -140,5 +148,109 @@ func WaitForMessages(t testing.TB, c *sqs.Client, url string, n int, timeout tim
 			t.Fatalf("queue %s holds %d messages after %s, want %d", url, v+f, timeout, n)
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// PostgresURL returns the URL of the test PostgreSQL that scripts/testservers.sh starts, or
+// skips (fails, when servers are required) without it.
+func PostgresURL(t testing.TB) string {
+	t.Helper()
+	url := os.Getenv("PALLETO_TEST_POSTGRES_URL")
+	if url == "" {
+		if os.Getenv("PALLETO_REQUIRE_SERVERS") == "1" {
+			t.Fatal("PostgreSQL required but PALLETO_TEST_POSTGRES_URL is not set: run `make test`")
+		}
+		t.Skip("no PostgreSQL: run `make test` (or scripts/testservers.sh start and source .testservers/env)")
+	}
+	return url
+}
+
+// PostgresDatabase creates a fresh database on the test PostgreSQL and returns its URL.
+func PostgresDatabase(t testing.TB) string {
+	t.Helper()
+	base := PostgresURL(t)
+	db, err := sql.Open("pgx", base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	name := strings.ReplaceAll(Name("palleto"), "-", "_")
+	if _, err := db.Exec("CREATE DATABASE " + name); err != nil {
+		t.Fatalf("CREATE DATABASE %s: %v", name, err)
+	}
+	u, err := neturl.Parse(base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.Path = "/" + name
+	return u.String()
+}
+
+// Postgres is a PostgreSQL server of one test's own, which the test may stop and start again
+// (an outage of the results store) without disturbing the shared one.
+type Postgres struct {
+	URL  string
+	bin  string
+	data string
+	port int
+}
+
+// StartPostgres starts a fresh PostgreSQL from Debian's package on a free port, as the
+// `postgres` user when the test runs as root (PostgreSQL refuses root); it is stopped at the end
+// of the test.
+func StartPostgres(t testing.TB) *Postgres {
+	t.Helper()
+	PostgresURL(t) // skip or fail as the shared server does
+	bins, _ := filepath.Glob("/usr/lib/postgresql/*/bin/initdb")
+	if len(bins) == 0 {
+		t.Fatal("no PostgreSQL server installed (Debian package postgresql): run `make test`")
+	}
+	sort.Strings(bins)
+	dir, err := os.MkdirTemp("", "palleto-pgtest-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if os.Getuid() == 0 {
+		exec.Command("chown", "postgres:", dir).Run()
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	ln.Close()
+	p := &Postgres{bin: filepath.Dir(bins[len(bins)-1]), data: filepath.Join(dir, "data"), port: port,
+		URL: fmt.Sprintf("postgres://palleto@127.0.0.1:%d/postgres?sslmode=disable", port)}
+	if out, err := p.run("initdb", "-D", p.data, "-U", "palleto", "-A", "trust", "--no-sync"); err != nil {
+		t.Fatalf("initdb: %v\n%s", err, out)
+	}
+	p.Start(t)
+	t.Cleanup(func() { p.run("pg_ctl", "-D", p.data, "-m", "immediate", "stop") })
+	return p
+}
+
+func (p *Postgres) run(tool string, args ...string) ([]byte, error) {
+	cmd := exec.Command(filepath.Join(p.bin, tool), args...)
+	if os.Getuid() == 0 {
+		cmd = exec.Command("runuser", append([]string{"-u", "postgres", "--", filepath.Join(p.bin, tool)}, args...)...)
+	}
+	return cmd.CombinedOutput()
+}
+
+// Start starts the server and waits until it takes connections.
+func (p *Postgres) Start(t testing.TB) {
+	t.Helper()
+	opts := fmt.Sprintf("-p %d -k %s -c listen_addresses=127.0.0.1", p.port, filepath.Dir(p.data))
+	if out, err := p.run("pg_ctl", "-D", p.data, "-l", filepath.Join(filepath.Dir(p.data), "log"), "-w", "-t", "60", "-o", opts, "start"); err != nil {
+		t.Fatalf("pg_ctl start: %v\n%s", err, out)
+	}
+}
+
+// Stop stops the server at once, as a crash or a network cut does.
+func (p *Postgres) Stop(t testing.TB) {
+	t.Helper()
+	if out, err := p.run("pg_ctl", "-D", p.data, "-m", "immediate", "-w", "stop"); err != nil {
+		t.Fatalf("pg_ctl stop: %v\n%s", err, out)
 	}
 }

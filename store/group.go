@@ -1,0 +1,203 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// GroupWriter writes a group of results in one transaction: all of them or none. It is what a
+// grouped store (SQLite, PostgreSQL) implements; the Committer does the grouping.
+type GroupWriter interface {
+	WriteGroup(ctx context.Context, rs []Result) error
+}
+
+// GroupConfig sizes a Committer.
+type GroupConfig struct {
+	// Size is the most results in one commit (default 200); Timeout is the longest a result
+	// waits for others to join its group (default 50ms).
+	Size    int
+	Timeout time.Duration
+	// MaxPending is the most results held, waiting or being retried, before Put blocks its
+	// caller (default 5 x Size): memory stays bounded while the store is down, and the workers
+	// stop asking for more.
+	MaxPending int
+	Logger     *slog.Logger
+	// OnCommit, when set, is told of each commit: how many results, how long it took, its error.
+	OnCommit func(n int, took time.Duration, err error)
+}
+
+// DefaultGroupConfig returns groups of up to 200 results or 50ms.
+func DefaultGroupConfig() GroupConfig {
+	return GroupConfig{Size: 200, Timeout: 50 * time.Millisecond}
+}
+
+// Validate names the first bad setting.
+func (c GroupConfig) Validate() error {
+	if c.Size < 1 || c.Size > 10000 {
+		return fmt.Errorf("commit-batch-size: %d is out of range [1, 10000]", c.Size)
+	}
+	if c.Timeout < 0 || c.Timeout > time.Minute {
+		return fmt.Errorf("commit-batch-timeout: %s is out of range [0s, 1m]", c.Timeout)
+	}
+	return nil
+}
+
+type pending struct {
+	r    Result
+	done func(error)
+}
+
+// Committer groups results for a GroupWriter: each Put joins the current group, which is
+// written in one transaction once it holds Size results or its first result has waited
+// Timeout; then each result's done is called. A group whose commit fails is held and written
+// again (after 1s, doubling to 10s) until it works: no done is called meanwhile, so no message
+// is deleted, and Put blocks once MaxPending results are held. Close commits what is pending
+// (one more try each) and fails what still cannot be written.
+type Committer struct {
+	w      GroupWriter
+	cfg    GroupConfig
+	in     chan pending // buffered to MaxPending: Put blocks beyond
+	closed chan struct{}
+	wg     sync.WaitGroup
+	once   sync.Once
+	mu     sync.RWMutex // Put holds it for reading, Close for writing: no send on a closed channel
+
+	groups, results atomic.Int64
+	failing         atomic.Bool
+}
+
+// NewCommitter starts a committer writing to w.
+func NewCommitter(w GroupWriter, cfg GroupConfig) *Committer {
+	def := DefaultGroupConfig()
+	if cfg.Size <= 0 {
+		cfg.Size = def.Size
+	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = def.Timeout
+	}
+	if cfg.MaxPending <= 0 {
+		cfg.MaxPending = 5 * cfg.Size
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	c := &Committer{w: w, cfg: cfg, in: make(chan pending, cfg.MaxPending), closed: make(chan struct{})}
+	c.wg.Add(1)
+	go func() { defer c.wg.Done(); c.run() }()
+	return c
+}
+
+// Put adds r to the current group; done is called once r is committed (nil) or cannot be. It
+// blocks while MaxPending results are held; ctx ends that wait (done gets ctx's error).
+func (c *Committer) Put(ctx context.Context, r Result, done func(error)) {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	select {
+	case <-c.closed:
+		done(fmt.Errorf("%w: the store is closed", ErrUnavailable))
+		return
+	default:
+	}
+	select {
+	case c.in <- pending{r, done}:
+	case <-ctx.Done():
+		done(ctx.Err())
+	}
+}
+
+// Stats returns how many groups and results were committed.
+func (c *Committer) Stats() (groups, results int64) { return c.groups.Load(), c.results.Load() }
+
+// Close commits what is pending and stops.
+func (c *Committer) Close() {
+	c.once.Do(func() {
+		c.mu.Lock()
+		close(c.closed)
+		close(c.in)
+		c.mu.Unlock()
+		c.wg.Wait()
+	})
+}
+
+func (c *Committer) run() {
+	for {
+		first, ok := <-c.in
+		if !ok {
+			return
+		}
+		group := []pending{first}
+		timer := time.NewTimer(c.cfg.Timeout)
+	fill:
+		for len(group) < c.cfg.Size {
+			select {
+			case p, ok := <-c.in:
+				if !ok {
+					break fill
+				}
+				group = append(group, p)
+			case <-timer.C:
+				break fill
+			}
+		}
+		timer.Stop()
+		c.commit(group)
+	}
+}
+
+func (c *Committer) commit(group []pending) {
+	rs := make([]Result, len(group))
+	for i, p := range group {
+		rs[i] = p.r
+	}
+	wait := time.Second
+	for attempt := 1; ; attempt++ {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		start := time.Now()
+		err := c.w.WriteGroup(ctx, rs)
+		cancel()
+		if c.cfg.OnCommit != nil {
+			c.cfg.OnCommit(len(rs), time.Since(start), err)
+		}
+		if err == nil {
+			if c.failing.Swap(false) {
+				c.cfg.Logger.Warn("results store commits work again", "results", len(rs), "attempts", attempt)
+			}
+			c.groups.Add(1)
+			c.results.Add(int64(len(rs)))
+			for _, p := range group {
+				p.done(nil)
+			}
+			return
+		}
+		if !errors.Is(err, ErrUnavailable) {
+			err = fmt.Errorf("%w: %w", ErrUnavailable, err)
+		}
+		closing := false
+		select {
+		case <-c.closed:
+			closing = true
+		default:
+		}
+		if closing && attempt >= 2 {
+			c.cfg.Logger.Error("results store commit failed at shutdown; the messages of these results are kept and come back", "results", len(rs), "error", err)
+			for _, p := range group {
+				p.done(err)
+			}
+			return
+		}
+		if !c.failing.Swap(true) {
+			c.cfg.Logger.Error("RESULTS STORE COMMIT FAILED: no message of the group is deleted; the results are held and written again until it works",
+				"results", len(rs), "error", err)
+		}
+		select {
+		case <-time.After(wait):
+		case <-c.closed:
+		}
+		wait = min(2*wait, 10*time.Second)
+	}
+}

@@ -1,0 +1,267 @@
+// Package sqlstore is the results store on a database: SQLite (`--out sqlite:PATH`, pure Go,
+// modernc.org/sqlite, WAL, every commit fsynced) or PostgreSQL (`--out postgres://...`, jackc/pgx
+// v5). Results are written in groups, one transaction each (store.Committer): a worker hands its
+// result on and takes the next object, and a message is deleted only once the group holding its
+// results is committed. Both databases hold the same two tables, `results` and `failures`
+// (schema.go), readable with their own tools while Palleto runs.
+package sqlstore
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	_ "github.com/jackc/pgx/v5/stdlib" // database/sql driver "pgx"
+	"github.com/palleto/palleto/store"
+	_ "modernc.org/sqlite" // database/sql driver "sqlite"
+)
+
+// Store is a database results store. Safe for concurrent use.
+type Store struct {
+	db    *sql.DB
+	d     dialect
+	where string
+	com   *store.Committer
+	// The lookups every object makes, prepared once (database/sql keeps one per connection).
+	selectResult, selectFailure *sql.Stmt
+}
+
+var _ store.Store = (*Store)(nil)
+
+// OpenSQLite opens (creating it and its tables when missing) the SQLite database at path.
+func OpenSQLite(ctx context.Context, path string, cfg store.GroupConfig) (*Store, error) {
+	if path == "" {
+		return nil, errors.New("sqlite: a path is required (--out sqlite:results.db)")
+	}
+	// WAL: readers (sqlite3 on the command line, Palleto's lookups) never block the writer.
+	// synchronous=FULL: a committed group is on disk before its messages are deleted, so a
+	// deleted message's result survives a power loss. _txlock=immediate: a writer takes the
+	// lock when it begins, instead of failing on upgrade when another process writes.
+	dsn := "file:" + path + "?_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)&_pragma=busy_timeout(10000)&_txlock=immediate"
+	db, err := sql.Open("sqlite", dsn)
+	if err != nil {
+		return nil, fmt.Errorf("%w: sqlite %s: %w", store.ErrUnavailable, path, err)
+	}
+	return open(ctx, db, sqlite, "sqlite:"+path, cfg)
+}
+
+// OpenPostgres connects to the PostgreSQL database url (postgres://user:pass@host/db?...) and
+// creates the tables when missing.
+func OpenPostgres(ctx context.Context, url string, cfg store.GroupConfig) (*Store, error) {
+	db, err := sql.Open("pgx", url)
+	if err != nil {
+		return nil, fmt.Errorf("%w: postgres: %w", store.ErrUnavailable, err)
+	}
+	db.SetMaxOpenConns(16)
+	db.SetConnMaxIdleTime(time.Minute)
+	return open(ctx, db, postgres, redact(url), cfg)
+}
+
+// redact hides a password in a connection URL, for the log.
+func redact(url string) string {
+	scheme, rest, ok := strings.Cut(url, "://")
+	if !ok {
+		return url
+	}
+	if at := strings.LastIndexByte(rest, '@'); at >= 0 {
+		if user, _, ok := strings.Cut(rest[:at], ":"); ok {
+			return scheme + "://" + user + ":xxx@" + rest[at+1:]
+		}
+	}
+	return url
+}
+
+func open(ctx context.Context, db *sql.DB, d dialect, where string, cfg store.GroupConfig) (*Store, error) {
+	s := &Store{db: db, d: d, where: where}
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if err := s.migrate(ctx); err != nil {
+		db.Close()
+		return nil, err
+	}
+	var err error
+	if s.selectResult, err = db.PrepareContext(ctx, d.selectResult); err == nil {
+		s.selectFailure, err = db.PrepareContext(ctx, d.selectFailure)
+	}
+	if err != nil {
+		db.Close()
+		return nil, unavailable(where+" prepare", err)
+	}
+	s.com = store.NewCommitter(s, cfg)
+	return s, nil
+}
+
+func (s *Store) String() string { return s.where }
+
+func unavailable(op string, err error) error {
+	if err == nil {
+		return nil
+	}
+	return fmt.Errorf("%w: %s: %w", store.ErrUnavailable, op, err)
+}
+
+// Ready writes to the database: it answers and takes a write.
+func (s *Store) Ready(ctx context.Context) error {
+	_, err := s.db.ExecContext(ctx, s.d.readyWrite, time.Now().UTC())
+	return unavailable(s.where+" not writable", err)
+}
+
+// Close commits what is pending and closes the database.
+func (s *Store) Close() error {
+	s.com.Close()
+	return s.db.Close()
+}
+
+// Stats returns the groups and results committed so far.
+func (s *Store) Stats() (groups, results int64) { return s.com.Stats() }
+
+// Put hands r to the committer; done is called once its group is committed.
+func (s *Store) Put(ctx context.Context, r store.Result, done func(error)) string {
+	s.com.Put(ctx, r, done)
+	return s.where + " results " + r.Bucket + "/" + r.Key
+}
+
+// WriteGroup writes rs in one transaction: an upsert of every result (an older event never
+// replaces a newer one's result), and the removal of their objects' failure records.
+func (s *Store) WriteGroup(ctx context.Context, rs []store.Result) error {
+	rs = latest(rs)
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return unavailable("begin", err)
+	}
+	defer tx.Rollback()
+	const perStmt = 500 // rows per INSERT: well under both databases' bound on parameters
+	for start := 0; start < len(rs); start += perStmt {
+		chunk := rs[start:min(start+perStmt, len(rs))]
+		args := make([]any, 0, len(chunk)*len(resultCols))
+		for _, r := range chunk {
+			row, err := s.row(r)
+			if err != nil {
+				return err
+			}
+			args = append(args, row...)
+		}
+		if _, err := tx.ExecContext(ctx, s.d.upsert(len(chunk)), args...); err != nil {
+			return unavailable("insert results", err)
+		}
+		subjects := make([]any, len(chunk))
+		for i, r := range chunk {
+			subjects[i] = subject(r.Bucket, r.Key, "")
+		}
+		if _, err := tx.ExecContext(ctx, s.d.deleteFailures(len(chunk)), subjects...); err != nil {
+			return unavailable("delete failures", err)
+		}
+	}
+	return unavailable("commit", tx.Commit())
+}
+
+// latest keeps one result per object and processor, the one of the latest event, in order.
+func latest(rs []store.Result) []store.Result {
+	type id struct{ b, k, p string }
+	at := map[id]int{}
+	out := rs[:0:0]
+	for _, r := range rs {
+		k := id{r.Bucket, r.Key, r.Processor}
+		if i, ok := at[k]; ok {
+			if !store.Later(out[i].Sequencer, r.Sequencer) {
+				out[i] = r
+			}
+			continue
+		}
+		at[k] = len(out)
+		out = append(out, r)
+	}
+	return out
+}
+
+func (s *Store) row(r store.Result) ([]any, error) {
+	var lines any
+	if l, ok := r.Fields["lines"]; ok {
+		switch v := l.(type) {
+		case int64:
+			lines = v
+		case int:
+			lines = int64(v)
+		case float64:
+			lines = int64(v)
+		}
+	}
+	fields := "{}"
+	if len(r.Fields) > 0 {
+		b, err := json.Marshal(r.Fields)
+		if err != nil {
+			return nil, fmt.Errorf("result fields of s3://%s/%s: %w", r.Bucket, r.Key, err)
+		}
+		fields = string(b)
+	}
+	return []any{r.Bucket, r.Key, r.Processor, r.VersionID, r.ETag, r.Sequencer, r.Size, r.Bytes, lines, r.Encoding,
+		r.MessageID, r.ReceiveCount, nullTime(r.EventTime), r.StartedAt.UTC(), r.FinishedAt.UTC(), fields}, nil
+}
+
+func nullTime(t time.Time) any {
+	if t.IsZero() {
+		return nil
+	}
+	return t.UTC()
+}
+
+// Result returns the stored result of the object and processor, or nil.
+func (s *Store) Result(ctx context.Context, bucket, key, processor string) (*store.Result, error) {
+	var r store.Result
+	var lines sql.NullInt64
+	var eventTime sql.NullTime
+	var fields string
+	err := s.selectResult.QueryRowContext(ctx, bucket, key, processor).Scan(&r.Bucket, &r.Key, &r.Processor, &r.VersionID, &r.ETag,
+		&r.Sequencer, &r.Size, &r.Bytes, &lines, &r.Encoding, &r.MessageID, &r.ReceiveCount, &eventTime, &r.StartedAt, &r.FinishedAt, &fields)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, unavailable("select result", err)
+	}
+	r.EventTime = eventTime.Time
+	if fields != "" && fields != "{}" {
+		json.Unmarshal([]byte(fields), &r.Fields)
+	}
+	if lines.Valid {
+		if r.Fields == nil {
+			r.Fields = map[string]any{}
+		}
+		r.Fields["lines"] = lines.Int64
+	}
+	return &r, nil
+}
+
+// subject identifies a failure record: the object, or the message when the object is unknown.
+func subject(bucket, key, messageID string) string {
+	if bucket == "" {
+		return "message:" + messageID
+	}
+	return "s3://" + bucket + "/" + key
+}
+
+// Failure returns the failure record of bucket/key, or of message messageID when bucket is "".
+func (s *Store) Failure(ctx context.Context, bucket, key, messageID string) (*store.Failure, error) {
+	var f store.Failure
+	err := s.selectFailure.QueryRowContext(ctx, subject(bucket, key, messageID)).Scan(&f.Bucket, &f.Key, &f.VersionID, &f.ETag,
+		&f.Sequencer, &f.MessageID, &f.Class, &f.Error, &f.Action, &f.ReceiveCount, &f.Attempts, &f.At, &f.Body)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, unavailable("select failure", err)
+	}
+	return &f, nil
+}
+
+// PutFailure stores f in its own transaction before it returns.
+func (s *Store) PutFailure(ctx context.Context, f store.Failure) (string, error) {
+	sub := subject(f.Bucket, f.Key, f.MessageID)
+	_, err := s.db.ExecContext(ctx, s.d.upsertFailure, sub, f.Bucket, f.Key, f.VersionID, f.ETag, f.Sequencer, f.MessageID,
+		f.Class, f.Error, f.Action, f.ReceiveCount, f.Attempts, f.At.UTC(), f.Body)
+	return s.where + " failures " + sub, unavailable("insert failure", err)
+}
