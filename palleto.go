@@ -358,7 +358,9 @@ func (d *Daemon) Stats() Summary {
 }
 
 func (d *Daemon) commits() int64 {
-	if g, ok := d.store.(interface{ Stats() (groups, results int64) }); ok {
+	if g, ok := d.store.(interface {
+		Stats() (groups, results int64)
+	}); ok {
 		groups, _ := g.Stats()
 		return groups
 	}

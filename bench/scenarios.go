@@ -337,11 +337,11 @@ func (b *bench) p2(ctx context.Context) ([]Row, error) {
 		Value: fmt.Sprintf("%.0f objects/s", p), Limit: bareLimit, Ratio: p / l, Target: 0.90}}
 	rows = append(rows, Row{Scenario: "P2 small objects, SQLite",
 		Setting: fmt.Sprintf("the same, --out sqlite: on %s, defaults (groups of up to %d or %s; %.0f results per commit seen)", fsName(disk), def.Commit.Size, def.Commit.Timeout, median(liteGroup)),
-		Value: fmt.Sprintf("%.0f objects/s", median(lite)), Limit: bareLimit, Ratio: median(lite) / l, Target: 0.90})
+		Value:   fmt.Sprintf("%.0f objects/s", median(lite)), Limit: bareLimit, Ratio: median(lite) / l, Target: 0.90})
 	if len(pg) > 0 {
 		rows = append(rows, Row{Scenario: "P2 small objects, PostgreSQL",
 			Setting: fmt.Sprintf("the same, --out postgres:// (Debian's PostgreSQL 15 on this machine, on %s; %.0f results per commit seen)", fsName(disk), median(pgGroup)),
-			Value: fmt.Sprintf("%.0f objects/s", median(pg)), Limit: bareLimit, Ratio: median(pg) / l})
+			Value:   fmt.Sprintf("%.0f objects/s", median(pg)), Limit: bareLimit, Ratio: median(pg) / l})
 	}
 	if shm != "" {
 		m := median(mem)

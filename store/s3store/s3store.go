@@ -197,7 +197,9 @@ func (s *Store) PutFailure(ctx context.Context, f store.Failure) (string, error)
 }
 
 // CopyKey is where the copy processor's output of bucket/key goes: PREFIX/_copy/<bucket>/<key>.data.
-func (s *Store) CopyKey(bucket, key string) string { return s.objectKey("_copy/", bucket, key, ".data") }
+func (s *Store) CopyKey(bucket, key string) string {
+	return s.objectKey("_copy/", bucket, key, ".data")
+}
 
 // WriteFrom uploads what r yields to rel (a CopyKey), streamed in parts: memory stays bounded
 // whatever the size. An error of r is returned as it is; an error of S3 wraps ErrUnavailable.
