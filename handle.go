@@ -234,7 +234,7 @@ func (d *Daemon) fetchAndProcess(ctx context.Context, worker int, j *job, rec no
 	fail := func(err error) *objectFailure { return &objectFailure{Record: rec, Err: err} }
 	where := fmt.Sprintf("s3://%s/%s", rec.Bucket, rec.Key)
 	started := time.Now()
-	obj, err := d.fetch.Open(ctx, fetch.Request{Bucket: rec.Bucket, Key: rec.Key, VersionID: rec.VersionID, ETag: rec.ETag})
+	obj, err := d.fetch.Open(ctx, fetch.Request{Bucket: rec.Bucket, Key: rec.Key, VersionID: rec.VersionID, ETag: rec.ETag, Size: rec.Size})
 	if err != nil {
 		return fail(err)
 	}

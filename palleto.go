@@ -76,6 +76,12 @@ type Config struct {
 	// S3FirstByteTimeout and S3ReadTimeout bound each S3 GET's wait for an answer and each read
 	// of its body (0: the fetch package's defaults); a stalled body is resumed with a Range GET.
 	S3FirstByteTimeout, S3ReadTimeout time.Duration
+	// PartSize, PartsInFlight and ReadAhead read big objects in ranges: an object larger than
+	// PartSize in up to PartsInFlight ranged GETs at once, those ahead of the decompressor held
+	// in a budget of ReadAhead bytes shared by every worker (0 PartSize: one stream always).
+	PartSize      int64
+	PartsInFlight int
+	ReadAhead     int64
 	// ConnectTimeout bounds each TCP connect and TLS handshake of the AWS clients the command
 	// builds (AWSClientsWith); New itself takes ready clients.
 	ConnectTimeout time.Duration
@@ -92,7 +98,8 @@ func DefaultConfig() Config {
 	e.Prefetch = 40
 	return Config{Engine: e, SQS: sqs.DefaultConfig(), OutDir: "out", Processor: "lines", MaxReceives: 5, RetryBackoff: 10 * time.Second,
 		ZstdMaxWindow: decode.DefaultMaxWindow, S3FirstByteTimeout: fetch.DefaultFirstByteTimeout, S3ReadTimeout: fetch.DefaultReadTimeout,
-		ConnectTimeout: 10 * time.Second, Commit: store.DefaultGroupConfig()}
+		ConnectTimeout: 10 * time.Second, Commit: store.DefaultGroupConfig(),
+		PartSize: 8 << 20, PartsInFlight: 8, ReadAhead: 64 << 20}
 }
 
 // Validate names the first bad setting, its value and its bound.
@@ -133,6 +140,15 @@ func (c Config) Validate() error {
 	}
 	if c.MaxDecompressedBytes < 0 {
 		return fmt.Errorf("max-decompressed-bytes: %d must be 0 (no limit) or more", c.MaxDecompressedBytes)
+	}
+	if c.PartSize != 0 && (c.PartSize < 64<<10 || c.PartSize > 1<<30) {
+		return fmt.Errorf("part-size: %d is out of range [64KiB, 1GiB] (0: one stream per object)", c.PartSize)
+	}
+	if c.PartsInFlight < 0 || c.PartsInFlight > 64 {
+		return fmt.Errorf("parts-in-flight: %d is out of range [0, 64]", c.PartsInFlight)
+	}
+	if c.ReadAhead < 0 {
+		return fmt.Errorf("read-ahead: %d must be 0 (none) or more", c.ReadAhead)
 	}
 	if c.ZstdMaxWindow != 0 && (c.ZstdMaxWindow < 1<<10 || c.ZstdMaxWindow > 2<<30) {
 		return fmt.Errorf("zstd-max-window: %d is out of range [1KiB, 2GiB]", c.ZstdMaxWindow)
@@ -253,6 +269,19 @@ func New(cfg Config, deps Deps) (*Daemon, error) {
 	}
 	if cfg.S3ReadTimeout > 0 {
 		d.fetch.ReadTimeout = cfg.S3ReadTimeout
+	}
+	d.fetch.PartSize, d.fetch.PartsInFlight = cfg.PartSize, cfg.PartsInFlight
+	if cfg.ReadAhead > 0 {
+		d.fetch.ReadAhead = fetch.NewReadAhead(cfg.ReadAhead)
+		d.met.SetReadAhead(d.fetch.ReadAhead.InUse)
+	}
+	d.fetch.OnRange = func(ri fetch.RangeInfo) {
+		d.met.Range(ri.End - ri.Start)
+		how := "streamed"
+		if ri.Ahead {
+			how = "read ahead"
+		}
+		d.tracef("s3: s3://%s/%s range %d-%d (%d bytes, %s)", ri.Bucket, ri.Key, ri.Start, ri.End-1, ri.End-ri.Start, how)
 	}
 	d.fetch.OnResume = func(bucket, key string, off int64, cause error) {
 		d.met.Resumed()

@@ -8,18 +8,16 @@ package devstack
 import (
 	"context"
 	"encoding/hex"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
-	"net/url"
-	"strings"
 	"time"
 
 	"github.com/johannesboyne/gofakes3"
 	"github.com/johannesboyne/gofakes3/backend/s3mem"
 	"github.com/palleto/palleto/devstack/localsqs"
+	"github.com/palleto/palleto/notify"
 )
 
 // Config says where the stack listens and what it creates.
@@ -92,6 +90,7 @@ func Start(cfg Config) (*Stack, error) {
 func (s *Stack) Env() []string {
 	return []string{
 		"AWS_REGION=us-east-1",
+		"AWS_DEFAULT_REGION=us-east-1", // older tools (AWS CLI 1, boto3) read only this one
 		"AWS_ACCESS_KEY_ID=devstack",
 		"AWS_SECRET_ACCESS_KEY=devstack",
 		"AWS_ENDPOINT_URL_S3=" + s.S3Endpoint,
@@ -133,9 +132,7 @@ func (n *notifying) CopyObject(srcBucket, srcKey, dstBucket, dstKey string, meta
 
 // S3KeyEscape encodes a key the way S3 event notifications do: form encoding ('+' for a
 // space), with '/' left as it is.
-func S3KeyEscape(key string) string {
-	return strings.ReplaceAll(url.QueryEscape(key), "%2F", "/")
-}
+func S3KeyEscape(key string) string { return notify.KeyEscape(key) }
 
 func (n *notifying) emit(event, bucket, key, version string) {
 	var size int64
@@ -151,20 +148,8 @@ func (n *notifying) emit(event, bucket, key, version string) {
 
 // EventBody is an S3 event notification for one object, as S3 sends it to SQS.
 func EventBody(event, bucket, key, version, etag string, size int64) string {
-	object := map[string]any{"key": S3KeyEscape(key), "size": size, "eTag": etag, "sequencer": fmt.Sprintf("%016X", time.Now().UnixNano())}
-	if version != "" {
-		object["versionId"] = version
-	}
-	body, _ := json.Marshal(map[string]any{"Records": []any{map[string]any{
-		"eventVersion": "2.1", "eventSource": "aws:s3", "awsRegion": "us-east-1",
-		"eventTime": time.Now().UTC().Format("2006-01-02T15:04:05.000Z"), "eventName": event,
-		"userIdentity":      map[string]string{"principalId": "devstack"},
-		"requestParameters": map[string]string{"sourceIPAddress": "127.0.0.1"},
-		"s3": map[string]any{"s3SchemaVersion": "1.0", "configurationId": "devstack",
-			"bucket": map[string]any{"name": bucket, "arn": "arn:aws:s3:::" + bucket},
-			"object": object},
-	}}})
-	return string(body)
+	return notify.Body(notify.Record{EventName: event, Bucket: bucket, Key: key, VersionID: version, ETag: etag, Size: size,
+		Sequencer: fmt.Sprintf("%016X", time.Now().UnixNano())}, "devstack", "devstack")
 }
 
 // WaitReady waits until both endpoints answer (they do once Start returns; this is for callers

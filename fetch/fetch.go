@@ -29,6 +29,9 @@ type Request struct {
 	Bucket, Key string
 	VersionID   string // pin to this version when set
 	ETag        string // else require this eTag (If-Match) when set
+	// Size is the object's size as the event says (0: unknown): larger than PartSize, it is read
+	// in ranges.
+	Size int64
 }
 
 // Object is an open object. The caller must Close Body.
@@ -60,6 +63,13 @@ type Fetcher struct {
 	FirstByteTimeout, ReadTimeout time.Duration
 	// OnResume, when set, is told of each resume: the object, the offset and the cause.
 	OnResume func(bucket, key string, offset int64, cause error)
+	// PartSize > 0 reads an object larger than it in ranges (ranged.go), up to PartsInFlight at
+	// once, those ahead of the reader held in ReadAhead's budget (nil: none ahead).
+	PartSize      int64
+	PartsInFlight int
+	ReadAhead     *ReadAhead
+	// OnRange, when set, is told of each ranged GET.
+	OnRange func(RangeInfo)
 }
 
 // New returns a Fetcher using api, with the default budget and deadlines.
@@ -100,8 +110,16 @@ func (f *Fetcher) get(ctx context.Context, in *s3.GetObjectInput) (*s3.GetObject
 	return out, wd, cancel, nil
 }
 
-// Open starts a GetObject and returns the streaming body.
+// Open starts a GetObject and returns the streaming body: one stream, or ranges for an object
+// the event says is larger than PartSize.
 func (f *Fetcher) Open(ctx context.Context, r Request) (*Object, error) {
+	if f.PartSize > 0 && r.Size > f.PartSize && f.PartsInFlight > 1 {
+		return f.openRanged(ctx, r)
+	}
+	return f.openSingle(ctx, r)
+}
+
+func (f *Fetcher) openSingle(ctx context.Context, r Request) (*Object, error) {
 	in := &s3.GetObjectInput{Bucket: &r.Bucket, Key: &r.Key}
 	pin(in, r.VersionID, r.ETag)
 	out, wd, cancel, err := f.get(ctx, in)
@@ -113,7 +131,7 @@ func (f *Fetcher) Open(ctx context.Context, r Request) (*Object, error) {
 		size = *out.ContentLength
 	}
 	obj := &Object{Size: size, ETag: strings.Trim(aws.ToString(out.ETag), "\""), VersionID: aws.ToString(out.VersionId)}
-	obj.Body = &resumingBody{ctx: ctx, f: f, req: r, obj: obj, body: out.Body, wd: wd, cancel: cancel}
+	obj.Body = &resumingBody{ctx: ctx, f: f, req: r, obj: obj, body: out.Body, wd: wd, cancel: cancel, end: -1}
 	return obj, nil
 }
 
@@ -160,9 +178,18 @@ type resumingBody struct {
 	body    io.ReadCloser
 	wd      *watchdog
 	cancel  context.CancelFunc // of the current GET
-	off     int64              // bytes handed out
+	off     int64              // the object's offset of the next byte to hand out
+	end     int64              // the offset after the last byte to read; -1: the object's end
 	pending error              // a break seen while returning data, dealt with on the next Read
 	resumes int
+}
+
+// want is the offset the body must reach: its range's end, or the object's size (-1: unknown).
+func (b *resumingBody) want() int64 {
+	if b.end >= 0 {
+		return b.end
+	}
+	return b.obj.Size
 }
 
 func (b *resumingBody) Read(p []byte) (int, error) {
@@ -176,7 +203,7 @@ func (b *resumingBody) Read(p []byte) (int, error) {
 				b.wd.timer.Stop() // the deadline is the body's, not the reader's: a slow consumer is no stall
 			}
 			b.off += int64(n)
-			if err == io.EOF && b.obj.Size >= 0 && b.off < b.obj.Size {
+			if err == io.EOF && b.want() >= 0 && b.off < b.want() {
 				err = io.ErrUnexpectedEOF // the server or a proxy cut the body short
 			}
 			if err != nil && err != io.EOF && b.wd != nil && b.wd.fired.Load() && b.ctx.Err() == nil {
@@ -217,24 +244,30 @@ func (b *resumingBody) resume(cause error) error {
 		return b.ctx.Err()
 	}
 	b.stopGET()
-	if b.resumes >= b.f.Resumes {
-		return fmt.Errorf("%w: s3 GetObject %s: body broken at byte %d, %d resumes spent: %w", ErrUnavailable, where, b.off, b.resumes, cause)
+	if cause != errStartRange { // the first GET of a range is no resume
+		if b.resumes >= b.f.Resumes {
+			return fmt.Errorf("%w: s3 GetObject %s: body broken at byte %d, %d resumes spent: %w", ErrUnavailable, where, b.off, b.resumes, cause)
+		}
+		wait := b.f.ResumeBackoff << b.resumes
+		b.resumes++
+		if b.f.OnResume != nil {
+			b.f.OnResume(b.req.Bucket, b.req.Key, b.off, cause)
+		}
+		select {
+		case <-b.ctx.Done():
+			return b.ctx.Err()
+		case <-time.After(wait):
+		}
 	}
-	wait := b.f.ResumeBackoff << b.resumes
-	b.resumes++
-	if b.f.OnResume != nil {
-		b.f.OnResume(b.req.Bucket, b.req.Key, b.off, cause)
+	rng := fmt.Sprintf("bytes=%d-", b.off)
+	if b.end >= 0 {
+		rng += fmt.Sprint(b.end - 1)
 	}
-	select {
-	case <-b.ctx.Done():
-		return b.ctx.Err()
-	case <-time.After(wait):
-	}
-	in := &s3.GetObjectInput{Bucket: &b.req.Bucket, Key: &b.req.Key, Range: aws.String(fmt.Sprintf("bytes=%d-", b.off))}
+	in := &s3.GetObjectInput{Bucket: &b.req.Bucket, Key: &b.req.Key, Range: aws.String(rng)}
 	pin(in, b.obj.VersionID, b.obj.ETag)
 	out, wd, cancel, err := b.f.get(b.ctx, in)
 	if err != nil {
-		err = Classify(b.ctx, fmt.Errorf("s3 GetObject %s (resuming at byte %d after: %v): %w", where, b.off, cause, err))
+		err = Classify(b.ctx, fmt.Errorf("s3 GetObject %s (range from byte %d, after: %v): %w", where, b.off, cause, err))
 		if errors.Is(err, ErrUnavailable) {
 			b.pending = err // the resume itself failed: try again, within the budget
 			return nil
@@ -245,6 +278,12 @@ func (b *resumingBody) resume(cause error) error {
 	if out.ContentRange == nil && b.off > 0 { // a server that ignored Range sent it all again
 		if _, err := io.CopyN(io.Discard, out.Body, b.off); err != nil {
 			b.pending = err
+		}
+		if b.end >= 0 {
+			b.body = struct {
+				io.Reader
+				io.Closer
+			}{io.LimitReader(out.Body, b.end-b.off), out.Body}
 		}
 	}
 	return nil

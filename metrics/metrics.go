@@ -49,6 +49,8 @@ type Metrics struct {
 	dependencyUp                                *prometheus.GaugeVec
 	commitResults, commitSeconds                prometheus.Histogram
 	commitFailures                              prometheus.Counter
+	rangeBytes                                  prometheus.Histogram
+	readAhead                                   atomic.Pointer[func() int64]
 	demand                                      atomic.Pointer[func() int]
 }
 
@@ -95,6 +97,16 @@ func New() *Metrics {
 		Help: "Time of one grouped commit of a database store.", Buckets: prometheus.ExponentialBuckets(0.001, 2.5, 10)})
 	m.commitFailures = counter("palleto_store_commit_failures_total", "Grouped commits that failed (and were tried again).")
 	reg.MustRegister(m.commitResults, m.commitSeconds)
+	m.rangeBytes = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "palleto_s3_range_bytes",
+		Help: "Ranged GETs of big objects, by size (its count: palleto_s3_range_bytes_count).", Buckets: prometheus.ExponentialBuckets(64<<10, 2, 10)})
+	reg.MustRegister(m.rangeBytes)
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "palleto_s3_read_ahead_bytes",
+		Help: "Bytes of the --read-ahead budget held by ranges read ahead of the decompressors."}, func() float64 {
+		if f := m.readAhead.Load(); f != nil {
+			return float64((*f)())
+		}
+		return 0
+	}))
 	m.resumes = counter("palleto_s3_resumes_total", "Broken S3 bodies continued with a Range request.")
 	m.s3Bytes = counter("palleto_s3_bytes_total", "Bytes fetched from S3 (as stored, before decompression).")
 	m.decompressed = counter("palleto_decompressed_bytes_total", "Bytes after decompression, fed to the processor.")
@@ -170,6 +182,20 @@ func (m *Metrics) DependencyDown(dep string, down bool) {
 		v = 0
 	}
 	m.dependencyUp.WithLabelValues(strings.ReplaceAll(strings.ToLower(dep), " ", "_")).Set(v)
+}
+
+// SetReadAhead makes palleto_s3_read_ahead_bytes read f at scrape time.
+func (m *Metrics) SetReadAhead(f func() int64) {
+	if m != nil {
+		m.readAhead.Store(&f)
+	}
+}
+
+// Range records one ranged GET of n bytes.
+func (m *Metrics) Range(n int64) {
+	if m != nil {
+		m.rangeBytes.Observe(float64(n))
+	}
 }
 
 // Committed records one grouped commit of a database store: its size, its time, its error.

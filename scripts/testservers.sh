@@ -24,6 +24,7 @@ install() {
   command -v npm >/dev/null || missing+=(npm)
   command -v curl >/dev/null || missing+=(curl)
   pg_bin >/dev/null || missing+=(postgresql)
+  [ -x /usr/bin/aws ] || missing+=(awscli) # the CLI Debian ships: a client of the devstack's Query protocol
   if [ ${#missing[@]} -gt 0 ]; then
     echo "testservers: installing ${missing[*]} (Debian packages)"
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null

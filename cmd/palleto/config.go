@@ -21,6 +21,7 @@ var flagGroups = []struct {
 }{
 	{"Queue and output", []string{"queue-url", "out", "commit-batch-size", "commit-batch-timeout", "config"}},
 	{"Concurrency (pollers and workers scale apart: each worker asks for one message at a time)", []string{"workers", "pollers", "prefetch", "wait-time", "visibility-timeout"}},
+	{"Big objects (ranged GETs within one memory budget)", []string{"part-size", "parts-in-flight", "read-ahead"}},
 	{"Processing", []string{"processor", "grep", "exec", "exec-timeout"}},
 	{"Filters and limits (a refused or oversized object is recorded as a permanent failure)", []string{"bucket", "include", "exclude", "max-object-bytes", "max-decompressed-bytes", "zstd-max-window"}},
 	{"Failures (an object's own: recorded, retried with backoff, permanent after --max-receives; the world's (S3, SQS, disk down): never counted, never deleted, receiving pauses until it is back)", []string{"max-receives", "retry-backoff", "dlq-url"}},

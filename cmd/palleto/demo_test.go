@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -248,5 +249,72 @@ func TestExitWhenIdleDoesNotWaitOutLongPolls(t *testing.T) {
 	}
 	if !strings.Contains(stderr, "busy)") {
 		t.Errorf("the summary does not give the busy time its rates are over:\n%s", tail(stderr, 500))
+	}
+}
+
+// TestDevstackWithDebianAWSCLI: the AWS CLI Debian ships (2.9, which speaks SQS's Query protocol
+// and ignores AWS_ENDPOINT_URL_*) works against `palleto devstack` with what it prints: the
+// region and the --endpoint-url form.
+func TestDevstackWithDebianAWSCLI(t *testing.T) {
+	awsBin := "/usr/bin/aws" // Debian's, whatever else is on the PATH (a pip-installed CLI speaks another protocol)
+	if _, err := os.Stat(awsBin); err != nil {
+		if os.Getenv("PALLETO_REQUIRE_SERVERS") == "1" {
+			t.Fatal("the aws command (Debian's awscli) is required: run `make test`")
+		}
+		t.Skip("no aws command (Debian package awscli)")
+	}
+	cmd := exec.Command(palletoBin, "devstack", "--s3-addr", "127.0.0.1:0", "--sqs-addr", "127.0.0.1:0")
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cmd.Process.Signal(os.Interrupt); cmd.Wait() }()
+	env := []string{"AWS_CONFIG_FILE=/dev/null", "AWS_SHARED_CREDENTIALS_FILE=/dev/null", "AWS_EC2_METADATA_DISABLED=true", "AWS_PAGER="}
+	var s3Endpoint, sqsEndpoint, queueURL string
+	sc := bufio.NewScanner(stdout)
+	for sc.Scan() {
+		line := sc.Text()
+		if kv, ok := strings.CutPrefix(line, "export "); ok {
+			env = append(env, kv)
+		}
+		if rest, ok := strings.CutPrefix(line, "#   aws --endpoint-url "); ok {
+			f := strings.Fields(rest)
+			if f[1] == "s3" {
+				s3Endpoint = f[0]
+			} else {
+				sqsEndpoint, queueURL = f[0], f[len(f)-1]
+				break
+			}
+		}
+	}
+	if s3Endpoint == "" || sqsEndpoint == "" || !slices.ContainsFunc(env, func(kv string) bool { return strings.HasPrefix(kv, "AWS_DEFAULT_REGION=") }) {
+		t.Fatalf("devstack did not print the region and the --endpoint-url forms: %v %q %q", env, s3Endpoint, sqsEndpoint)
+	}
+	go io.Copy(io.Discard, stdout)
+	run := func(args ...string) string {
+		t.Helper()
+		c := exec.Command(awsBin, args...)
+		c.Env = append(os.Environ(), env...)
+		out, err := c.CombinedOutput()
+		if err != nil {
+			t.Fatalf("aws %v: %v\n%s", args, err, out)
+		}
+		return string(out)
+	}
+	file := filepath.Join(t.TempDir(), "hello.txt")
+	os.WriteFile(file, []byte("one\ntwo\n"), 0o644)
+	run("--endpoint-url", s3Endpoint, "s3", "cp", file, "s3://uploads/cli/hello.txt")
+	if ls := run("--endpoint-url", s3Endpoint, "s3", "ls", "s3://uploads/cli/"); !strings.Contains(ls, "hello.txt") {
+		t.Errorf("aws s3 ls: %s", ls)
+	}
+	if attrs := run("--endpoint-url", sqsEndpoint, "sqs", "get-queue-attributes", "--queue-url", queueURL, "--attribute-names", "All"); !strings.Contains(attrs, "ApproximateNumberOfMessages") {
+		t.Errorf("aws sqs get-queue-attributes: %s", attrs)
+	}
+	msg := run("--endpoint-url", sqsEndpoint, "sqs", "receive-message", "--queue-url", queueURL, "--wait-time-seconds", "2", "--attribute-names", "All")
+	if !strings.Contains(msg, "ReceiptHandle") || !strings.Contains(msg, `cli/hello.txt`) {
+		t.Errorf("aws sqs receive-message did not get the notification of the object it copied: %s", msg)
 	}
 }

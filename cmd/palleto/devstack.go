@@ -51,6 +51,9 @@ Flags:
 		fmt.Fprintf(stdout, "export %s=%s\n", k, v)
 	}
 	fmt.Fprintf(stdout, "# then: palleto run --queue-url %s --out ./out\n", st.QueueURL)
+	fmt.Fprintf(stdout, "# tools that ignore AWS_ENDPOINT_URL_* (AWS CLI before 2.13, older SDKs) need the endpoint named:\n")
+	fmt.Fprintf(stdout, "#   aws --endpoint-url %s s3 ls s3://%s/\n", st.S3Endpoint, st.Bucket)
+	fmt.Fprintf(stdout, "#   aws --endpoint-url %s sqs receive-message --queue-url %s\n", st.SQSEndpoint, st.QueueURL)
 	<-ctx.Done()
 	fmt.Fprintln(stderr, "devstack: stopped")
 	return nil

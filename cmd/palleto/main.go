@@ -33,6 +33,7 @@ lines and bytes), writes one JSON result per object under --out, then deletes th
 
 Usage:
   palleto run --queue-url URL --out DIR [flags]   consume a queue (see palleto run --help)
+  palleto backfill --bucket B --queue-url URL     announce the objects already in a bucket (see palleto backfill --help)
   palleto demo [--objects N] [--out DIR]          the whole job on an embedded S3 and SQS
   palleto devstack                                run the embedded S3 and SQS for development
   palleto version
@@ -73,6 +74,8 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 		err = cmdRun(ctx, args[1:], stdout, stderr)
 	case "demo":
 		err = cmdDemo(ctx, args[1:], stdout, stderr)
+	case "backfill":
+		err = cmdBackfill(ctx, args[1:], stdout, stderr)
 	case "devstack":
 		err = cmdDevstack(ctx, args[1:], stdout, stderr)
 	case "version", "--version":

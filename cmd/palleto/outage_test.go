@@ -14,7 +14,6 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
-	"github.com/klauspost/compress/zstd"
 	"github.com/palleto/palleto/devstack"
 	"github.com/palleto/palleto/internal/faultproxy"
 	"github.com/palleto/palleto/internal/testenv"
@@ -148,15 +147,9 @@ func TestZstdBombStaysUnder100MiBMinIO(t *testing.T) {
 	}
 	bucket := testenv.Name("zbomb")
 	queueURL := env.NotifiedBucket(t, bucket)
-	var b bytes.Buffer
-	w, _ := zstd.NewWriter(&b, zstd.WithWindowSize(512<<20), zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithSingleSegment(false))
-	zero := make([]byte, 1<<20)
-	for range 256 {
-		w.Write(zero)
-	}
-	w.Close()
+	bomb := testenv.ZstdZeros(29, 2<<30) // as `head -c 2G /dev/zero | zstd --long=29`
 	for i := range 8 {
-		putObject(t, env.S3(), bucket, fmt.Sprintf("z/%d.zst", i), b.Bytes())
+		putObject(t, env.S3(), bucket, fmt.Sprintf("z/%d.zst", i), bomb)
 	}
 	testenv.WaitForMessages(t, env.SQS(), queueURL, 8, time.Minute)
 	out := t.TempDir()
@@ -171,7 +164,7 @@ func TestZstdBombStaysUnder100MiBMinIO(t *testing.T) {
 	if _, after, ok := strings.Cut(stderr.String(), "peak RSS "); ok {
 		fmt.Sscan(after, &rss)
 	}
-	t.Logf("8 zstd frames of %d bytes asking for 512 MiB windows, 8 workers: peak RSS %.1f MiB", b.Len(), rss)
+	t.Logf("8 zstd frames of %d bytes asking for 512 MiB windows, 8 workers: peak RSS %.1f MiB", len(bomb), rss)
 	if rss <= 0 || rss > 100 {
 		t.Errorf("peak RSS %.1f MiB, want (0, 100]", rss)
 	}

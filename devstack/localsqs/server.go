@@ -57,8 +57,13 @@ func errNoQueue(name string) *apiError {
 	return &apiError{status: 400, code: "QueueDoesNotExist", queryCode: "AWS.SimpleQueueService.NonExistentQueue", text: "The specified queue does not exist: " + name}
 }
 
-// ServeHTTP answers one JSON-protocol call: POST, X-Amz-Target: AmazonSQS.<Action>.
+// ServeHTTP answers one call: of the JSON protocol (POST, X-Amz-Target: AmazonSQS.<Action>), or
+// of the older Query protocol (Action=<Action>, form-encoded; see query.go).
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if isQuery(r) {
+		s.serveQuery(w, r)
+		return
+	}
 	target := r.Header.Get("X-Amz-Target")
 	action, ok := strings.CutPrefix(target, "AmazonSQS.")
 	if r.Method != http.MethodPost || !ok {
@@ -66,7 +71,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			w.Write([]byte("palleto localsqs (development only)\n"))
 			return
 		}
-		writeErr(w, errBadRequest("InvalidAction", "only the JSON protocol (X-Amz-Target: AmazonSQS.*) is supported"))
+		writeErr(w, errBadRequest("InvalidAction", "neither the JSON protocol (X-Amz-Target: AmazonSQS.*) nor the Query protocol (Action=...)"))
 		return
 	}
 	var in map[string]json.RawMessage

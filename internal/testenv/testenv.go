@@ -254,3 +254,20 @@ func (p *Postgres) Stop(t testing.TB) {
 		t.Fatalf("pg_ctl stop: %v\n%s", err, out)
 	}
 }
+
+// ZstdZeros is a zstd frame of n zero bytes (a multiple of 128 KiB) whose header asks for a
+// window of 2^windowLog bytes: RLE blocks of 128 KiB, 4 bytes each. With windowLog 29 and 2 GiB
+// it is the "75 KB object" of `head -c 2G /dev/zero | zstd --long=29`, made without an encoder
+// that would itself allocate the window.
+func ZstdZeros(windowLog int, n int64) []byte {
+	out := []byte{0x28, 0xb5, 0x2f, 0xfd, 0x00, byte((windowLog - 10) << 3)}
+	const block = 128 << 10
+	for left := n; left > 0; left -= block {
+		h := uint32(block)<<3 | 1<<1 // an RLE block of 128 KiB
+		if left <= block {
+			h |= 1 // the last one
+		}
+		out = append(out, byte(h), byte(h>>8), byte(h>>16), 0)
+	}
+	return out
+}

@@ -1,0 +1,204 @@
+package fetch
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/smithy-go"
+)
+
+// rangeS3 serves one object as S3 does: Range (bytes=a-b, bytes=a-), If-Match, Content-Range.
+// cut, when set, says after how many bytes the n-th response (from 0) breaks; after, when set,
+// runs after the n-th request is answered (an overwrite between ranges, say).
+type rangeS3 struct {
+	API
+	mu     sync.Mutex
+	data   []byte
+	etag   string
+	cut    map[int]int
+	after  func(n int)
+	ranges []string
+}
+
+func (s *rangeS3) GetObject(ctx context.Context, in *s3.GetObjectInput, _ ...func(*s3.Options)) (*s3.GetObjectOutput, error) {
+	s.mu.Lock()
+	n := len(s.ranges)
+	s.ranges = append(s.ranges, aws.ToString(in.Range))
+	data, etag := s.data, s.etag
+	s.mu.Unlock()
+	if s.after != nil {
+		defer s.after(n)
+	}
+	if in.IfMatch != nil && *in.IfMatch != `"`+etag+`"` {
+		return nil, &smithy.GenericAPIError{Code: "PreconditionFailed"}
+	}
+	out := &s3.GetObjectOutput{ETag: aws.String(`"` + etag + `"`)}
+	start, end := 0, len(data)
+	if in.Range != nil {
+		var a, b int
+		if k, _ := fmt.Sscanf(*in.Range, "bytes=%d-%d", &a, &b); k == 2 {
+			start, end = a, min(b+1, len(data))
+		} else if _, err := fmt.Sscanf(*in.Range, "bytes=%d-", &a); err == nil {
+			start = a
+		}
+		if start >= len(data) {
+			return nil, &smithy.GenericAPIError{Code: "InvalidRange"}
+		}
+		out.ContentRange = aws.String(fmt.Sprintf("bytes %d-%d/%d", start, end-1, len(data)))
+	}
+	part := data[start:end]
+	out.ContentLength = aws.Int64(int64(len(part)))
+	var body io.Reader = bytes.NewReader(part)
+	if c, ok := s.cut[n]; ok && c < len(part) {
+		body = io.MultiReader(bytes.NewReader(part[:c]), errReader{syscall.ECONNRESET})
+	}
+	out.Body = io.NopCloser(body)
+	return out, nil
+}
+
+func ranged(api API, budget int64) *Fetcher {
+	f := New(api)
+	f.ResumeBackoff = time.Millisecond
+	f.PartSize, f.PartsInFlight = 64<<10, 4
+	if budget > 0 {
+		f.ReadAhead = NewReadAhead(budget)
+	}
+	return f
+}
+
+func randomData(n int) []byte {
+	b := make([]byte, n)
+	r := rand.New(rand.NewPCG(uint64(n), 1))
+	for i := range b {
+		b[i] = byte(r.IntN(256))
+	}
+	return b
+}
+
+// TestRangedReadsGiveTheObjectInOrder: objects of 0 and 1 byte, exactly one part, one part and
+// one byte, and many parts, read with ranges ahead and without budget, give their bytes exactly;
+// the budget is all back afterwards.
+func TestRangedReadsGiveTheObjectInOrder(t *testing.T) {
+	for _, size := range []int{0, 1, 64 << 10, 64<<10 + 1, 3<<20 + 17} {
+		for _, budget := range []int64{0, 512 << 10} {
+			t.Run(fmt.Sprintf("%d bytes, budget %d", size, budget), func(t *testing.T) {
+				data := randomData(size)
+				api := &rangeS3{data: data, etag: "e1"}
+				f := ranged(api, budget)
+				var ahead int
+				f.OnRange = func(ri RangeInfo) {
+					if ri.Ahead {
+						ahead++
+					}
+				}
+				obj, err := f.Open(context.Background(), Request{Bucket: "b", Key: "k", ETag: "e1", Size: int64(size) + 1e6})
+				if err != nil {
+					t.Fatal(err)
+				}
+				got, err := io.ReadAll(obj.Body)
+				obj.Body.Close()
+				if err != nil || !bytes.Equal(got, data) {
+					t.Fatalf("read %d bytes (%v), want the %d bytes of the object", len(got), err, size)
+				}
+				if budget > 0 && size > 1<<20 && ahead == 0 {
+					t.Errorf("no range was read ahead with a budget: %v", api.ranges)
+				}
+				if budget == 0 && ahead > 0 {
+					t.Errorf("%d ranges read ahead without budget", ahead)
+				}
+				if f.ReadAhead.InUse() != 0 {
+					t.Errorf("%d bytes of the budget still held after Close", f.ReadAhead.InUse())
+				}
+			})
+		}
+	}
+}
+
+// TestRangeCutMidBodyIsResumed: a range that breaks mid-body resumes from the byte where it
+// broke, within that range.
+func TestRangeCutMidBodyIsResumed(t *testing.T) {
+	data := randomData(1 << 20)
+	api := &rangeS3{data: data, etag: "e", cut: map[int]int{2: 1000}}
+	f := ranged(api, 512<<10)
+	var resumedAt []int64
+	f.OnResume = func(_, _ string, off int64, _ error) { resumedAt = append(resumedAt, off) }
+	obj, err := f.Open(context.Background(), Request{Bucket: "b", Key: "k", Size: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(obj.Body)
+	obj.Body.Close()
+	if err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("read %d bytes (%v)", len(got), err)
+	}
+	if len(resumedAt) != 1 {
+		t.Fatalf("resumes at %v, want one; requests %v", resumedAt, api.ranges)
+	}
+	found := false
+	for _, r := range api.ranges {
+		var a, b int64
+		if k, _ := fmt.Sscanf(r, "bytes=%d-%d", &a, &b); k == 2 && a == resumedAt[0] && b > a {
+			found = true
+		}
+	}
+	if !found {
+		t.Errorf("no request resumed from byte %d to its range's end: %v", resumedAt[0], api.ranges)
+	}
+}
+
+// TestObjectOverwrittenBetweenRangesIsPermanent: every range is pinned to the first answer's
+// eTag; an object overwritten after the first range fails permanently, never reads as a mix.
+func TestObjectOverwrittenBetweenRangesIsPermanent(t *testing.T) {
+	data := randomData(1 << 20)
+	api := &rangeS3{data: data, etag: "e1"}
+	api.after = func(n int) {
+		if n == 0 {
+			api.mu.Lock()
+			api.data, api.etag = bytes.Repeat([]byte("x"), 1<<20), "e2"
+			api.mu.Unlock()
+		}
+	}
+	f := ranged(api, 512<<10)
+	obj, err := f.Open(context.Background(), Request{Bucket: "b", Key: "k", Size: 1 << 20}) // no eTag in the event: pinned by the first answer
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(obj.Body)
+	obj.Body.Close()
+	if !errors.Is(err, ErrPermanent) || !strings.Contains(err.Error(), "overwritten") {
+		t.Fatalf("after %d bytes: %v, want a permanent 'overwritten' error", len(got), err)
+	}
+	if bytes.Contains(got, []byte("xxxxxxxx")) {
+		t.Fatal("bytes of the new object were handed out with the old one's")
+	}
+}
+
+// TestClosingMidwayGivesTheBudgetBack: a reader closed before the end (a processor that fails)
+// stops its ranges and frees their memory.
+func TestClosingMidwayGivesTheBudgetBack(t *testing.T) {
+	api := &rangeS3{data: randomData(2 << 20), etag: "e"}
+	f := ranged(api, 512<<10)
+	obj, err := f.Open(context.Background(), Request{Bucket: "b", Key: "k", Size: 2 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.CopyN(io.Discard, obj.Body, 200<<10)
+	if f.ReadAhead.InUse() == 0 {
+		t.Fatal("nothing read ahead")
+	}
+	obj.Body.Close()
+	if f.ReadAhead.InUse() != 0 {
+		t.Fatalf("%d bytes of the budget held after Close", f.ReadAhead.InUse())
+	}
+}
