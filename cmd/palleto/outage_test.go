@@ -49,6 +49,7 @@ func failureRecords(out string) []string {
 // --retry-backoff 1s): no message deleted, no failure record, receiving paused and the CPU near
 // idle, one log line when S3 went down and one when it came back; then every result is there.
 func TestS3OutageDeletesNothingMinIO(t *testing.T) {
+	t.Parallel() // mostly waiting (an outage, a slow processor): it overlaps the tests that work
 	env := testenv.Get(t)
 	bucket := testenv.Name("outage")
 	queueURL := env.NotifiedBucket(t, bucket)
@@ -110,6 +111,7 @@ func TestS3OutageDeletesNothingMinIO(t *testing.T) {
 // abandoned after --s3-read-timeout and the object resumed with a Range GET; the result is
 // whole and the message is not pinned by the heartbeat.
 func TestStalledS3BodyIsResumedMinIO(t *testing.T) {
+	t.Parallel() // mostly waiting (an outage, a slow processor): it overlaps the tests that work
 	env := testenv.Get(t)
 	bucket := testenv.Name("stall")
 	queueURL := env.NotifiedBucket(t, bucket)

@@ -325,6 +325,7 @@ func TestPoisonAndCorruptEndInTheDLQMinIO(t *testing.T) {
 // against 2s) sees each message once: the heartbeat keeps it invisible, idle workers never
 // get it again.
 func TestHeartbeatKeepsSlowObjectsMinIO(t *testing.T) {
+	t.Parallel() // mostly waiting (an outage, a slow processor): it overlaps the tests that work
 	env := testenv.Get(t)
 	bucket := testenv.Name("slow")
 	queueURL := env.NotifiedBucket(t, bucket)
@@ -392,6 +393,7 @@ func TestSIGTERMHandsBackUnstartedMinIO(t *testing.T) {
 // retry delay up to --max-receives adds up to: the daemon says so once and pauses; once space
 // is freed, every object gets its result, no failure record is left, and the queue empties.
 func TestDiskFullKeepsTheMessageMinIO(t *testing.T) {
+	t.Parallel() // mostly waiting (an outage, a slow processor): it overlaps the tests that work
 	env := testenv.Get(t)
 	out := t.TempDir()
 	if err := exec.Command("mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", out).Run(); err != nil {

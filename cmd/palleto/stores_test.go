@@ -236,6 +236,7 @@ func TestThreeReplicasOnePostgresMinIO(t *testing.T) {
 // no message is deleted while it is down, the daemon says so, and once it is back every result
 // is there and the queue empties.
 func TestPostgresOutageKeepsMessagesMinIO(t *testing.T) {
+	t.Parallel() // mostly waiting (an outage, a slow processor): it overlaps the tests that work
 	env := testenv.Get(t)
 	pg := testenv.StartPostgres(t)
 	bucket := testenv.Name("pgdown")

@@ -28,6 +28,11 @@ type Config struct {
 	MeanLife  time.Duration // reset after this long on average (0: never)
 	Latency   time.Duration // up to this much delay before each response chunk (uniform)
 	Seed      uint64
+	// Bandwidth caps what each connection carries to the client, in bytes per second (0: no
+	// cap), and FirstByte delays the first byte of each response: S3 "as on AWS", where one GET
+	// stream carries some 25-100 MB/s and answers in 10-50 ms, unlike loopback.
+	Bandwidth int64
+	FirstByte time.Duration
 }
 
 // Stats count the faults injected so far.
@@ -168,18 +173,30 @@ func (p *Proxy) serve(client net.Conn) {
 		defer kill.Stop()
 	}
 	done := make(chan struct{})
-	go func() { // requests, untouched
+	var requested atomic.Bool // the client sent a request whose answer has not begun
+	go func() {                // requests, untouched
 		defer close(done)
-		io.Copy(server, client)
+		io.Copy(server, &noting{r: client, flag: &requested})
 		end(false)
 	}()
 	buf := make([]byte, 32<<10)
-	var sent int64
+	var sent, paced int64
+	paceStart := time.Now()
 	for {
 		n, err := server.Read(buf)
 		if n > 0 {
 			if faults && p.cfg.Latency > 0 {
 				time.Sleep(time.Duration(p.float() * float64(p.cfg.Latency)))
+			}
+			if p.cfg.FirstByte > 0 && requested.Swap(false) {
+				time.Sleep(p.cfg.FirstByte)
+				paceStart, paced = time.Now(), 0 // the bandwidth is paced from each response's first byte
+			}
+			if p.cfg.Bandwidth > 0 { // pace: the bytes so far may not run ahead of the bandwidth
+				paced += int64(n)
+				if ahead := time.Duration(float64(paced)/float64(p.cfg.Bandwidth)*float64(time.Second)) - time.Since(paceStart); ahead > 0 {
+					time.Sleep(ahead)
+				}
 			}
 			chunk := buf[:n]
 			if stallAt >= 0 && sent+int64(n) > stallAt {
@@ -207,4 +224,18 @@ func (p *Proxy) serve(client net.Conn) {
 		}
 	}
 	<-done
+}
+
+// noting is the request direction's reader: it marks that a request is on its way.
+type noting struct {
+	r    io.Reader
+	flag *atomic.Bool
+}
+
+func (n *noting) Read(p []byte) (int, error) {
+	k, err := n.r.Read(p)
+	if k > 0 {
+		n.flag.Store(true)
+	}
+	return k, err
 }

@@ -1,0 +1,133 @@
+package main
+
+import (
+	"bytes"
+	"compress/gzip"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"math/rand/v2"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/klauspost/compress/zstd"
+	"github.com/palleto/palleto/internal/faultproxy"
+	"github.com/palleto/palleto/internal/testenv"
+)
+
+// storedGzip is a gzip member of plain at level 0, whose compressed size is exactly size (plain
+// is cut or padded with newlines to get it): members that end exactly on a range's edge.
+func storedGzip(t *testing.T, r *rand.Rand, size int) []byte {
+	t.Helper()
+	n := size - 100
+	for range 200 {
+		plain := bytes.Repeat([]byte("x"), n)
+		for i := 0; i < n; i += 1 + r.IntN(80) {
+			plain[i] = '\n'
+		}
+		var b bytes.Buffer
+		w, _ := gzip.NewWriterLevel(&b, gzip.NoCompression)
+		w.Write(plain)
+		w.Close()
+		if b.Len() == size {
+			return b.Bytes()
+		}
+		n += size - b.Len()
+	}
+	t.Fatalf("no stored gzip member of exactly %d bytes", size)
+	return nil
+}
+
+// TestRangedReadsMatchOneStreamMinIO: objects of 0 and 1 byte, exactly one part, one part and
+// a byte, a gzip whose members end on range edges, zstd, and 257 MiB of gzip, read through a
+// fault proxy that cuts bodies, with --part-size 1MiB: every result (lines, bytes, sha256)
+// equals the single-stream path's (--part-size 0).
+func TestRangedReadsMatchOneStreamMinIO(t *testing.T) {
+	env := testenv.Get(t)
+	bucket := testenv.Name("ranges")
+	plainBucket(t, env, bucket)
+	r := rand.New(rand.NewPCG(31, 1))
+	const part = 1 << 20
+	edges := append(append(storedGzip(t, r, part), storedGzip(t, r, part)...), storedGzip(t, r, part/2)...) // members end at 1 MiB, 2 MiB
+	var zb bytes.Buffer
+	zw, _ := zstd.NewWriter(&zb)
+	zplain, _ := gzipLines(r, 200000, 1)
+	zw.Write(zplain)
+	zw.Close()
+	big, _ := gzipLines(r, 3_000_000, 3) // about 257 MiB decompressed
+	objs := map[string][]byte{
+		"empty":      {},
+		"one-byte":   {'\n'},
+		"one-part":   bytes.Repeat([]byte("line\n"), part/5+1)[:part],
+		"one-part+1": bytes.Repeat([]byte("line\n"), part/5+1)[:part+1],
+		"edges.gz":   edges,
+		"data.zst":   zb.Bytes(),
+		"big.log.gz": big,
+	}
+	for k, v := range objs {
+		putObject(t, env.S3(), bucket, k, v)
+	}
+	t.Logf("big.log.gz: %d MiB of gzip", len(big)>>20)
+	proxy, err := faultproxy.Start(faultproxy.Config{Target: strings.TrimPrefix(env.S3Endpoint, "http://"), MeanBytes: 24 << 20, Seed: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer proxy.Close()
+	results := map[string]map[string]map[string]any{}
+	for _, mode := range []string{"0", "1MiB"} {
+		queueURL := testenv.NewQueue(t, env.SQS(), testenv.Name("ranges-q"), nil)
+		for k, v := range objs {
+			sendEvent(t, env.SQS(), queueURL, bucket, k, etagOf(t, env, bucket, k), len(v))
+		}
+		out := t.TempDir()
+		s3 := env.S3Endpoint
+		if mode != "0" {
+			s3 = proxy.URL() // ranges through the cuts: each must resume within its range
+		}
+		code, trace, stderr := runPalleto(t, append(env.AWSEnv(), "AWS_ENDPOINT_URL_S3="+s3), 5*time.Minute, "run", "--queue-url", queueURL,
+			"--out", out, "--part-size", mode, "--processor", "sha256", "--wait-time", "1s", "--exit-when-idle", "3s", "--trace")
+		if code != 0 {
+			t.Fatalf("--part-size %s: exit %d\n%s", mode, code, tail(stderr, 3000))
+		}
+		if n := strings.Count(trace, "read ahead)"); mode != "0" && n < 20 {
+			t.Errorf("%d ranges read ahead with --part-size 1MiB: the big objects were not read in ranges", n)
+		}
+		results[mode] = map[string]map[string]any{}
+		for k := range objs {
+			results[mode][k] = readResult(t, out, bucket, k)
+		}
+	}
+	t.Logf("proxy: %+v", proxy.Stats())
+	for k, v := range objs {
+		one, ranged := results["0"][k], results["1MiB"][k]
+		for _, f := range []string{"lines", "bytes", "sha256", "encoding", "size"} {
+			if fmt.Sprint(one[f]) != fmt.Sprint(ranged[f]) {
+				t.Errorf("%s: %s is %v in one stream, %v in ranges", k, f, one[f], ranged[f])
+			}
+		}
+		if k == "one-part" && ranged["sha256"] != hexSHA(v) {
+			t.Errorf("%s: sha256 %v, want %s", k, ranged["sha256"], hexSHA(v))
+		}
+	}
+	if proxy.Stats().Cuts == 0 {
+		t.Error("no range was cut: the resume within a range was not exercised")
+	}
+}
+
+func hexSHA(b []byte) string {
+	s := sha256.Sum256(b)
+	return hex.EncodeToString(s[:])
+}
+
+func etagOf(t *testing.T, env testenv.Env, bucket, key string) string {
+	t.Helper()
+	h, err := env.S3().HeadObject(context.Background(), &s3.HeadObjectInput{Bucket: &bucket, Key: &key})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.Trim(aws.ToString(h.ETag), `"`)
+}
