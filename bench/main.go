@@ -41,6 +41,8 @@ type Options struct {
 	MemWorkers   int   // P3
 	LatObjects   int   // P4
 	LatRate      int   // P4: objects per second
+	AWSObjects   int   // P1 as on AWS
+	AWSBytes     int64 // P1 as on AWS: decompressed bytes of each
 
 	Only       []string // scenarios to run (all when empty)
 	CPUProfile string   // where to write a CPU profile of each in-process Palleto run (the last one stays)
@@ -50,15 +52,15 @@ type Options struct {
 
 // Full are the sizes of the issue; Quick are tiny, for the smoke run in the tests.
 var (
-	Full  = Options{Runs: 3, BigObjects: 4, BigBytes: 256 << 20, SmallObjects: 10000, MemObjects: 16, MemBytes: 1 << 30, MemWorkers: 16, LatObjects: 200, LatRate: 20}
-	Quick = Options{Runs: 1, BigObjects: 2, BigBytes: 1 << 20, SmallObjects: 100, MemObjects: 2, MemBytes: 4 << 20, MemWorkers: 16, LatObjects: 10, LatRate: 20}
+	Full  = Options{Runs: 3, BigObjects: 4, BigBytes: 256 << 20, SmallObjects: 10000, MemObjects: 16, MemBytes: 1 << 30, MemWorkers: 16, LatObjects: 200, LatRate: 20, AWSObjects: 2, AWSBytes: 500 << 20}
+	Quick = Options{Runs: 1, BigObjects: 2, BigBytes: 1 << 20, SmallObjects: 100, MemObjects: 2, MemBytes: 4 << 20, MemWorkers: 16, LatObjects: 10, LatRate: 20, AWSObjects: 1, AWSBytes: 20 << 20}
 )
 
 func main() {
 	quick := flag.Bool("quick", false, "tiny sizes: a smoke run of the harness")
 	out := flag.String("out", "docs/PERFORMANCE.md", "file whose results section is rewritten ('' for none)")
 	runs := flag.Int("runs", 0, "repetitions per scenario (default 3, 1 with -quick)")
-	only := flag.String("only", "", "comma-separated scenarios to run (P1,P2,P3,P4; default all)")
+	only := flag.String("only", "", "comma-separated scenarios to run (P1,P1AWS,P2,P3,P4; default all)")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the in-process Palleto runs to this file")
 	small := flag.Int("small-objects", 0, "P2's object count (default 10000, 100 with -quick)")
 	flag.Parse()
@@ -113,11 +115,14 @@ func Run(ctx context.Context, env testenv.Env, o Options) (*Report, error) {
 	}
 	b := &bench{env: env, o: o, tb: &fatalTB{}, s3c: env.S3(), sqsc: env.SQS()}
 	rep := &Report{Machine: machine(), Options: o, Started: time.Now()}
-	for i, sc := range []func(context.Context) ([]Row, error){b.p1, b.p2, b.p3, b.p4} {
-		if len(o.Only) > 0 && !slices.Contains(o.Only, fmt.Sprintf("P%d", i+1)) {
+	for _, sc := range []struct {
+		name string
+		run  func(context.Context) ([]Row, error)
+	}{{"P1", b.p1}, {"P1AWS", b.p1aws}, {"P2", b.p2}, {"P3", b.p3}, {"P4", b.p4}} {
+		if len(o.Only) > 0 && !slices.Contains(o.Only, sc.name) {
 			continue
 		}
-		rows, err := b.protect(func() ([]Row, error) { return sc(ctx) })
+		rows, err := b.protect(func() ([]Row, error) { return sc.run(ctx) })
 		b.removeDirs()
 		if err != nil {
 			return nil, err

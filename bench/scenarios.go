@@ -22,12 +22,12 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 	sqstypes "github.com/aws/aws-sdk-go-v2/service/sqs/types"
 	"github.com/klauspost/compress/gzip"
+
 	"github.com/palleto/palleto"
-	"github.com/palleto/palleto/decode"
 	"github.com/palleto/palleto/devstack"
+	"github.com/palleto/palleto/internal/faultproxy"
 	"github.com/palleto/palleto/internal/testenv"
 	"github.com/palleto/palleto/notify"
-	"github.com/palleto/palleto/process"
 	"github.com/palleto/palleto/sink"
 	"golang.org/x/sync/errgroup"
 )
@@ -39,8 +39,9 @@ type bench struct {
 	s3c  *s3.Client
 	sqsc *sqs.Client
 
-	dirs    []string     // output directories, removed when the scenario ends (see tempDir)
-	lastSQS *countingSQS // the SQS requests of the last in-process Palleto run
+	dirs       []string     // output directories, removed when the scenario ends (see tempDir)
+	lastSQS    *countingSQS // the SQS requests of the last in-process Palleto run
+	s3Endpoint string       // when set, the S3 endpoint of in-process runs (a fault proxy)
 }
 
 // tempDir makes an output directory under base (the system's temporary directory when empty).
@@ -184,6 +185,10 @@ func (b *bench) startDaemon(ctx context.Context, cfg palleto.Config) (d *palleto
 		k, v, _ := strings.Cut(kv, "=")
 		os.Setenv(k, v)
 	}
+	if b.s3Endpoint != "" {
+		os.Setenv("AWS_ENDPOINT_URL_S3", b.s3Endpoint)
+		defer os.Setenv("AWS_ENDPOINT_URL_S3", b.env.S3Endpoint)
+	}
 	sqsc, s3c, err := palleto.AWSClients(ctx, cfg.Engine.Workers+cfg.Engine.Producer.Pollers)
 	if err != nil {
 		b.tb.Fatalf("%v", err)
@@ -217,40 +222,76 @@ func median(xs []float64) float64 {
 	return s[len(s)/2]
 }
 
-// P1: big gzip objects, 1 and 2 workers, against in-memory gunzip + line count of the same bytes.
-func (b *bench) p1(ctx context.Context) ([]Row, error) {
-	bucket := b.bucket("bench-big")
-	var objs []object
-	var plainTotal int64
-	for i := range b.o.BigObjects {
-		plain := logLines(rand.New(rand.NewPCG(1, uint64(i))), b.o.BigBytes)
-		z := gz(plain)
+// libraryLimit is the best the machine and the library do with big gzip objects: klauspost's
+// gzip reader (every member) over the bytes in memory, 256 KiB reads, newlines counted with
+// bytes.Count, one core. It is measured in each run, next to Palleto.
+func libraryLimit(objs []object) (mbps float64, err error) {
+	buf := make([]byte, 256<<10)
+	var total int64
+	start := time.Now()
+	for _, o := range objs {
+		zr, err := gzip.NewReader(bytes.NewReader(o.gz))
+		if err != nil {
+			return 0, err
+		}
+		lines := 0
+		for {
+			n, err := zr.Read(buf)
+			lines += bytes.Count(buf[:n], []byte{'\n'})
+			total += int64(n)
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				return 0, err
+			}
+		}
+		if lines == 0 {
+			return 0, fmt.Errorf("no lines in %s", o.key)
+		}
+	}
+	return float64(total) / 1e6 / time.Since(start).Seconds(), nil
+}
+
+// bigObjects puts n gzip objects of about plainBytes each, in members gzip members.
+func (b *bench) bigObjects(ctx context.Context, bucket string, n int, plainBytes int64, members int, seed uint64) (objs []object, plainTotal int64) {
+	for i := range n {
+		plain := logLines(rand.New(rand.NewPCG(seed, uint64(i))), plainBytes)
+		var z []byte
+		for m := range members {
+			z = append(z, gz(plain[int64(m)*int64(len(plain))/int64(members):int64(m+1)*int64(len(plain))/int64(members)])...)
+		}
 		key := fmt.Sprintf("big/%d.log.gz", i)
 		objs = append(objs, object{key: key, etag: b.put(ctx, bucket, key, z), size: int64(len(z)), plain: int64(len(plain)), gz: z})
 		plainTotal += int64(len(plain))
 	}
+	return objs, plainTotal
+}
+
+// P1: big gzip objects, 1 and 2 workers, default flags otherwise, against the library's limit.
+func (b *bench) p1(ctx context.Context) ([]Row, error) {
+	bucket := b.bucket("bench-big")
+	objs, plainTotal := b.bigObjects(ctx, bucket, b.o.BigObjects, b.o.BigBytes, 1, 1)
 	b.o.Log.Info("P1 data ready", "objects", len(objs), "decompressed_MB", plainTotal/1e6)
 	var mem, w1, w2 []float64
 	for run := range b.o.Runs {
-		start := time.Now()
-		for _, o := range objs {
-			r, err := decode.NewReader(bytes.NewReader(o.gz))
-			if err != nil {
-				return nil, err
-			}
-			if _, err := process.CountLines(ctx, r); err != nil {
-				return nil, err
-			}
+		m, err := libraryLimit(objs)
+		if err != nil {
+			return nil, err
 		}
-		mem = append(mem, float64(plainTotal)/1e6/time.Since(start).Seconds())
-		for _, workers := range []int{1, 2} {
+		mem = append(mem, m)
+		workerCounts := []int{1, 2}
+		if os.Getenv("BENCH_P1_ONE") != "" { // for exploring (a profile of --workers 1): the table is made with both
+			workerCounts = []int{2, 1}
+		}
+		for _, workers := range workerCounts {
 			cfg := palleto.DefaultConfig()
 			cfg.SQS.QueueURL = b.queueOf(ctx, bucket, objs)
-			cfg.SQS.WaitTime = time.Second
-			cfg.Engine.Workers, cfg.Engine.Producer.Pollers = workers, 1
-			// No prefetch for big objects: local-aws-sqs answers a receive asking for more than it
-			// holds only when the wait ends, which would add a second to a 2-second run.
-			cfg.Engine.Prefetch = 0
+			cfg.SQS.WaitTime = 0 // local-aws-sqs holds a poll for fewer than 10 messages until its wait ends
+			cfg.Engine.Workers = workers
+			if v := os.Getenv("BENCH_P1_PART_SIZE"); v != "" { // for exploring; the table is made with the defaults
+				fmt.Sscan(v, &cfg.PartSize)
+			}
 			took, _ := b.runDaemon(ctx, cfg, "", len(objs))
 			mbs := float64(plainTotal) / 1e6 / took.Seconds()
 			if workers == 1 {
@@ -259,15 +300,64 @@ func (b *bench) p1(ctx context.Context) ([]Row, error) {
 				w2 = append(w2, mbs)
 			}
 		}
-		b.o.Log.Info("P1 run", "run", run+1, "in_memory_MBps", mem[run], "workers1_MBps", w1[run], "workers2_MBps", w2[run])
+		b.o.Log.Info("P1 run", "run", run+1, "library_MBps", mem[run], "workers1_MBps", w1[run], "workers2_MBps", w2[run])
 	}
 	m, one, two := median(mem), median(w1), median(w2)
-	set := fmt.Sprintf("%d × %d MiB JSON-lines gzip, --prefetch 0", len(objs), b.o.BigBytes>>20)
+	set := fmt.Sprintf("%d × %d MiB JSON-lines gzip on loopback, defaults", len(objs), b.o.BigBytes>>20)
 	return []Row{
 		{Scenario: "P1 big objects", Setting: set + ", --workers 1", Value: fmt.Sprintf("%.0f MB/s", one),
-			Limit: fmt.Sprintf("%.0f MB/s in-memory gunzip + count, 1 core", m), Ratio: one / m, Target: 0.90},
+			Limit: fmt.Sprintf("%.0f MB/s klauspost gunzip + bytes.Count of the same bytes in memory, 256 KiB reads, 1 core", m), Ratio: one / m, Target: 0.90},
 		{Scenario: "P1 big objects", Setting: set + ", --workers 2", Value: fmt.Sprintf("%.0f MB/s", two),
 			Limit: fmt.Sprintf("%.0f MB/s with --workers 1", one), Ratio: two / one, Target: 1.7},
+	}, nil
+}
+
+// P1 as on AWS: big objects with S3 behind the fault proxy at 25 MB/s per connection and 20 ms
+// to each first byte, what one GET stream gets on AWS, 1 worker: ranged GETs (the defaults)
+// against the library's limit, and one stream (--part-size 0) for comparison.
+func (b *bench) p1aws(ctx context.Context) ([]Row, error) {
+	bucket := b.bucket("bench-aws")
+	objs, plainTotal := b.bigObjects(ctx, bucket, b.o.AWSObjects, b.o.AWSBytes, 5, 7)
+	proxy, err := faultproxy.Start(faultproxy.Config{Target: strings.TrimPrefix(b.env.S3Endpoint, "http://"), Bandwidth: 25e6, FirstByte: 20 * time.Millisecond})
+	if err != nil {
+		return nil, err
+	}
+	defer proxy.Close()
+	b.o.Log.Info("P1 as on AWS: data ready", "objects", len(objs), "gzip_MB_each", objs[0].size/1e6, "decompressed_MB", plainTotal/1e6)
+	var mem, ranged, single []float64
+	for run := range b.o.Runs {
+		m, err := libraryLimit(objs)
+		if err != nil {
+			return nil, err
+		}
+		mem = append(mem, m)
+		for _, part := range []int64{palleto.DefaultConfig().PartSize, 0} {
+			cfg := palleto.DefaultConfig()
+			cfg.SQS.QueueURL = b.queueOf(ctx, bucket, objs)
+			cfg.SQS.WaitTime = 0
+			cfg.Engine.Workers = 1
+			cfg.PartSize = part
+			b.s3Endpoint = proxy.URL()
+			took, _ := b.runDaemon(ctx, cfg, "", len(objs))
+			b.s3Endpoint = ""
+			mbs := float64(plainTotal) / 1e6 / took.Seconds()
+			if part > 0 {
+				ranged = append(ranged, mbs)
+			} else {
+				single = append(single, mbs)
+			}
+		}
+		b.o.Log.Info("P1 as on AWS run", "run", run+1, "library_MBps", mem[run], "ranged_MBps", last(ranged), "one_stream_MBps", last(single))
+	}
+	m, r, one := median(mem), median(ranged), median(single)
+	def := palleto.DefaultConfig()
+	set := fmt.Sprintf("%d × %d MiB gzip (%d members, %d MiB compressed), S3 at 25 MB/s per connection and 20 ms to first byte, --workers 1",
+		len(objs), b.o.AWSBytes>>20, 5, objs[0].size>>20)
+	limit := fmt.Sprintf("%.0f MB/s klauspost gunzip + count in memory, 1 core", m)
+	return []Row{
+		{Scenario: "P1 as on AWS", Setting: fmt.Sprintf("%s, defaults (--part-size %d MiB, --parts-in-flight %d, --read-ahead %d MiB)", set, def.PartSize>>20, def.PartsInFlight, def.ReadAhead>>20),
+			Value: fmt.Sprintf("%.0f MB/s", r), Limit: limit, Ratio: r / m, Target: 0.85},
+		{Scenario: "P1 as on AWS, one stream", Setting: set + ", --part-size 0", Value: fmt.Sprintf("%.0f MB/s", one), Limit: limit, Ratio: one / m},
 	}, nil
 }
 

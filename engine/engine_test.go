@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -616,8 +617,29 @@ func TestIdleExitWaitsForOlderPollsInFlight(t *testing.T) {
 // With one poller, the first poll comes back empty and the second, started after it, brings
 // items only after the idle delay: the queue looked idle while it was out.
 func TestItemsArrivingAtIdleExitAreHandledNotReleased(t *testing.T) {
-	src := &scripted{script: []step{{}, {wait: 200 * time.Millisecond, items: []int{1, 2, 3}}}}
+	src := &scripted{script: []step{{wait: 60 * time.Millisecond}, {wait: 200 * time.Millisecond, items: []int{1, 2, 3}}}} // the empty poll long-polls a while, as SQS does
 	if handled, released := runToIdle(t, src, 1, 2); fmt.Sprint(handled) != "[1 2 3]" || released != 0 {
 		t.Fatalf("handled %v, released %d: items that came back during the idle stop were handed back", handled, released)
+	}
+}
+
+// emptyAtOnce answers every poll empty at once, as SQS does with a wait time of 0.
+type emptyAtOnce struct{ calls atomic.Int64 }
+
+func (e *emptyAtOnce) Receive(ctx context.Context, max int) ([]int, error) {
+	e.calls.Add(1)
+	return nil, nil
+}
+
+// TestEmptyQueueWithoutLongPollsDoesNotSpin: with demand, a source that answers empty at once
+// (no long polling) is asked again only after a pause, not thousands of times a second.
+func TestEmptyQueueWithoutLongPollsDoesNotSpin(t *testing.T) {
+	src := &emptyAtOnce{}
+	p, stop := startProducer(t, src, ProducerConfig{Pollers: 4, MaxBatch: 10})
+	p.Ask(40)
+	time.Sleep(500 * time.Millisecond) // the observation window: how often it polls in it
+	stop()
+	if n := src.calls.Load(); n > 20 {
+		t.Fatalf("%d polls of an empty queue in 500ms: the producer spins", n)
 	}
 }

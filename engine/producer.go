@@ -149,6 +149,13 @@ func (p *Producer[T]) trace(format string, args ...any) {
 	}
 }
 
+// An empty poll that returned within emptyPollFast (a source that does not long-poll) makes
+// the producer pause emptyPollPause before polling again.
+const (
+	emptyPollFast  = 50 * time.Millisecond
+	emptyPollPause = 200 * time.Millisecond
+)
+
 type pollResult[T any] struct {
 	id      int
 	asked   int
@@ -263,6 +270,11 @@ func (p *Producer[T]) Run(ctx context.Context) (undelivered []T) {
 			default:
 				errorsInARow = 0
 				p.trace("producer: poll #%d received %d of %d events", r.id, len(r.items), r.asked)
+				if len(r.items) == 0 && time.Since(r.started) < emptyPollFast {
+					// An empty answer that came at once (no long polling: a wait time of 0): the
+					// queue is empty, and asking again at once would only spin.
+					backoff = time.After(emptyPollPause)
+				}
 			}
 			delete(inFlight, r.id)
 			if p.cfg.OnReceive != nil && !r.gated {
