@@ -60,7 +60,7 @@ func main() {
 	quick := flag.Bool("quick", false, "tiny sizes: a smoke run of the harness")
 	out := flag.String("out", "docs/PERFORMANCE.md", "file whose results section is rewritten ('' for none)")
 	runs := flag.Int("runs", 0, "repetitions per scenario (default 3, 1 with -quick)")
-	only := flag.String("only", "", "comma-separated scenarios to run (P1,P1AWS,P2,P3,P4; default all)")
+	only := flag.String("only", "", "comma-separated scenarios to run (P1,P1ISAL,P1AWS,P2,P3,P4; default all)")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the in-process Palleto runs to this file")
 	small := flag.Int("small-objects", 0, "P2's object count (default 10000, 100 with -quick)")
 	flag.Parse()
@@ -118,7 +118,7 @@ func Run(ctx context.Context, env testenv.Env, o Options) (*Report, error) {
 	for _, sc := range []struct {
 		name string
 		run  func(context.Context) ([]Row, error)
-	}{{"P1", b.p1}, {"P1AWS", b.p1aws}, {"P2", b.p2}, {"P3", b.p3}, {"P4", b.p4}} {
+	}{{"P1", b.p1}, {"P1ISAL", b.p1isal}, {"P1AWS", b.p1aws}, {"P2", b.p2}, {"P3", b.p3}, {"P4", b.p4}} {
 		if len(o.Only) > 0 && !slices.Contains(o.Only, sc.name) {
 			continue
 		}

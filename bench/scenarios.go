@@ -312,6 +312,88 @@ func (b *bench) p1(ctx context.Context) ([]Row, error) {
 	}, nil
 }
 
+// P1 with ISA-L: the same big objects, --workers 1, run by the pure-Go build and by the ISA-L
+// build (`-tags isal`) of palleto, side by side; each against its own inflater's in-memory limit
+// (bench/inflate, built both ways).
+func (b *bench) p1isal(ctx context.Context) ([]Row, error) {
+	bucket := b.bucket("bench-isal")
+	objs, plainTotal := b.bigObjects(ctx, bucket, b.o.BigObjects, b.o.BigBytes, 1, 11)
+	dir, err := os.MkdirTemp("", "palleto-bench-isal")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(dir)
+	var files []string
+	for i, o := range objs {
+		f := filepath.Join(dir, fmt.Sprintf("%d.gz", i))
+		if err := os.WriteFile(f, o.gz, 0o644); err != nil {
+			return nil, err
+		}
+		files = append(files, f)
+	}
+	bins := map[string]string{"go": b.o.Bin, "isal": filepath.Join(dir, "palleto-isal")}
+	limits := map[string]string{"go": filepath.Join(dir, "inflate-go"), "isal": filepath.Join(dir, "inflate-isal")}
+	for _, build := range []struct{ out, tags, pkg string }{
+		{bins["isal"], "isal", "./cmd/palleto"}, {limits["go"], "", "./bench/inflate"}, {limits["isal"], "isal", "./bench/inflate"},
+	} {
+		if out, err := exec.Command("go", "build", "-tags", build.tags, "-o", build.out, build.pkg).CombinedOutput(); err != nil {
+			return nil, fmt.Errorf("go build -tags %q %s (ISA-L needs Debian's libisal-dev): %v\n%s", build.tags, build.pkg, err, out)
+		}
+	}
+	limit := map[string][]float64{}
+	run := map[string][]float64{}
+	for r := range b.o.Runs {
+		for _, which := range []string{"go", "isal"} {
+			out, err := exec.Command(limits[which], files...).Output()
+			if err != nil {
+				return nil, fmt.Errorf("inflate limit (%s): %v", which, err)
+			}
+			var mbs float64
+			fmt.Sscan(string(out), &mbs)
+			limit[which] = append(limit[which], mbs)
+			mbs, err = b.runBinary(ctx, bins[which], b.queueOf(ctx, bucket, objs), len(objs), "--workers", "1")
+			if err != nil {
+				return nil, err
+			}
+			run[which] = append(run[which], mbs)
+		}
+		b.o.Log.Info("P1 ISA-L run", "run", r+1, "go_limit", last(limit["go"]), "go_MBps", last(run["go"]), "isal_limit", last(limit["isal"]), "isal_MBps", last(run["isal"]))
+	}
+	g, i := median(run["go"]), median(run["isal"])
+	set := fmt.Sprintf("%d × %d MiB gzip on loopback, --workers 1, defaults, `palleto run` as a process", len(objs), plainTotal/int64(len(objs))>>20)
+	return []Row{
+		{Scenario: "P1 pure Go", Setting: set, Value: fmt.Sprintf("%.0f MB/s", g),
+			Limit: fmt.Sprintf("%.0f MB/s the Go build's inflate + count in memory", median(limit["go"])), Ratio: g / median(limit["go"])},
+		{Scenario: "P1 ISA-L", Setting: set + ", `go build -tags isal`", Value: fmt.Sprintf("%.0f MB/s", i),
+			Limit: fmt.Sprintf("%.0f MB/s the ISA-L build's inflate + count in memory", median(limit["isal"])), Ratio: i / median(limit["isal"]), Target: 0.90},
+		{Scenario: "P1 ISA-L against pure Go", Setting: set, Value: fmt.Sprintf("%.0f MB/s", i),
+			Limit: fmt.Sprintf("%.0f MB/s the pure-Go build, same run", g), Ratio: i / g, Target: 2.5},
+	}, nil
+}
+
+// runBinary runs a palleto binary on the queue until it is idle and returns the MB/s its
+// summary gives (over its busy time).
+func (b *bench) runBinary(ctx context.Context, bin, queueURL string, n int, args ...string) (float64, error) {
+	out, _ := os.MkdirTemp("", "palleto-bench-bin")
+	defer os.RemoveAll(out)
+	cmd := exec.CommandContext(ctx, bin, append([]string{"run", "--queue-url", queueURL, "--out", out, "--wait-time", "0s",
+		"--exit-when-idle", "1s", "--log-level", "warn"}, args...)...)
+	cmd.Env = append(os.Environ(), b.env.AWSEnv()...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Run(); err != nil {
+		return 0, fmt.Errorf("%s run: %v\n%s", bin, err, stderr.String())
+	}
+	if !strings.Contains(stderr.String(), fmt.Sprintf("%d objects processed (0 already done, 0 failed", n)) {
+		return 0, fmt.Errorf("%s: not every object processed:\n%s", bin, stderr.String())
+	}
+	var mbs float64
+	if before, _, ok := strings.Cut(stderr.String(), " MB/s;"); ok {
+		fmt.Sscan(before[strings.LastIndex(before, " ")+1:], &mbs)
+	}
+	return mbs, nil
+}
+
 // P1 as on AWS: big objects with S3 behind the fault proxy at 25 MB/s per connection and 20 ms
 // to each first byte, what one GET stream gets on AWS, 1 worker: ranged GETs (the defaults)
 // against the library's limit, and one stream (--part-size 0) for comparison.

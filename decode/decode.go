@@ -15,7 +15,6 @@ import (
 	"io"
 	"sync"
 
-	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/zstd"
 )
 
@@ -90,10 +89,7 @@ func (r *Reader) Close() error {
 	return nil
 }
 
-var (
-	bufPool  = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 64<<10) }}
-	gzipPool sync.Pool
-)
+var bufPool = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 64<<10) }}
 
 // NewReader is Open with the default Options.
 func NewReader(src io.Reader) (*Reader, error) { return Open(src, Options{}) }
@@ -118,21 +114,12 @@ func Open(src io.Reader, opts Options) (*Reader, error) {
 	}
 	switch enc := Sniff(head); enc {
 	case Gzip:
-		zr, _ := gzipPool.Get().(*gzip.Reader) // pooled too: its inflater state is some 40 KiB
-		if zr == nil {
-			zr = new(gzip.Reader)
-		}
-		if err := zr.Reset(br); err != nil {
-			gzipPool.Put(zr)
+		r, err := openGzip(br, cs)
+		if err != nil {
 			freeBuf()
-			return nil, cs.classify(fmt.Errorf("gzip header: %w", err))
+			return nil, err
 		}
-		zr.Multistream(false) // members are followed here, to allow zero padding after the last
-		return &Reader{Reader: &classifying{r: &gzipMembers{zr: zr, br: br}, src: cs}, Encoding: enc, close: func() {
-			zr.Close()
-			gzipPool.Put(zr)
-			freeBuf()
-		}}, nil
+		return &Reader{Reader: &classifying{r: r, src: cs}, Encoding: enc, close: func() { r.Close(); freeBuf() }}, nil
 	case Zstd:
 		zr, err := zstd.NewReader(br, zstd.WithDecoderConcurrency(1), zstd.WithDecoderLowmem(true), zstd.WithDecoderMaxWindow(uint64(max(opts.MaxWindow, zstd.MinWindowSize))))
 		if err != nil {
@@ -186,57 +173,4 @@ func (c *classifying) Read(p []byte) (int, error) {
 		err = c.src.classify(err)
 	}
 	return n, err
-}
-
-// gzipMembers reads every member of a gzip file, one after the other, and ends at the end of
-// the input or at zero bytes that run to it (padding left by tape and block writers, which GNU
-// gzip and Python also accept). Anything else after a member must be another member.
-type gzipMembers struct {
-	zr   *gzip.Reader
-	br   *bufio.Reader
-	done bool
-}
-
-func (g *gzipMembers) Read(p []byte) (int, error) {
-	for !g.done {
-		n, err := g.zr.Read(p)
-		if err != io.EOF {
-			return n, err
-		}
-		more, err := g.next()
-		if err != nil {
-			return n, err
-		}
-		g.done = !more
-		if n > 0 {
-			return n, nil
-		}
-	}
-	return 0, io.EOF
-}
-
-// next skips zero padding and opens the next member; false at the end of the input.
-func (g *gzipMembers) next() (bool, error) {
-	for {
-		if _, err := g.br.Peek(1); err != nil {
-			if err == io.EOF {
-				return false, nil
-			}
-			return false, err
-		}
-		buf, _ := g.br.Peek(g.br.Buffered())
-		i := 0
-		for i < len(buf) && buf[i] == 0 {
-			i++
-		}
-		g.br.Discard(i)
-		if i < len(buf) {
-			break
-		}
-	}
-	if err := g.zr.Reset(g.br); err != nil {
-		return false, fmt.Errorf("after a gzip member, data that is neither another member nor zero padding: %w", err)
-	}
-	g.zr.Multistream(false)
-	return true, nil
 }

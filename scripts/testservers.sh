@@ -25,6 +25,7 @@ install() {
   command -v curl >/dev/null || missing+=(curl)
   pg_bin >/dev/null || missing+=(postgresql)
   [ -x /usr/bin/aws ] || missing+=(awscli) # the CLI Debian ships: a client of the devstack's Query protocol
+  [ -f /usr/include/isa-l/igzip_lib.h ] || missing+=(libisal-dev) # for the ISA-L build (go build -tags isal)
   if [ ${#missing[@]} -gt 0 ]; then
     echo "testservers: installing ${missing[*]} (Debian packages)"
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null

@@ -239,11 +239,33 @@ func TestDockerfileBuildStage(t *testing.T) {
 		}
 	}
 	out, err := exec.Command(bin, "version").Output()
-	if err != nil || strings.TrimSpace(string(out)) != "palleto test-1.2.3" {
+	if err != nil || strings.TrimSpace(string(out)) != "palleto test-1.2.3 inflate=go" {
 		t.Errorf("version: %q %v", out, err)
 	}
 	if !regexp.MustCompile(`(?m)^USER 65532:65532$`).Match(data) || !strings.Contains(string(data), ":nonroot") {
 		t.Error("the final stage must run as the non-root user 65532")
+	}
+	// The ISA-L image: the same build with -tags isal and cgo, a binary that says so, non-root.
+	isal, err := os.ReadFile(filepath.Join(repoRoot, "Dockerfile.isal"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ib := regexp.MustCompile(`(?m)^RUN (CGO_ENABLED=1 go build -tags isal .*)$`).FindSubmatch(isal)
+	if ib == nil {
+		t.Fatal("no `RUN CGO_ENABLED=1 go build -tags isal` line in Dockerfile.isal")
+	}
+	ibin := filepath.Join(t.TempDir(), "palleto-isal")
+	iline := strings.ReplaceAll(strings.ReplaceAll(string(ib[1]), "${VERSION}", "test-1.2.3"), "/out/palleto", ibin)
+	icmd := exec.Command("sh", "-c", iline)
+	icmd.Dir = repoRoot
+	if out, err := icmd.CombinedOutput(); err != nil {
+		t.Fatalf("%s: %v\n%s", iline, err, out)
+	}
+	if out, err := exec.Command(ibin, "version").Output(); err != nil || strings.TrimSpace(string(out)) != "palleto test-1.2.3 inflate=isal" {
+		t.Errorf("the ISA-L build's version: %q %v", out, err)
+	}
+	if !regexp.MustCompile(`(?m)^USER 65532:65532$`).Match(isal) || !strings.Contains(string(isal), "libisal.so.2") {
+		t.Error("Dockerfile.isal must run as user 65532 and ship libisal.so.2")
 	}
 	// The compose file's env file exists and names the endpoints the devstack service serves.
 	env, err := os.ReadFile(filepath.Join(repoRoot, "deploy/compose/devstack.env"))

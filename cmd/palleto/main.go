@@ -11,6 +11,7 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/palleto/palleto/decode"
 	"github.com/palleto/palleto/process"
 )
 
@@ -83,7 +84,7 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 			err = usageError{fmt.Errorf("version takes no arguments, got %q", args[1])}
 			break
 		}
-		fmt.Fprintln(stdout, "palleto", version)
+		fmt.Fprintf(stdout, "palleto %s inflate=%s\n", version, decode.Inflater)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, mainUsage)
 	default:
