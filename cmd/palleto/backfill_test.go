@@ -136,6 +136,7 @@ func TestBackfillAnnouncesWhatWasThereMinIO(t *testing.T) {
 // start it again with the same checkpoint: every object is sent at least once, and at most one
 // page (500) twice; palleto run then gives every object its result.
 func TestBackfillKilledResumesFromItsCheckpointMinIO(t *testing.T) {
+	t.Parallel() // long, and much of it waiting on other processes: it overlaps the other long tests
 	env := testenv.Get(t)
 	bucket := testenv.Name("bfkill")
 	plainBucket(t, env, bucket)

@@ -212,6 +212,7 @@ func TestKubernetesManifests(t *testing.T) {
 // TestDockerfileBuildStage runs the Dockerfile's build command without Docker and checks the
 // binary is static and runs; and that the image runs as the non-root user.
 func TestDockerfileBuildStage(t *testing.T) {
+	t.Parallel() // long, and much of it waiting on other processes: it overlaps the other long tests
 	data, err := os.ReadFile(filepath.Join(repoRoot, "Dockerfile"))
 	if err != nil {
 		t.Fatal(err)

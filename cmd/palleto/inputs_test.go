@@ -252,6 +252,27 @@ var plainBin = sync.OnceValues(func() (string, error) {
 	return bin, nil
 })
 
+// runForPeakRSS runs the binary to its end and returns the peak RSS its summary gives, in MiB:
+// the process's own VmHWM (rusage would count the test process, whose memory the child shares
+// until exec).
+func runForPeakRSS(t *testing.T, env testenv.Env, bin string, args ...string) float64 {
+	t.Helper()
+	cmd := exec.Command(bin, args...)
+	cmd.Env = append(os.Environ(), env.AWSEnv()...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("palleto %v: %v\n%s", args, err, tail(stderr.String(), 3000))
+	}
+	_, after, ok := strings.Cut(stderr.String(), "peak RSS ")
+	var rss float64
+	if !ok {
+		t.Fatalf("no peak RSS in the summary:\n%s", tail(stderr.String(), 2000))
+	}
+	fmt.Sscan(after, &rss)
+	return rss
+}
+
 // TestBombStoppedWithFlatMemoryMinIO: 10 GiB of zeros in 9.8 MB of gzip (160 members of 64 MiB
 // each) is stopped by --max-decompressed-bytes and recorded; the process's peak RSS (a build
 // without -race, which multiplies memory) stays under 100 MiB.
@@ -272,22 +293,8 @@ func TestBombStoppedWithFlatMemoryMinIO(t *testing.T) {
 	testenv.WaitForMessages(t, env.SQS(), queueURL, 1, time.Minute)
 
 	out := t.TempDir()
-	cmd := exec.Command(bin, "run", "--queue-url", queueURL, "--out", out, "--exit-when-idle", "1s", "--wait-time", "1s",
+	rss := runForPeakRSS(t, env, bin, "run", "--queue-url", queueURL, "--out", out, "--exit-when-idle", "1s", "--wait-time", "1s",
 		"--max-decompressed-bytes", fmt.Sprint(1<<30))
-	cmd.Env = append(os.Environ(), env.AWSEnv()...)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	if err := cmd.Run(); err != nil {
-		t.Fatalf("palleto run: %v\n%s", err, tail(stderr.String(), 3000))
-	}
-	// The summary's peak RSS is the process's own VmHWM: rusage would count the test process,
-	// whose memory the child shares until exec.
-	var rss float64
-	if _, after, ok := strings.Cut(stderr.String(), "peak RSS "); !ok {
-		t.Fatalf("no peak RSS in the summary:\n%s", tail(stderr.String(), 2000))
-	} else {
-		fmt.Sscan(after, &rss)
-	}
 	t.Logf("bomb of %d bytes (10 GiB decompressed) stopped at 1 GiB; peak RSS %.1f MiB", len(bomb), rss)
 	if rss <= 0 || rss > 100 {
 		t.Errorf("peak RSS %.1f MiB, want (0, 100]", rss)

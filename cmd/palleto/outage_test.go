@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"fmt"
 	"os"
 	"os/exec"
@@ -155,17 +154,7 @@ func TestZstdBombStaysUnder100MiBMinIO(t *testing.T) {
 	}
 	testenv.WaitForMessages(t, env.SQS(), queueURL, 8, time.Minute)
 	out := t.TempDir()
-	cmd := exec.Command(bin, "run", "--queue-url", queueURL, "--out", out, "--exit-when-idle", "2s", "--wait-time", "1s", "--workers", "8")
-	cmd.Env = append(os.Environ(), env.AWSEnv()...)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	if err := cmd.Run(); err != nil {
-		t.Fatalf("palleto run: %v\n%s", err, tail(stderr.String(), 3000))
-	}
-	var rss float64
-	if _, after, ok := strings.Cut(stderr.String(), "peak RSS "); ok {
-		fmt.Sscan(after, &rss)
-	}
+	rss := runForPeakRSS(t, env, bin, "run", "--queue-url", queueURL, "--out", out, "--exit-when-idle", "2s", "--wait-time", "1s", "--workers", "8")
 	t.Logf("8 zstd frames of %d bytes asking for 512 MiB windows, 8 workers: peak RSS %.1f MiB", len(bomb), rss)
 	if rss <= 0 || rss > 100 {
 		t.Errorf("peak RSS %.1f MiB, want (0, 100]", rss)

@@ -47,6 +47,7 @@ func storedGzip(t *testing.T, r *rand.Rand, size int) []byte {
 // fault proxy that cuts bodies, with --part-size 1MiB: every result (lines, bytes, sha256)
 // equals the single-stream path's (--part-size 0).
 func TestRangedReadsMatchOneStreamMinIO(t *testing.T) {
+	t.Parallel() // long, and much of it waiting on other processes: it overlaps the other long tests
 	env := testenv.Get(t)
 	bucket := testenv.Name("ranges")
 	plainBucket(t, env, bucket)

@@ -174,7 +174,7 @@ func (p *Proxy) serve(client net.Conn) {
 	}
 	done := make(chan struct{})
 	var requested atomic.Bool // the client sent a request whose answer has not begun
-	go func() {                // requests, untouched
+	go func() {               // requests, untouched
 		defer close(done)
 		io.Copy(server, &noting{r: client, flag: &requested})
 		end(false)
