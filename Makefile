@@ -12,7 +12,7 @@ demo:
 test:
 	scripts/test.sh
 
-# The benchmark harness at full size (about 15 minutes); rewrites docs/PERFORMANCE.md.
+# The benchmark harness at full size (about 10 minutes); rewrites docs/PERFORMANCE.md.
 bench:
 	scripts/bench.sh
 
