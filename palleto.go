@@ -490,8 +490,10 @@ func (d *Daemon) Run(ctx context.Context) (Summary, error) {
 	d.pl.Run(ctx)
 	close(stopped)
 	d.health.close()
-	d.src.Close()
+	// The store first: a grouped store commits what is pending, and the messages of those
+	// results are deleted; then the source flushes the deletes and stops its heartbeat.
 	d.store.Close()
+	d.src.Close()
 	s := d.Stats()
 	s.Elapsed = time.Since(start)
 	d.log.Info("palleto stopped", "objects", s.Objects, "already_done", s.AlreadyDone, "failed", s.Failed, "deferred", s.Deferred,

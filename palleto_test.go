@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -330,6 +331,51 @@ func TestFiltersLimitsAndProcessors(t *testing.T) {
 	for _, k := range []string{"logs/skip.tmp", "other/x.log"} {
 		if _, err := os.Stat(filepath.Join(out, sink.Path("uploads", k))); !os.IsNotExist(err) {
 			t.Errorf("filtered key %s has a result", k)
+		}
+	}
+}
+
+// TestShutdownCommitsPendingResultsBeforeLeaving: with a grouped store whose group would wait
+// 30s, a stop commits the pending group and deletes its messages before palleto leaves.
+func TestShutdownCommitsPendingResultsBeforeLeaving(t *testing.T) {
+	st, s3c, sqsc := stack(t)
+	for i := range 5 {
+		put(t, s3c, st.Bucket, fmt.Sprintf("g/%d.txt", i), "a\nb\n")
+	}
+	db := filepath.Join(t.TempDir(), "r.db")
+	cfg := config(st, "sqlite:"+db)
+	cfg.Engine.ExitWhenIdle = 0
+	cfg.Commit.Size, cfg.Commit.Timeout = 1000, 30*time.Second
+	d, err := palleto.New(cfg, palleto.Deps{SQS: sqsc, S3: s3c, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan palleto.Summary)
+	go func() { s, _ := d.Run(ctx); done <- s }()
+	deadline := time.Now().Add(time.Minute)
+	for d.Stats().Objects < 5 {
+		if time.Now().After(deadline) {
+			t.Fatal("the 5 objects were not processed in a minute")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	cancel()
+	s := <-done
+	if s.Deleted != 5 {
+		t.Errorf("%d messages deleted at the stop, want the 5 whose results the stop committed", s.Deleted)
+	}
+	if v, f := testenv.QueueCounts(t, sqsc, st.QueueURL); v+f != 0 {
+		t.Errorf("the queue holds %d+%d messages after the stop", v, f)
+	}
+	store, err := palleto.OpenStore(context.Background(), "sqlite:"+db, cfg.Commit, s3c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	for i := range 5 {
+		if r, err := store.Result(context.Background(), st.Bucket, fmt.Sprintf("g/%d.txt", i), "lines"); r == nil || err != nil {
+			t.Errorf("g/%d.txt has no result after the stop: %v", i, err)
 		}
 	}
 }

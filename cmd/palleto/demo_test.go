@@ -318,3 +318,32 @@ func TestDevstackWithDebianAWSCLI(t *testing.T) {
 		t.Errorf("aws sqs receive-message did not get the notification of the object it copied: %s", msg)
 	}
 }
+
+// TestQueueURLNamesTheEndpoint: with no SQS endpoint configured, a queue URL on a host that is
+// not AWS's is where the queue is (the SDK alone would post to sqs.us-east-1.amazonaws.com);
+// with one configured that names another host, the log warns.
+func TestQueueURLNamesTheEndpoint(t *testing.T) {
+	cfg := devstack.DefaultConfig()
+	cfg.DLQ = ""
+	st, err := devstack.Start(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	env := []string{"AWS_CONFIG_FILE=/dev/null", "AWS_SHARED_CREDENTIALS_FILE=/dev/null", "AWS_EC2_METADATA_DISABLED=true"}
+	for _, kv := range st.Env() {
+		if !strings.HasPrefix(kv, "AWS_ENDPOINT_URL_SQS=") {
+			env = append(env, kv)
+		}
+	}
+	code, _, stderr := runPalleto(t, append(env, "AWS_ENDPOINT_URL_SQS="), time.Minute, "run", "--queue-url", st.QueueURL, "--out", t.TempDir(),
+		"--wait-time", "1s", "--exit-when-idle", "1s")
+	if code != 0 {
+		t.Fatalf("with the endpoint only in the queue URL: exit %d\n%s", code, tail(stderr, 2000))
+	}
+	code, _, stderr = runPalleto(t, append(env, "AWS_ENDPOINT_URL_SQS=http://127.0.0.1:1"), time.Minute, "run", "--queue-url", st.QueueURL, "--out", t.TempDir(),
+		"--wait-time", "1s", "--exit-when-idle", "1s", "--sqs-timeout", "2s")
+	if code != 1 || !strings.Contains(stderr, "differ") || !strings.Contains(stderr, "queue-url") {
+		t.Errorf("an SQS endpoint that disagrees with the queue URL and does not answer: exit %d, want a warning and exit 1 naming queue-url:\n%s", code, tail(stderr, 2000))
+	}
+}
