@@ -4,4 +4,3 @@ package fetch
 
 func allocBuffer(n int) []byte { return make([]byte, n) }
 func freeBuffer([]byte)        {}
-func releasePages([]byte)      {}

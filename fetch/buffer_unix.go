@@ -25,10 +25,3 @@ func freeBuffer(b []byte) {
 		}
 	}
 }
-
-// releasePages gives the pages of b (read already) back to the system; the mapping stays.
-func releasePages(b []byte) {
-	if len(b) > 0 {
-		syscall.Madvise(b, syscall.MADV_DONTNEED)
-	}
-}

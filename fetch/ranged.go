@@ -220,18 +220,13 @@ type prefetch struct {
 	done   chan struct{}
 	budget int64
 
-	mu    sync.Mutex
-	cond  *sync.Cond
-	buf   []byte // received so far; len grows as bytes arrive, up to the range's size
-	r     int    // read so far
-	freed int    // bytes before this were read, their pages given back and their budget too
-	end   bool
-	err   error
+	mu   sync.Mutex
+	cond *sync.Cond
+	buf  []byte // received so far; len grows as bytes arrive, up to the range's size
+	r    int    // read so far
+	end  bool
+	err  error
 }
-
-// freeStep is how much a prefetch's reader goes past before the memory behind it is given
-// back: the read-ahead in use is what is downloaded and not yet read, to the MiB.
-const freeStep = 1 << 20
 
 func (f *Fetcher) prefetch(ctx context.Context, req Request, obj *Object, start, end int64) *prefetch {
 	ctx, cancel := context.WithCancel(ctx)
@@ -293,11 +288,6 @@ func (p *prefetch) Read(b []byte) (int, error) {
 	}
 	n := copy(b, p.buf[p.r:])
 	p.r += n
-	if upto := p.r / freeStep * freeStep; upto > p.freed {
-		releasePages(p.buf[p.freed:upto])
-		p.f.ReadAhead.give(int64(upto - p.freed))
-		p.freed = upto
-	}
 	return n, nil
 }
 
@@ -306,10 +296,10 @@ func (p *prefetch) Close() error {
 	p.cancel()
 	<-p.done
 	p.mu.Lock()
-	buf, freed := p.buf[:cap(p.buf)], p.freed
+	buf := p.buf[:cap(p.buf)]
 	p.buf = nil
 	p.mu.Unlock()
 	freeBuffer(buf)
-	p.f.ReadAhead.give(p.budget - int64(freed))
+	p.f.ReadAhead.give(p.budget)
 	return nil
 }
