@@ -292,8 +292,8 @@ func (b *bench) p1(ctx context.Context) ([]Row, error) {
 			if v := os.Getenv("BENCH_P1_PART_SIZE"); v != "" { // for exploring; the table is made with the defaults
 				fmt.Sscan(v, &cfg.PartSize)
 			}
-			took, _ := b.runDaemon(ctx, cfg, "", len(objs))
-			mbs := float64(plainTotal) / 1e6 / took.Seconds()
+			_, sum := b.runDaemon(ctx, cfg, "", len(objs))
+			mbs := float64(plainTotal) / 1e6 / sum.Busy.Seconds() // from the first message to the last settled, as the summary's rate
 			if workers == 1 {
 				w1 = append(w1, mbs)
 			} else {
@@ -420,9 +420,9 @@ func (b *bench) p1aws(ctx context.Context) ([]Row, error) {
 			cfg.Engine.Workers = 1
 			cfg.PartSize = part
 			b.s3Endpoint = proxy.URL()
-			took, _ := b.runDaemon(ctx, cfg, "", len(objs))
+			_, sum := b.runDaemon(ctx, cfg, "", len(objs))
 			b.s3Endpoint = ""
-			mbs := float64(plainTotal) / 1e6 / took.Seconds()
+			mbs := float64(plainTotal) / 1e6 / sum.Busy.Seconds()
 			if part > 0 {
 				ranged = append(ranged, mbs)
 			} else {
