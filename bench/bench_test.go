@@ -49,3 +49,24 @@ func TestSmoke(t *testing.T) {
 		t.Errorf("section not replaced in place:\n%s", s)
 	}
 }
+
+// TestRatios: a ratio is the median of the runs' own ratios, and a ratio just short of its
+// target is not shown rounded up to it.
+func TestRatios(t *testing.T) {
+	// The second run is slower in both figures: its ratio (0.9) is the median, whereas the
+	// ratio of the medians would be 100/300.
+	if got := ratio([]float64{100, 90, 300}, []float64{400, 100, 300}); got != 0.9 {
+		t.Errorf("ratio = %v, want 0.9", got)
+	}
+	if got := ratio(nil, nil); got != 0 {
+		t.Errorf("ratio of no runs = %v", got)
+	}
+	rep := Report{Rows: []Row{
+		{Scenario: "short", Ratio: 0.8951, Target: 0.90},
+		{Scenario: "reached", Ratio: 0.9, Target: 0.90},
+	}}
+	md := rep.Markdown()
+	if !strings.Contains(md, "| short |  |  |  | 0.895 | ≥ 0.90 | **not met** |") || !strings.Contains(md, "| reached |  |  |  | 0.90 | ≥ 0.90 | met |") {
+		t.Errorf("rows:\n%s", md)
+	}
+}
