@@ -30,6 +30,17 @@ func Run(t *testing.T, fresh func(t *testing.T) Env) {
 }
 
 // receiveAll receives until n messages came or the deadline passed.
+// sendOne sends body and receives it back.
+func sendOne(t *testing.T, e Env, body string) *queue.Message {
+	t.Helper()
+	e.Send(body)
+	msgs := receiveAll(t, e.Source, 1, 10*time.Second)
+	if len(msgs) != 1 {
+		t.Fatalf("%q was sent and not received", body)
+	}
+	return msgs[0]
+}
+
 func receiveAll(t *testing.T, s queue.Source, n int, within time.Duration) []*queue.Message {
 	t.Helper()
 	var got []*queue.Message
@@ -114,11 +125,7 @@ func testDelete(t *testing.T, e Env) {
 
 func testRelease(t *testing.T, e Env) {
 	defer e.Source.Close()
-	e.Send("x")
-	msgs := receiveAll(t, e.Source, 1, 10*time.Second)
-	if len(msgs) != 1 {
-		t.Fatal("no message")
-	}
+	msgs := []*queue.Message{sendOne(t, e, "x")}
 	if err := e.Source.Release(context.Background(), msgs); err != nil {
 		t.Fatal(err)
 	}
@@ -131,13 +138,9 @@ func testRelease(t *testing.T, e Env) {
 
 func testRetry(t *testing.T, e Env) {
 	defer e.Source.Close()
-	e.Send("later")
-	msgs := receiveAll(t, e.Source, 1, 10*time.Second)
-	if len(msgs) != 1 {
-		t.Fatal("no message")
-	}
+	msg := sendOne(t, e, "later")
 	start := time.Now()
-	if err := e.Source.Retry(context.Background(), msgs[0], 2*time.Second); err != nil {
+	if err := e.Source.Retry(context.Background(), msg, 2*time.Second); err != nil {
 		t.Fatal(err)
 	}
 	again := receiveAll(t, e.Source, 1, 10*time.Second)
@@ -152,17 +155,13 @@ func testRetry(t *testing.T, e Env) {
 
 func testDeadLetter(t *testing.T, e Env) {
 	defer e.Source.Close()
-	e.Send("poison")
-	msgs := receiveAll(t, e.Source, 1, 10*time.Second)
-	if len(msgs) != 1 {
-		t.Fatal("no message")
-	}
-	err := e.Source.DeadLetter(context.Background(), msgs[0], queue.DeadLetter{Error: "corrupt", Class: "permanent", ReceiveCount: 1})
+	msg := sendOne(t, e, "poison")
+	err := e.Source.DeadLetter(context.Background(), msg, queue.DeadLetter{Error: "corrupt", Class: "permanent", ReceiveCount: 1})
 	if e.DLQ && err != nil {
 		t.Fatalf("DeadLetter: %v", err)
 	}
 	if !e.DLQ && !errors.Is(err, queue.ErrNoDeadLetterQueue) {
 		t.Fatalf("DeadLetter without a DLQ: %v, want ErrNoDeadLetterQueue", err)
 	}
-	e.Source.Delete(msgs[0])
+	e.Source.Delete(msg)
 }
