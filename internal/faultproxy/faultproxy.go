@@ -28,6 +28,11 @@ type Config struct {
 	MeanLife  time.Duration // reset after this long on average (0: never)
 	Latency   time.Duration // up to this much delay before each response chunk (uniform)
 	Seed      uint64
+	// CutAt resets, for each N in it, the connection that carries the proxy's Nth response byte
+	// (the responses of all connections counted together, in the order they pass): cuts that
+	// happen whatever the interleaving, for a test that must see some. Marks closer than a
+	// read (32 KiB) may fall in one chunk, which is cut once.
+	CutAt []int64
 	// Bandwidth caps what each connection carries to the client, in bytes per second (0: no
 	// cap), and FirstByte delays the first byte of each response: S3 "as on AWS", where one GET
 	// stream carries some 25-100 MB/s and answers in 10-50 ms, unlike loopback.
@@ -51,6 +56,7 @@ type Proxy struct {
 	wg                                 sync.WaitGroup
 	conns, resets, errs, cuts, expired atomic.Int64
 	refused, stalls                    atomic.Int64
+	total                              atomic.Int64 // response bytes passed, all connections
 }
 
 // Start listens on 127.0.0.1 with faults enabled.
@@ -112,6 +118,22 @@ func (p *Proxy) Close() {
 func (p *Proxy) float() float64 { p.mu.Lock(); defer p.mu.Unlock(); return p.rnd.Float64() }
 
 func (p *Proxy) exp(mean float64) float64 { return -mean * math.Log(1-p.float()) }
+
+// cutMark takes n bytes of the proxy's response stream; it returns the offset in them of the
+// first CutAt mark they carry, or -1.
+func (p *Proxy) cutMark(n int64) int64 {
+	if len(p.cfg.CutAt) == 0 || !p.enabled.Load() {
+		return -1
+	}
+	end := p.total.Add(n)
+	start := end - n
+	for _, m := range p.cfg.CutAt {
+		if m > start && m <= end {
+			return m - start - 1 // the bytes before the mark pass; the mark's byte does not
+		}
+	}
+	return -1
+}
 
 func reset(c net.Conn) {
 	if tc, ok := c.(*net.TCPConn); ok {
@@ -205,6 +227,9 @@ func (p *Proxy) serve(client net.Conn) {
 				<-done // silent from now on, until the client gives up and closes
 				end(false)
 				return
+			}
+			if at := p.cutMark(int64(n)); at >= 0 && (cutAfter < 0 || sent+at < cutAfter) {
+				cutAfter = sent + at
 			}
 			if cutAfter >= 0 && sent+int64(n) > cutAfter {
 				client.Write(chunk[:cutAfter-sent])
