@@ -43,9 +43,9 @@ func storedGzip(t *testing.T, r *rand.Rand, size int) []byte {
 }
 
 // TestRangedReadsMatchOneStreamMinIO: objects of 0 and 1 byte, exactly one part, one part and
-// a byte, a gzip whose members end on range edges, zstd, and 29 MiB of gzip (257 MiB of text), read through a
-// fault proxy that cuts bodies, with --part-size 1MiB: every result (lines, bytes, sha256)
-// equals the single-stream path's (--part-size 0).
+// a byte, a gzip whose members end on range edges, zstd, and 29 MiB of gzip (257 MiB of text),
+// read through a fault proxy that cuts bodies, with --part-size 1MiB: every result (lines,
+// bytes, sha256) equals the single-stream path's (--part-size 0).
 func TestRangedReadsMatchOneStreamMinIO(t *testing.T) {
 	t.Parallel() // long, and much of it waiting on other processes: it overlaps the other long tests
 	env := testenv.Get(t)
