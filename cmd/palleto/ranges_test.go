@@ -8,7 +8,14 @@ import (
 	"encoding/hex"
 	"fmt"
 	"math/rand/v2"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
+	"os"
+	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -17,6 +24,7 @@ import (
 	"github.com/klauspost/compress/zstd"
 	"github.com/palleto/palleto/internal/faultproxy"
 	"github.com/palleto/palleto/internal/testenv"
+	"github.com/palleto/palleto/sink"
 )
 
 // storedGzip is a gzip member of plain at level 0, whose compressed size is exactly size (plain
@@ -132,4 +140,52 @@ func etagOf(t *testing.T, env testenv.Env, bucket, key string) string {
 		t.Fatal(err)
 	}
 	return strings.Trim(aws.ToString(h.ETag), `"`)
+}
+
+// TestOverwrittenBetweenRangesMinIO: an object read in ranges is overwritten on MinIO after its
+// first range was answered and before its second is asked for (a proxy holds the second request
+// until the overwrite is done: the interleaving is forced, not timed). The object fails
+// permanently as "overwritten since the event", no result mixes the two versions, and the
+// message leaves the queue.
+func TestOverwrittenBetweenRangesMinIO(t *testing.T) {
+	t.Parallel()
+	env := testenv.Get(t)
+	bucket := testenv.Name("overwrite")
+	plainBucket(t, env, bucket)
+	const key = "moving.log"
+	v1 := bytes.Repeat([]byte("version one\n"), 3<<20/12) // 3 MiB: three ranges of 1 MiB
+	v2 := bytes.Repeat([]byte("version two, longer lines\n"), 3<<20/26)
+	etag1 := putObject(t, env.S3(), bucket, key, v1)
+	var overwrites atomic.Int32
+	target, _ := url.Parse(env.S3Endpoint)
+	rp := httputil.NewSingleHostReverseProxy(target)
+	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if rg := r.Header.Get("Range"); r.Method == http.MethodGet && strings.Contains(r.URL.Path, key) &&
+			rg != "" && !strings.HasPrefix(rg, "bytes=0-") && overwrites.Add(1) == 1 {
+			putObject(t, env.S3(), bucket, key, v2) // before the second range goes on to MinIO
+		}
+		rp.ServeHTTP(w, r)
+	}))
+	defer front.Close()
+	queueURL := testenv.NewQueue(t, env.SQS(), testenv.Name("overwrite-q"), nil)
+	sendEvent(t, env.SQS(), queueURL, bucket, key, etag1, len(v1))
+	out := t.TempDir()
+	code, trace, stderr := runPalleto(t, append(env.AWSEnv(), "AWS_ENDPOINT_URL_S3="+front.URL), 2*time.Minute, "run",
+		"--queue-url", queueURL, "--out", out, "--part-size", "1MiB", "--wait-time", "1s", "--exit-when-idle", "2s", "--trace")
+	if code != 0 {
+		t.Fatalf("exit %d\n%s", code, tail(stderr, 3000))
+	}
+	if overwrites.Load() == 0 {
+		t.Fatalf("no second range was asked for: the object was not read in ranges\n%s", tail(trace, 2000))
+	}
+	failed, err := os.ReadFile(filepath.Join(out, sink.FailedDir, sink.Path(bucket, key)))
+	if err != nil || !strings.Contains(string(failed), "overwritten since the event") || !strings.Contains(string(failed), `"class": "permanent"`) {
+		t.Errorf("failure record: %s %v", failed, err)
+	}
+	if res, err := os.ReadFile(filepath.Join(out, sink.Path(bucket, key))); err == nil {
+		t.Errorf("a result was stored for an object that changed mid-read: %s", res)
+	}
+	if v, f := testenv.QueueCounts(t, env.SQS(), queueURL); v+f != 0 {
+		t.Errorf("queue holds %d+%d messages after the run", v, f)
+	}
 }
