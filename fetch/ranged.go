@@ -5,10 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
@@ -32,11 +34,25 @@ import (
 // byte where it broke, and starts a goroutine per Read.
 
 // ReadAhead is a memory budget for ranges read ahead, shared by every object of a Fetcher.
+//
+// The buffers are mapped outside the Go heap. A buffer given back is kept mapped for the next
+// range of its size, and everything kept is unmapped once no range has been read ahead for
+// IdleRelease: mapping fresh memory costs a page fault (and its zeroing) per 4 KiB, which on a
+// virtual machine took a third of a core at 1 GB/s. What is mapped, in use or kept, never
+// exceeds the budget.
 type ReadAhead struct {
 	sem   *semaphore.Weighted
 	size  int64
 	inUse atomic.Int64
+
+	mu     sync.Mutex
+	kept   [][]byte // given back, still mapped
+	mapped int64    // bytes mapped: in use and kept
+	idle   *time.Timer
 }
+
+// IdleRelease is how long the buffers given back stay mapped once no range is read ahead.
+var IdleRelease = 10 * time.Second
 
 // NewReadAhead returns a budget of size bytes.
 func NewReadAhead(size int64) *ReadAhead {
@@ -51,22 +67,86 @@ func (r *ReadAhead) InUse() int64 {
 	return r.inUse.Load()
 }
 
-func (r *ReadAhead) take(n int64) bool {
-	if r == nil || n > r.size || !r.sem.TryAcquire(n) {
-		return false
+// Mapped is the bytes mapped now: the buffers in use and those kept for reuse.
+func (r *ReadAhead) Mapped() int64 {
+	if r == nil {
+		return 0
 	}
-	r.inUse.Add(n)
-	return true
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.mapped
 }
 
-func (r *ReadAhead) give(n int64) {
-	r.inUse.Add(-n)
+// take returns a buffer of n bytes (len 0, cap n) from the budget, or false when the budget
+// has no room for n more bytes.
+func (r *ReadAhead) take(n int64) ([]byte, bool) {
+	if r == nil || n > r.size || !r.sem.TryAcquire(n) {
+		return nil, false
+	}
+	r.inUse.Add(n)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.idle != nil {
+		r.idle.Stop()
+	}
+	for i, b := range r.kept {
+		if int64(cap(b)) == n {
+			r.kept = slices.Delete(r.kept, i, i+1)
+			return b[:0], true
+		}
+	}
+	for len(r.kept) > 0 && r.mapped+n > r.size { // kept buffers of other sizes make room
+		b := r.kept[len(r.kept)-1]
+		r.kept = r.kept[:len(r.kept)-1]
+		r.mapped -= int64(cap(b))
+		freeBuffer(b)
+	}
+	r.mapped += n
+	return allocBuffer(int(n))[:0], true
+}
+
+// give takes back a buffer of take's, and its budget.
+func (r *ReadAhead) give(b []byte) {
+	n := int64(cap(b))
+	r.mu.Lock()
+	r.kept = append(r.kept, b[:0])
+	if r.inUse.Add(-n) == 0 {
+		if r.idle == nil {
+			r.idle = time.AfterFunc(IdleRelease, r.release)
+		} else {
+			r.idle.Reset(IdleRelease)
+		}
+	}
+	r.mu.Unlock()
 	r.sem.Release(n)
 }
 
-// firstRange is the size of an object's first range: small, so that decoding starts soon;
-// each next range doubles, up to PartSize (Mountpoint's prefetcher grows the same way).
+// release unmaps the buffers kept, if no range is read ahead.
+func (r *ReadAhead) release() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.inUse.Load() != 0 {
+		return
+	}
+	for _, b := range r.kept {
+		r.mapped -= int64(cap(b))
+		freeBuffer(b)
+	}
+	r.kept = nil
+}
+
+// firstRange is the size of an object's first ranges: small, so that decoding starts soon.
 const firstRange = 1 << 20
+
+// rangeSize is the size of an object's k-th range (from 0): the ranges grow as Mountpoint's
+// prefetcher grows its requests, but by waves: the first PartsInFlight ranges are firstRange,
+// the next PartsInFlight twice that, and so on up to PartSize. Ranges that all start together
+// and arrive at one connection's pace reach the reader in order only as fast as the one it
+// waits for: doubling every range kept the reader behind the one growing range (a model of 8
+// connections at 25 MB/s feeding a decoder of 82 MB/s: 0.87 of its rate by range, 0.96 by wave).
+func (f *Fetcher) rangeSize(k int) int64 {
+	return min(int64(firstRange)<<min(k/max(f.PartsInFlight, 1), 20), f.PartSize)
+}
 
 // RangeInfo describes one ranged GET, for the trace and the metrics.
 type RangeInfo struct {
@@ -99,7 +179,7 @@ func (f *Fetcher) openRanged(ctx context.Context, r Request) (*Object, error) {
 	obj.Size = total
 	f.onRange(RangeInfo{Bucket: r.Bucket, Key: r.Key, Start: 0, End: min(first, total)})
 	head := &resumingBody{ctx: ctx, f: f, req: r, obj: obj, body: out.Body, wd: wd, cancel: cancel, end: min(first, total)}
-	rr := &rangedReader{f: f, req: r, obj: obj, head: head, next: min(first, total), size: min(2*first, f.PartSize)}
+	rr := &rangedReader{f: f, req: r, obj: obj, head: head, next: min(first, total), k: 1}
 	rr.ctx, rr.cancel = context.WithCancel(ctx)
 	obj.Body = rr
 	return obj, nil
@@ -132,14 +212,14 @@ type rangedReader struct {
 	head   io.ReadCloser
 	ahead  []*prefetch
 	next   int64 // the offset of the first byte no range covers yet
-	size   int64 // the size of the next range
+	k      int   // ranges planned so far (the first included)
 	err    error
 }
 
 func (rr *rangedReader) plan() (start, end int64) {
-	start, end = rr.next, min(rr.next+rr.size, rr.obj.Size)
+	start, end = rr.next, min(rr.next+rr.f.rangeSize(rr.k), rr.obj.Size)
 	rr.next = end
-	rr.size = min(2*rr.size, rr.f.PartSize)
+	rr.k++
 	return start, end
 }
 
@@ -147,12 +227,12 @@ func (rr *rangedReader) plan() (start, end int64) {
 // flight, and the budget has room for the next one.
 func (rr *rangedReader) fill() {
 	for rr.next < rr.obj.Size && 1+len(rr.ahead) < rr.f.PartsInFlight {
-		size := min(rr.size, rr.obj.Size-rr.next)
-		if !rr.f.ReadAhead.take(size) {
+		buf, ok := rr.f.ReadAhead.take(rr.f.rangeSize(rr.k)) // the range's size class (the last range may be shorter): buffers are reused by size
+		if !ok {
 			return
 		}
 		start, end := rr.plan()
-		rr.ahead = append(rr.ahead, rr.f.prefetch(rr.ctx, rr.req, rr.obj, start, end))
+		rr.ahead = append(rr.ahead, rr.f.prefetch(rr.ctx, rr.req, rr.obj, start, end, buf))
 	}
 }
 
@@ -218,7 +298,7 @@ type prefetch struct {
 	f      *Fetcher
 	cancel context.CancelFunc
 	done   chan struct{}
-	budget int64
+	whole  []byte // the budget's buffer (buf is its first end-start bytes)
 
 	mu   sync.Mutex
 	cond *sync.Cond
@@ -228,9 +308,9 @@ type prefetch struct {
 	err  error
 }
 
-func (f *Fetcher) prefetch(ctx context.Context, req Request, obj *Object, start, end int64) *prefetch {
+func (f *Fetcher) prefetch(ctx context.Context, req Request, obj *Object, start, end int64, buf []byte) *prefetch {
 	ctx, cancel := context.WithCancel(ctx)
-	p := &prefetch{f: f, cancel: cancel, done: make(chan struct{}), budget: end - start, buf: allocBuffer(int(end - start))[:0]}
+	p := &prefetch{f: f, cancel: cancel, done: make(chan struct{}), buf: buf[: 0 : end-start], whole: buf}
 	p.cond = sync.NewCond(&p.mu)
 	f.onRange(RangeInfo{Bucket: req.Bucket, Key: req.Key, Start: start, End: end, Ahead: true})
 	go func() {
@@ -296,10 +376,8 @@ func (p *prefetch) Close() error {
 	p.cancel()
 	<-p.done
 	p.mu.Lock()
-	buf := p.buf[:cap(p.buf)]
 	p.buf = nil
 	p.mu.Unlock()
-	freeBuffer(buf)
-	p.f.ReadAhead.give(p.budget)
+	p.f.ReadAhead.give(p.whole)
 	return nil
 }

@@ -202,3 +202,47 @@ func TestClosingMidwayGivesTheBudgetBack(t *testing.T) {
 		t.Fatalf("%d bytes of the budget held after Close", f.ReadAhead.InUse())
 	}
 }
+
+// TestReadAheadKeepsBuffersWithinTheBudget: buffers given back are reused for ranges of their
+// size; a range of another size unmaps kept buffers first, so that what is mapped never exceeds
+// the budget; the buffers kept are unmapped once nothing is read ahead (release, which the
+// idle timer runs).
+func TestReadAheadKeepsBuffersWithinTheBudget(t *testing.T) {
+	const mib = 1 << 20
+	r := NewReadAhead(8 * mib)
+	a, ok1 := r.take(4 * mib)
+	b, ok2 := r.take(4 * mib)
+	if _, ok := r.take(mib); !ok1 || !ok2 || ok {
+		t.Fatalf("takes of 4, 4 and 1 MiB from 8: %v %v %v, want true true false", ok1, ok2, ok)
+	}
+	a = append(a, 'x') // the pages are touched, as a range's bytes would be
+	r.give(a)
+	c, ok := r.take(4 * mib)
+	if !ok || &c[:1][0] != &a[0] {
+		t.Errorf("a kept buffer of the same size was not reused")
+	}
+	r.give(c)
+	r.give(b)
+	if got := r.Mapped(); got != 8*mib {
+		t.Errorf("mapped %d after giving back, want the 8 MiB kept", got)
+	}
+	if r.idle == nil {
+		t.Error("no idle release was scheduled once nothing was in use")
+	}
+	d, ok := r.take(8 * mib) // another size: both 4 MiB buffers go first
+	if !ok || cap(d) != 8*mib {
+		t.Fatalf("take of 8 MiB: %v, cap %d", ok, cap(d))
+	}
+	if got := r.Mapped(); got != 8*mib {
+		t.Errorf("mapped %d with one 8 MiB buffer in use, want 8 MiB", got)
+	}
+	r.release() // something in use: nothing is unmapped
+	if got := r.Mapped(); got != 8*mib {
+		t.Errorf("release with a buffer in use left %d mapped, want 8 MiB", got)
+	}
+	r.give(d)
+	r.release()
+	if got, used := r.Mapped(), r.InUse(); got != 0 || used != 0 {
+		t.Errorf("after the idle release: mapped %d, in use %d; want 0, 0", got, used)
+	}
+}
