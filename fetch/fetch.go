@@ -68,13 +68,23 @@ type Fetcher struct {
 	PartSize      int64
 	PartsInFlight int
 	ReadAhead     *ReadAhead
+	// AheadWhenWaiting is the share of its time the reader of an object may spend waiting for
+	// the range it reads before ranges are read ahead of it (default 0.25; 0: always ahead):
+	// when one stream keeps up with the reader (S3 nearby, a slow processor), ranges are read
+	// one after the other and no memory is held ahead.
+	AheadWhenWaiting float64
+	now              func() time.Time // the clock of the waiting measure (tests replace it)
 	// OnRange, when set, is told of each ranged GET.
 	OnRange func(RangeInfo)
 }
 
+// DefaultAheadWhenWaiting is Fetcher.AheadWhenWaiting's default.
+const DefaultAheadWhenWaiting = 0.25
+
 // New returns a Fetcher using api, with the default budget and deadlines.
 func New(api API) *Fetcher {
-	return &Fetcher{api: api, Resumes: 5, ResumeBackoff: 200 * time.Millisecond, FirstByteTimeout: DefaultFirstByteTimeout, ReadTimeout: DefaultReadTimeout}
+	return &Fetcher{api: api, Resumes: 5, ResumeBackoff: 200 * time.Millisecond, FirstByteTimeout: DefaultFirstByteTimeout, ReadTimeout: DefaultReadTimeout,
+		AheadWhenWaiting: DefaultAheadWhenWaiting}
 }
 
 // ErrStalled is the cause of a resume when a GET or its body sent nothing within its deadline.

@@ -179,7 +179,10 @@ func (f *Fetcher) openRanged(ctx context.Context, r Request) (*Object, error) {
 	obj.Size = total
 	f.onRange(RangeInfo{Bucket: r.Bucket, Key: r.Key, Start: 0, End: min(first, total)})
 	head := &resumingBody{ctx: ctx, f: f, req: r, obj: obj, body: out.Body, wd: wd, cancel: cancel, end: min(first, total)}
-	rr := &rangedReader{f: f, req: r, obj: obj, head: head, next: min(first, total), k: 1}
+	rr := &rangedReader{f: f, req: r, obj: obj, head: head, next: min(first, total)}
+	if f.AheadWhenWaiting <= 0 {
+		rr.aheadOn, rr.k = true, 1 // the first range was the first of the first wave
+	}
 	rr.ctx, rr.cancel = context.WithCancel(ctx)
 	obj.Body = rr
 	return obj, nil
@@ -212,21 +215,70 @@ type rangedReader struct {
 	head   io.ReadCloser
 	ahead  []*prefetch
 	next   int64 // the offset of the first byte no range covers yet
-	k      int   // ranges planned so far (the first included)
+	k      int   // ranges planned since read-ahead began
+	last   int64 // the start of the last range planned
 	err    error
+
+	// Ranges are read ahead once the reader is seen waiting for the one it reads (aheadOn):
+	// over each window of at least windowBytes and windowTime, the time spent in the range's
+	// Read (the GET's first byte included) against the time elapsed. One stream that keeps up
+	// needs nothing ahead, and reads ranges one after the other, each twice the last up to
+	// PartSize; once ranges are read ahead, they start again from firstRange and grow by waves.
+	aheadOn  bool
+	winStart time.Time
+	winWait  time.Duration
+	winBytes int
+}
+
+// windowBytes and windowTime are how much the reader reads, and for how long at least, between
+// two looks at how long it waited: long enough that one GET's first byte on a near S3 (a few
+// milliseconds) is not taken for a slow stream.
+const (
+	windowBytes = 512 << 10
+	windowTime  = 25 * time.Millisecond
+)
+
+func (f *Fetcher) clock() time.Time {
+	if f.now != nil {
+		return f.now()
+	}
+	return time.Now()
+}
+
+// waited accounts one Read of the range being read, of n bytes, that took from t0 to t1, and
+// turns read-ahead on when the reader waited more than AheadWhenWaiting of a window's time.
+func (rr *rangedReader) waited(t0, t1 time.Time, n int) {
+	if rr.winStart.IsZero() {
+		rr.winStart = t0
+	}
+	rr.winWait += t1.Sub(t0)
+	rr.winBytes += n
+	el := t1.Sub(rr.winStart)
+	if rr.winBytes < windowBytes || el < windowTime {
+		return
+	}
+	if float64(rr.winWait) > rr.f.AheadWhenWaiting*float64(el) {
+		rr.aheadOn = true
+	}
+	rr.winStart, rr.winWait, rr.winBytes = t1, 0, 0
 }
 
 func (rr *rangedReader) plan() (start, end int64) {
-	start, end = rr.next, min(rr.next+rr.f.rangeSize(rr.k), rr.obj.Size)
+	size := min(2*(rr.next-rr.last), rr.f.PartSize) // nothing ahead: each range twice the last, so that one read at a slow stream's pace stays short until the reader has been seen waiting
+	if rr.aheadOn {
+		size = rr.f.rangeSize(rr.k)
+		rr.k++
+	}
+	rr.last = rr.next
+	start, end = rr.next, min(rr.next+size, rr.obj.Size)
 	rr.next = end
-	rr.k++
 	return start, end
 }
 
-// fill starts ranges ahead while the object has ranges left, fewer than PartsInFlight are in
-// flight, and the budget has room for the next one.
+// fill starts ranges ahead, once the reader waits, while the object has ranges left, fewer than
+// PartsInFlight are in flight, and the budget has room for the next one.
 func (rr *rangedReader) fill() {
-	for rr.next < rr.obj.Size && 1+len(rr.ahead) < rr.f.PartsInFlight {
+	for rr.aheadOn && rr.next < rr.obj.Size && 1+len(rr.ahead) < rr.f.PartsInFlight {
 		buf, ok := rr.f.ReadAhead.take(rr.f.rangeSize(rr.k)) // the range's size class (the last range may be shorter): buffers are reused by size
 		if !ok {
 			return
@@ -255,7 +307,15 @@ func (rr *rangedReader) Read(p []byte) (int, error) {
 			}
 		}
 		rr.fill()
-		n, err := rr.head.Read(p)
+		var n int
+		var err error
+		if rr.aheadOn {
+			n, err = rr.head.Read(p)
+		} else {
+			t0 := rr.f.clock()
+			n, err = rr.head.Read(p)
+			rr.waited(t0, rr.f.clock(), n)
+		}
 		if err == io.EOF {
 			rr.head.Close()
 			rr.head = nil

@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -71,6 +72,7 @@ func ranged(api API, budget int64) *Fetcher {
 	f := New(api)
 	f.ResumeBackoff = time.Millisecond
 	f.PartSize, f.PartsInFlight = 64<<10, 4
+	f.AheadWhenWaiting = 0 // ahead at once: these tests are about the ranges ahead
 	if budget > 0 {
 		f.ReadAhead = NewReadAhead(budget)
 	}
@@ -244,5 +246,71 @@ func TestReadAheadKeepsBuffersWithinTheBudget(t *testing.T) {
 	r.release()
 	if got, used := r.Mapped(), r.InUse(); got != 0 || used != 0 {
 		t.Errorf("after the idle release: mapped %d, in use %d; want 0, 0", got, used)
+	}
+}
+
+// clockedBody is a range's body whose every Read advances a fake clock by delay: a connection
+// slower (delay > 0) or faster (delay 0) than its reader, with no real time involved.
+type clockedBody struct {
+	io.ReadCloser
+	now   *atomic.Int64 // nanoseconds
+	delay time.Duration
+}
+
+func (c clockedBody) Read(p []byte) (int, error) {
+	c.now.Add(int64(c.delay))
+	return c.ReadCloser.Read(p[:min(len(p), 32<<10)])
+}
+
+type clockedS3 struct {
+	*rangeS3
+	now   *atomic.Int64
+	delay time.Duration
+}
+
+func (c clockedS3) GetObject(ctx context.Context, in *s3.GetObjectInput, opts ...func(*s3.Options)) (*s3.GetObjectOutput, error) {
+	out, err := c.rangeS3.GetObject(ctx, in, opts...)
+	if err == nil {
+		out.Body = clockedBody{out.Body, c.now, c.delay}
+	}
+	return out, err
+}
+
+// TestRangesAheadOnlyWhenTheReaderWaits: with a connection that keeps up with the reader (its
+// reads take no time), the object is read range after range with nothing ahead; with one the
+// reader waits for (each read of 32 KiB takes 10 ms while the reader takes none), ranges are read
+// ahead, and the bytes are the same.
+func TestRangesAheadOnlyWhenTheReaderWaits(t *testing.T) {
+	data := randomData(4 << 20)
+	for _, c := range []struct {
+		delay     time.Duration
+		wantAhead bool
+	}{{0, false}, {10 * time.Millisecond, true}} {
+		t.Run(fmt.Sprint(c.delay), func(t *testing.T) {
+			var now atomic.Int64
+			f := New(clockedS3{&rangeS3{data: data, etag: "e1"}, &now, c.delay})
+			f.ResumeBackoff = time.Millisecond
+			f.PartSize, f.PartsInFlight = 1<<20, 4
+			f.ReadAhead = NewReadAhead(8 << 20)
+			f.now = func() time.Time { return time.Unix(0, now.Load()) }
+			ahead := 0
+			f.OnRange = func(ri RangeInfo) {
+				if ri.Ahead {
+					ahead++
+				}
+			}
+			obj, err := f.Open(context.Background(), Request{Bucket: "b", Key: "k", ETag: "e1", Size: int64(len(data))})
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := io.ReadAll(obj.Body)
+			obj.Body.Close()
+			if err != nil || !bytes.Equal(got, data) {
+				t.Fatalf("read %d bytes (%v), want the %d bytes of the object", len(got), err, len(data))
+			}
+			if (ahead > 0) != c.wantAhead {
+				t.Errorf("%d ranges read ahead with reads of %v; want some: %v", ahead, c.delay, c.wantAhead)
+			}
+		})
 	}
 }

@@ -40,7 +40,7 @@ type Lines struct{}
 
 func (Lines) Name() string { return "lines" }
 
-var bufPool = sync.Pool{New: func() any { b := make([]byte, 256<<10); return &b }}
+var bufPool = sync.Pool{New: func() any { b := make([]byte, 64<<10); return &b }}
 
 // Process counts the lines of r.
 func (Lines) Process(ctx context.Context, _ Object, r io.Reader) (Fields, error) {
