@@ -61,7 +61,7 @@ func main() {
 	out := flag.String("out", "docs/PERFORMANCE.md", "file whose results section is rewritten ('' for none)")
 	runs := flag.Int("runs", 0, "repetitions per scenario (default 3, 1 with -quick)")
 	only := flag.String("only", "", "comma-separated scenarios to run (P1,P1ISAL,P1AWS,P2,P3,P4; default all)")
-	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the in-process Palleto runs to this file")
+	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the in-process Palleto runs to this file (a %d in the name: one file per run, numbered)")
 	small := flag.Int("small-objects", 0, "P2's object count (default 10000, 100 with -quick)")
 	flag.Parse()
 	env, ok := testenv.FromEnv()

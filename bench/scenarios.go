@@ -41,6 +41,7 @@ type bench struct {
 
 	dirs       []string     // output directories, removed when the scenario ends (see tempDir)
 	lastSQS    *countingSQS // the SQS requests of the last in-process Palleto run
+	profiles   int          // CPU profiles written so far, for a -cpuprofile name with %d
 	s3Endpoint string       // when set, the S3 endpoint of in-process runs (a fault proxy)
 }
 
@@ -154,7 +155,12 @@ func (b *bench) runDaemon(ctx context.Context, cfg palleto.Config, outBase strin
 		}
 	}
 	if b.o.CPUProfile != "" {
-		f, err := os.Create(b.o.CPUProfile)
+		name := b.o.CPUProfile
+		if strings.Contains(name, "%d") { // one profile per run, numbered
+			b.profiles++
+			name = fmt.Sprintf(name, b.profiles)
+		}
+		f, err := os.Create(name)
 		if err == nil {
 			pprof.StartCPUProfile(f)
 			defer func() { pprof.StopCPUProfile(); f.Close() }()

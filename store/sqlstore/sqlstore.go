@@ -56,8 +56,6 @@ func OpenPostgres(ctx context.Context, url string, cfg store.GroupConfig) (*Stor
 	if err != nil {
 		return nil, fmt.Errorf("%w: postgres: %w", store.ErrUnavailable, err)
 	}
-	db.SetMaxOpenConns(16)
-	db.SetConnMaxIdleTime(time.Minute)
 	return open(ctx, db, postgres, redact(url), cfg)
 }
 
@@ -75,7 +73,18 @@ func redact(url string) string {
 	return url
 }
 
+// maxConns bounds the connections of a Store: the workers' lookups and the committer's writes.
+const maxConns = 16
+
 func open(ctx context.Context, db *sql.DB, d dialect, where string, cfg store.GroupConfig) (*Store, error) {
+	// Keep the connections the workers use between their lookups: database/sql keeps 2 idle by
+	// default, so with more workers than that every lookup would open a connection (a new
+	// PostgreSQL backend; for SQLite, the file, its pragmas, its schema) and prepare its
+	// statements again. Idle ones close after a minute. At most maxConns are open (on SQLite, each
+	// has its own page cache), more workers wait for one.
+	db.SetMaxOpenConns(maxConns)
+	db.SetMaxIdleConns(maxConns)
+	db.SetConnMaxIdleTime(time.Minute)
 	s := &Store{db: db, d: d, where: where}
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
