@@ -192,6 +192,26 @@ type resumingBody struct {
 	end     int64              // the offset after the last byte to read; -1: the object's end
 	pending error              // a break seen while returning data, dealt with on the next Read
 	resumes int
+
+	// early delivers the outcome of the range's first GET, started by openEarly before its first
+	// Read; earlyCancel ends that GET's context.
+	early       chan error
+	earlyCancel context.CancelFunc
+}
+
+// openEarly starts the range's first GET now, while the reader still reads the range before
+// it, so that its first byte is there when the reader comes to it. The body waits on its
+// connection (in the kernel's socket buffer) until then.
+func (b *resumingBody) openEarly() {
+	ctx, cancel := context.WithCancel(b.ctx)
+	b.early, b.earlyCancel = make(chan error, 1), cancel
+	go func() {
+		err := b.open(ctx, errStartRange)
+		if err == nil && b.wd != nil {
+			b.wd.timer.Stop() // the body's read deadline runs from the reader's first Read
+		}
+		b.early <- err
+	}()
 }
 
 // want is the offset the body must reach: its range's end, or the object's size (-1: unknown).
@@ -203,6 +223,16 @@ func (b *resumingBody) want() int64 {
 }
 
 func (b *resumingBody) Read(p []byte) (int, error) {
+	if b.early != nil {
+		err := <-b.early
+		b.early = nil
+		if err != nil {
+			return 0, err
+		}
+		if b.pending == errStartRange {
+			b.pending = nil
+		}
+	}
 	for {
 		if b.pending == nil {
 			if b.wd != nil {
@@ -269,15 +299,22 @@ func (b *resumingBody) resume(cause error) error {
 		case <-time.After(wait):
 		}
 	}
+	return b.open(b.ctx, cause)
+}
+
+// open starts a GET of the body's bytes from off to end, pinned to the object's version, on
+// ctx (a child of b.ctx). A failure worth another try within the budget is left pending.
+func (b *resumingBody) open(ctx context.Context, cause error) error {
+	where := fmt.Sprintf("s3://%s/%s", b.req.Bucket, b.req.Key)
 	rng := fmt.Sprintf("bytes=%d-", b.off)
 	if b.end >= 0 {
 		rng += fmt.Sprint(b.end - 1)
 	}
 	in := &s3.GetObjectInput{Bucket: &b.req.Bucket, Key: &b.req.Key, Range: aws.String(rng)}
 	pin(in, b.obj.VersionID, b.obj.ETag)
-	out, wd, cancel, err := b.f.get(b.ctx, in)
+	out, wd, cancel, err := b.f.get(ctx, in)
 	if err != nil {
-		err = Classify(b.ctx, fmt.Errorf("s3 GetObject %s (range from byte %d, after: %v): %w", where, b.off, cause, err))
+		err = Classify(ctx, fmt.Errorf("s3 GetObject %s (range from byte %d, after: %v): %w", where, b.off, cause, err))
 		if errors.Is(err, ErrUnavailable) {
 			b.pending = err // the resume itself failed: try again, within the budget
 			return nil
@@ -300,6 +337,14 @@ func (b *resumingBody) resume(cause error) error {
 }
 
 func (b *resumingBody) Close() error {
+	if b.early != nil { // a GET opened early and never read: stop it, and wait for its goroutine
+		b.earlyCancel()
+		<-b.early
+		b.early = nil
+	}
+	if b.earlyCancel != nil {
+		defer b.earlyCancel()
+	}
 	if b.wd != nil {
 		b.wd.timer.Stop()
 	}

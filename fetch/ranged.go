@@ -213,7 +213,7 @@ type rangedReader struct {
 	req    Request
 	obj    *Object
 	head   io.ReadCloser
-	ahead  []*prefetch
+	ahead  []io.ReadCloser // in order: ranges read ahead (*prefetch), or the next streamed range opened early
 	next   int64 // the offset of the first byte no range covers yet
 	k      int   // ranges planned since read-ahead began
 	last   int64 // the start of the last range planned
@@ -315,6 +315,7 @@ func (rr *rangedReader) Read(p []byte) (int, error) {
 			t0 := rr.f.clock()
 			n, err = rr.head.Read(p)
 			rr.waited(t0, rr.f.clock(), n)
+			rr.openNext()
 		}
 		if err == io.EOF {
 			rr.head.Close()
@@ -329,6 +330,21 @@ func (rr *rangedReader) Read(p []byte) (int, error) {
 		}
 		return n, err
 	}
+}
+
+// openNext opens the next range early when nothing is read ahead and the range being streamed
+// nears its end (a quarter of it left): its GET's first byte then comes while the reader still
+// decodes, instead of between the two ranges.
+func (rr *rangedReader) openNext() {
+	h, ok := rr.head.(*resumingBody)
+	if !ok || len(rr.ahead) > 0 || rr.next >= rr.obj.Size || h.end-h.off > (rr.next-rr.last)/4 {
+		return
+	}
+	start, end := rr.plan()
+	rr.f.onRange(RangeInfo{Bucket: rr.req.Bucket, Key: rr.req.Key, Start: start, End: end})
+	next := &resumingBody{ctx: rr.ctx, f: rr.f, req: rr.req, obj: rr.obj, body: emptyBody{}, off: start, end: end, pending: errStartRange}
+	next.openEarly()
+	rr.ahead = append(rr.ahead, next)
 }
 
 // errStartRange makes a resumingBody open its range at its first Read: a resume that is not

@@ -314,3 +314,106 @@ func TestRangesAheadOnlyWhenTheReaderWaits(t *testing.T) {
 		})
 	}
 }
+
+// gatedS3 tells of every GET it is asked for, and holds the GETs that hold says, until their
+// context ends.
+type gatedS3 struct {
+	*rangeS3
+	asked chan string
+	hold  func(rng string) bool
+}
+
+func (g gatedS3) GetObject(ctx context.Context, in *s3.GetObjectInput, opts ...func(*s3.Options)) (*s3.GetObjectOutput, error) {
+	g.asked <- aws.ToString(in.Range)
+	if g.hold != nil && g.hold(aws.ToString(in.Range)) {
+		<-ctx.Done()
+		return nil, ctx.Err()
+	}
+	return g.rangeS3.GetObject(ctx, in, opts...)
+}
+
+// TestNextRangeIsOpenedBeforeTheStreamEnds: with nothing read ahead, the next range's GET is
+// asked for once a quarter of the range being streamed is left, not when the reader reaches its
+// end; the object's bytes are the same, each range asked for once. Closing the object while such
+// a GET has not answered ends it.
+func TestNextRangeIsOpenedBeforeTheStreamEnds(t *testing.T) {
+	data := randomData(5 << 20)
+	newFetcher := func(g gatedS3) (*Fetcher, *atomic.Int32) {
+		f := New(g)
+		f.PartSize, f.PartsInFlight = 4<<20, 4
+		f.ReadAhead = NewReadAhead(8 << 20)
+		f.now = func() time.Time { return time.Unix(0, 0) } // no time passes: the reader is never seen waiting, nothing is read ahead
+		var planned atomic.Int32
+		f.OnRange = func(ri RangeInfo) {
+			if ri.Ahead {
+				t.Errorf("range %d-%d read ahead", ri.Start, ri.End)
+			}
+			planned.Add(1)
+		}
+		return f, &planned
+	}
+	t.Run("read", func(t *testing.T) {
+		g := gatedS3{rangeS3: &rangeS3{data: data, etag: "e1"}, asked: make(chan string, 64)}
+		f, planned := newFetcher(g)
+		obj, err := f.Open(context.Background(), Request{Bucket: "b", Key: "k", ETag: "e1", Size: int64(len(data))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer obj.Body.Close()
+		if r := <-g.asked; r != "bytes=0-1048575" {
+			t.Fatalf("first GET for %q", r)
+		}
+		got := make([]byte, len(data))
+		if _, err := io.ReadFull(obj.Body, got[:512<<10]); err != nil {
+			t.Fatal(err)
+		}
+		if n := planned.Load(); n != 1 {
+			t.Fatalf("half of the first range read: %d ranges planned, want 1", n)
+		}
+		if _, err := io.ReadFull(obj.Body, got[512<<10:768<<10]); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case r := <-g.asked:
+			if r != "bytes=1048576-3145727" {
+				t.Fatalf("second GET for %q, want the next range, twice the first", r)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("a quarter of the first range left, and no GET for the next one")
+		}
+		if _, err := io.ReadFull(obj.Body, got[768<<10:]); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got, data) {
+			t.Fatal("the bytes read are not the object's")
+		}
+		close(g.asked)
+		want := []string{"bytes=3145728-5242879"}
+		var rest []string
+		for r := range g.asked {
+			rest = append(rest, r)
+		}
+		if fmt.Sprint(rest) != fmt.Sprint(want) {
+			t.Errorf("then GETs for %q, want %q", rest, want)
+		}
+	})
+	t.Run("closed", func(t *testing.T) {
+		g := gatedS3{rangeS3: &rangeS3{data: data, etag: "e1"}, asked: make(chan string, 64),
+			hold: func(rng string) bool { return rng != "bytes=0-1048575" }}
+		f, _ := newFetcher(g)
+		obj, err := f.Open(context.Background(), Request{Bucket: "b", Key: "k", ETag: "e1", Size: int64(len(data))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		<-g.asked
+		if _, err := io.ReadFull(obj.Body, make([]byte, 900<<10)); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case <-g.asked: // the second range's GET, held
+		case <-time.After(10 * time.Second):
+			t.Fatal("a tenth of the first range left, and no GET for the next one")
+		}
+		obj.Body.Close() // returns once the held GET has ended
+	})
+}
