@@ -214,9 +214,9 @@ type rangedReader struct {
 	obj    *Object
 	head   io.ReadCloser
 	ahead  []io.ReadCloser // in order: ranges read ahead (*prefetch), or the next streamed range opened early
-	next   int64 // the offset of the first byte no range covers yet
-	k      int   // ranges planned since read-ahead began
-	last   int64 // the start of the last range planned
+	next   int64           // the offset of the first byte no range covers yet
+	k      int             // ranges planned since read-ahead began
+	last   int64           // the start of the last range planned
 	err    error
 
 	// Ranges are read ahead once the reader is seen waiting for the one it reads (aheadOn):
