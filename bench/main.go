@@ -124,6 +124,7 @@ func Run(ctx context.Context, env testenv.Env, o Options) (*Report, error) {
 		}
 		rows, err := b.protect(func() ([]Row, error) { return sc.run(ctx) })
 		b.removeDirs()
+		b.removeBuckets(ctx)
 		if err != nil {
 			return nil, err
 		}

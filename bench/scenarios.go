@@ -19,6 +19,7 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	s3types "github.com/aws/aws-sdk-go-v2/service/s3/types"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 	sqstypes "github.com/aws/aws-sdk-go-v2/service/sqs/types"
 	"github.com/klauspost/compress/gzip"
@@ -40,6 +41,7 @@ type bench struct {
 	sqsc *sqs.Client
 
 	dirs       []string     // output directories, removed when the scenario ends (see tempDir)
+	buckets    []string     // buckets made, emptied and removed when the scenario ends
 	lastSQS    *countingSQS // the SQS requests of the last in-process Palleto run
 	profiles   int          // CPU profiles written so far, for a -cpuprofile name with %d
 	s3Endpoint string       // when set, the S3 endpoint of in-process runs (a fault proxy)
@@ -97,7 +99,37 @@ func (b *bench) bucket(prefix string) string {
 	if _, err := b.s3c.CreateBucket(context.Background(), &s3.CreateBucketInput{Bucket: &name}); err != nil {
 		b.tb.Fatalf("CreateBucket %s: %v", name, err)
 	}
+	b.buckets = append(b.buckets, name)
 	return name
+}
+
+// removeBuckets empties and removes the buckets made: left in place, gigabytes of them would
+// keep MinIO's background scanner busy (a sixth of a core here) in every later run.
+func (b *bench) removeBuckets(ctx context.Context) {
+	for _, name := range b.buckets {
+		p := s3.NewListObjectsV2Paginator(b.s3c, &s3.ListObjectsV2Input{Bucket: &name})
+		for p.HasMorePages() {
+			page, err := p.NextPage(ctx)
+			if err != nil {
+				b.o.Log.Warn("bench bucket not emptied", "bucket", name, "err", err)
+				break
+			}
+			if len(page.Contents) == 0 {
+				continue
+			}
+			ids := make([]s3types.ObjectIdentifier, len(page.Contents))
+			for i, o := range page.Contents {
+				ids[i] = s3types.ObjectIdentifier{Key: o.Key}
+			}
+			if _, err := b.s3c.DeleteObjects(ctx, &s3.DeleteObjectsInput{Bucket: &name, Delete: &s3types.Delete{Objects: ids, Quiet: aws.Bool(true)}}); err != nil {
+				b.o.Log.Warn("bench objects not deleted", "bucket", name, "err", err)
+			}
+		}
+		if _, err := b.s3c.DeleteBucket(ctx, &s3.DeleteBucketInput{Bucket: &name}); err != nil {
+			b.o.Log.Warn("bench bucket not removed", "bucket", name, "err", err)
+		}
+	}
+	b.buckets = nil
 }
 
 func (b *bench) put(ctx context.Context, bucket, key string, body []byte) string {
