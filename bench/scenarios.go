@@ -44,6 +44,7 @@ type bench struct {
 	buckets    []string     // buckets made, emptied and removed when the scenario ends
 	lastSQS    *countingSQS // the SQS requests of the last in-process Palleto run
 	profiles   int          // CPU profiles written so far, for a -cpuprofile name with %d
+	traces     int          // traces written so far, for a BENCH_TRACE name with %d
 	s3Endpoint string       // when set, the S3 endpoint of in-process runs (a fault proxy)
 }
 
@@ -180,7 +181,11 @@ func (b *bench) runDaemon(ctx context.Context, cfg palleto.Config, outBase strin
 	if v := os.Getenv("BENCH_PREFETCH"); v != "" { // for exploring; the table is made with the defaults
 		fmt.Sscan(v, &cfg.Engine.Prefetch)
 	}
-	if p := os.Getenv("BENCH_TRACE"); p != "" { // for exploring: the flow in words, with times
+	if p := os.Getenv("BENCH_TRACE"); p != "" { // for exploring: the flow in words, with times (a %d in the name: one file per run)
+		if strings.Contains(p, "%d") {
+			b.traces++
+			p = fmt.Sprintf(p, b.traces)
+		}
 		if f, err := os.Create(p); err == nil {
 			defer f.Close()
 			cfg.Trace = f

@@ -15,6 +15,9 @@ func allocBuffer(n int) []byte {
 	if err != nil {
 		return make([]byte, n)
 	}
+	if n%hugePage == 0 {
+		adviseHuge(b)
+	}
 	return b
 }
 

@@ -51,6 +51,10 @@ type ReadAhead struct {
 	idle   *time.Timer
 }
 
+// hugePage is the size of a transparent huge page. A buffer of at least half of one takes whole
+// ones, and is mapped with huge pages where the system allows.
+const hugePage = 2 << 20
+
 // IdleRelease is how long the buffers given back stay mapped once no range is read ahead.
 var IdleRelease = 10 * time.Second
 
@@ -80,6 +84,9 @@ func (r *ReadAhead) Mapped() int64 {
 // take returns a buffer of n bytes (len 0, cap n) from the budget, or false when the budget
 // has no room for n more bytes.
 func (r *ReadAhead) take(n int64) ([]byte, bool) {
+	if r != nil && n >= hugePage/2 && (n+hugePage-1)/hugePage*hugePage <= r.size {
+		n = (n + hugePage - 1) / hugePage * hugePage // whole huge pages (see adviseHuge): the budget counts what a huge page holds
+	}
 	if r == nil || n > r.size || !r.sem.TryAcquire(n) {
 		return nil, false
 	}

@@ -249,6 +249,28 @@ func TestReadAheadKeepsBuffersWithinTheBudget(t *testing.T) {
 	}
 }
 
+// A buffer of at least half a huge page takes whole ones, and the budget counts them (with
+// huge pages, touching the first byte commits 2 MiB); a smaller one takes its size; a budget
+// smaller than a huge page still gives a buffer of its size.
+func TestReadAheadCountsWholeHugePages(t *testing.T) {
+	const mib = 1 << 20
+	r := NewReadAhead(8 * mib)
+	for _, c := range []struct{ take, cap int64 }{{mib, 2 * mib}, {3 * mib, 4 * mib}, {64 << 10, 64 << 10}} {
+		b, ok := r.take(c.take)
+		if !ok || int64(cap(b)) != c.cap {
+			t.Errorf("take(%d): %v, cap %d; want a buffer of %d", c.take, ok, cap(b), c.cap)
+		}
+		defer r.give(b)
+	}
+	if used := r.InUse(); used != 6*mib+64<<10 {
+		t.Errorf("in use %d, want %d: what the buffers hold", used, 6*mib+64<<10)
+	}
+	small := NewReadAhead(mib)
+	if b, ok := small.take(mib); !ok || cap(b) != mib {
+		t.Errorf("take of 1 MiB from a budget of 1 MiB: %v, cap %d", ok, cap(b))
+	}
+}
+
 // clockedBody is a range's body whose every Read advances a fake clock by delay: a connection
 // slower (delay > 0) or faster (delay 0) than its reader, with no real time involved.
 type clockedBody struct {
