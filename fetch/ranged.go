@@ -81,8 +81,8 @@ func (r *ReadAhead) Mapped() int64 {
 	return r.mapped
 }
 
-// take returns a buffer of n bytes (len 0, cap n) from the budget, or false when the budget
-// has no room for n more bytes.
+// take returns a buffer of n bytes (len 0, cap n; from half a huge page up, cap rounded up to
+// whole huge pages) from the budget, or false when the budget has no room for it.
 func (r *ReadAhead) take(n int64) ([]byte, bool) {
 	if r != nil && n >= hugePage/2 && (n+hugePage-1)/hugePage*hugePage <= r.size {
 		n = (n + hugePage - 1) / hugePage * hugePage // whole huge pages (see adviseHuge): the budget counts what a huge page holds
