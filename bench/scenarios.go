@@ -182,22 +182,14 @@ func (b *bench) runDaemon(ctx context.Context, cfg palleto.Config, outBase strin
 		fmt.Sscan(v, &cfg.Engine.Prefetch)
 	}
 	if p := os.Getenv("BENCH_TRACE"); p != "" { // for exploring: the flow in words, with times (a %d in the name: one file per run)
-		if strings.Contains(p, "%d") {
-			b.traces++
-			p = fmt.Sprintf(p, b.traces)
-		}
+		p = numbered(p, &b.traces)
 		if f, err := os.Create(p); err == nil {
 			defer f.Close()
 			cfg.Trace = f
 		}
 	}
 	if b.o.CPUProfile != "" {
-		name := b.o.CPUProfile
-		if strings.Contains(name, "%d") { // one profile per run, numbered
-			b.profiles++
-			name = fmt.Sprintf(name, b.profiles)
-		}
-		f, err := os.Create(name)
+		f, err := os.Create(numbered(b.o.CPUProfile, &b.profiles))
 		if err == nil {
 			pprof.StartCPUProfile(f)
 			defer func() { pprof.StopCPUProfile(); f.Close() }()
@@ -218,6 +210,15 @@ func (b *bench) runDaemon(ctx context.Context, cfg palleto.Config, outBase strin
 	}
 	stop()
 	return took, d.Stats()
+}
+
+// numbered returns name with its %d, if any, replaced by the next of count: one file per run.
+func numbered(name string, count *int) string {
+	if !strings.Contains(name, "%d") {
+		return name
+	}
+	*count++
+	return fmt.Sprintf(name, *count)
 }
 
 // startDaemon runs Palleto in this process, on clients built as `palleto run` builds them

@@ -84,8 +84,8 @@ func (r *ReadAhead) Mapped() int64 {
 // take returns a buffer of n bytes (len 0, cap n; from half a huge page up, cap rounded up to
 // whole huge pages) from the budget, or false when the budget has no room for it.
 func (r *ReadAhead) take(n int64) ([]byte, bool) {
-	if r != nil && n >= hugePage/2 && (n+hugePage-1)/hugePage*hugePage <= r.size {
-		n = (n + hugePage - 1) / hugePage * hugePage // whole huge pages (see adviseHuge): the budget counts what a huge page holds
+	if whole := (n + hugePage - 1) / hugePage * hugePage; r != nil && n >= hugePage/2 && whole <= r.size {
+		n = whole // whole huge pages (see adviseHuge): the budget counts what a huge page holds
 	}
 	if r == nil || n > r.size || !r.sem.TryAcquire(n) {
 		return nil, false
@@ -305,10 +305,7 @@ func (rr *rangedReader) Read(p []byte) (int, error) {
 			case len(rr.ahead) > 0:
 				rr.head, rr.ahead = rr.ahead[0], rr.ahead[1:]
 			case rr.next < rr.obj.Size: // no range ahead (no budget): stream the next one
-				start, end := rr.plan()
-				rr.f.onRange(RangeInfo{Bucket: rr.req.Bucket, Key: rr.req.Key, Start: start, End: end})
-				rr.head = &resumingBody{ctx: rr.ctx, f: rr.f, req: rr.req, obj: rr.obj, body: emptyBody{}, off: start, end: end,
-					pending: errStartRange}
+				rr.head = rr.streamNext()
 			default:
 				return 0, io.EOF
 			}
@@ -347,11 +344,22 @@ func (rr *rangedReader) openNext() {
 	if !ok || len(rr.ahead) > 0 || rr.next >= rr.obj.Size || h.end-h.off > (rr.next-rr.last)/4 {
 		return
 	}
-	start, end := rr.plan()
-	rr.f.onRange(RangeInfo{Bucket: rr.req.Bucket, Key: rr.req.Key, Start: start, End: end})
-	next := &resumingBody{ctx: rr.ctx, f: rr.f, req: rr.req, obj: rr.obj, body: emptyBody{}, off: start, end: end, pending: errStartRange}
+	next := rr.streamNext()
 	next.openEarly()
 	rr.ahead = append(rr.ahead, next)
+}
+
+// streamNext plans the next range, to be streamed by the reader rather than read ahead.
+func (rr *rangedReader) streamNext() *resumingBody {
+	start, end := rr.plan()
+	rr.f.onRange(RangeInfo{Bucket: rr.req.Bucket, Key: rr.req.Key, Start: start, End: end})
+	return rr.f.rangeBody(rr.ctx, rr.req, rr.obj, start, end)
+}
+
+// rangeBody is the body of the object's bytes [start, end), whose GET is sent at its first Read
+// (or by openEarly).
+func (f *Fetcher) rangeBody(ctx context.Context, req Request, obj *Object, start, end int64) *resumingBody {
+	return &resumingBody{ctx: ctx, f: f, req: req, obj: obj, body: emptyBody{}, off: start, end: end, pending: errStartRange}
 }
 
 // errStartRange makes a resumingBody open its range at its first Read: a resume that is not
@@ -398,7 +406,7 @@ func (f *Fetcher) prefetch(ctx context.Context, req Request, obj *Object, start,
 	f.onRange(RangeInfo{Bucket: req.Bucket, Key: req.Key, Start: start, End: end, Ahead: true})
 	go func() {
 		defer close(p.done)
-		body := &resumingBody{ctx: ctx, f: f, req: req, obj: obj, body: emptyBody{}, off: start, end: end, pending: errStartRange}
+		body := f.rangeBody(ctx, req, obj, start, end)
 		defer body.Close()
 		for {
 			p.mu.Lock()
