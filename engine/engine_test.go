@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -213,6 +214,58 @@ func TestTricklingDemandIsNotSplitAcrossFreePollers(t *testing.T) {
 	stop()
 	if calls := src.calls(); !slices.Equal(calls, []int{10, 1, 2}) {
 		t.Fatalf("polls %v, want [10 1 2]: the 2 units that waited go out in one poll", calls)
+	}
+}
+
+// While a full batch of received items still waits for consumers (a prefetch buffer), demand
+// that comes back one unit at a time is not polled for in short calls: it waits until it makes a
+// full batch, or until fewer than a batch are left waiting. (With SQS: 7.1 messages per receive
+// in P2 of the bench before, where every finished object asked for one more.)
+func TestShortPollsWaitWhileAFullBatchIsBuffered(t *testing.T) {
+	src := &fakeSource{}
+	var mu sync.Mutex
+	var polls []string // the producer's trace of polls started, written from its own goroutine
+	trace := func(format string, args ...any) {
+		if msg := fmt.Sprintf(format, args...); strings.Contains(msg, "asking for") {
+			mu.Lock()
+			polls = append(polls, msg)
+			mu.Unlock()
+		}
+	}
+	started := func() int { mu.Lock(); defer mu.Unlock(); return len(polls) }
+	poll := func(i int) string { mu.Lock(); defer mu.Unlock(); return polls[i] }
+	p, stop := startProducer(t, src, ProducerConfig{Pollers: 4, MaxBatch: 10, Trace: trace})
+	p.Ask(20) // a prefetch: 20 items received and waiting, nobody takes them yet
+	waitFor(t, func() bool { return p.Demand() == 0 && len(src.calls()) == 2 })
+	got := collect(t, p, 1) // a consumer takes one (19 wait) and asks for it again
+	p.Ask(1)
+	waitFor(t, func() bool { return p.Demand() == 1 || started() > 2 })
+	// The producer stored that demand before deciding on polls; the next item it hands out comes
+	// from a later turn of its loop, after that decision.
+	got = append(got, collect(t, p, 1)...) // 18 wait
+	if n := started(); n != 2 {
+		t.Fatalf("a short poll went out with 19 items waiting: %q", poll(2))
+	}
+	p.Ask(9) // the demand makes a full batch (10): it goes out at once
+	waitFor(t, func() bool { return started() == 3 })
+	if last := poll(2); !strings.Contains(last, "asking for 10 events") {
+		t.Fatalf("poll %q, want a full batch of 10", last)
+	}
+	got = append(got, collect(t, p, 18)...) // 10 of the new batch wait
+	p.Ask(3)
+	waitFor(t, func() bool { return p.Demand() == 3 })
+	got = append(got, collect(t, p, 1)...) // 9 wait: fewer than a batch, a short poll is due
+	waitFor(t, func() bool { return started() == 4 })
+	if last := poll(3); !strings.Contains(last, "asking for 3 events") {
+		t.Fatalf("poll %q, want the 3 units of demand once fewer than a batch wait", last)
+	}
+	got = append(got, collect(t, p, 12)...)
+	stop()
+	if calls := src.calls(); !slices.Equal(calls, []int{10, 10, 10, 3}) {
+		t.Fatalf("Receive calls asked for %v, want [10 10 10 3]", calls)
+	}
+	if len(got) != 33 {
+		t.Fatalf("got %d items, want 33", len(got))
 	}
 }
 

@@ -1,8 +1,9 @@
 // Package engine is Palleto's demand-driven stage engine, the GenStage/Broadway model done the Go
 // way: consumers ask for N items, the Producer asks its Source for at most the unmet demand (in up
 // to Pollers concurrent calls of at most MaxBatch each, of which at most one asks for less than
-// MaxBatch), hands items over only to consumers that are waiting for them, and never calls the
-// Source while there is no demand.
+// MaxBatch, and none while MaxBatch received items still wait for a consumer), hands items over
+// only to consumers that are waiting for them, and never calls the Source while there is no
+// demand.
 //
 // The engine knows nothing of AWS: an SQS queue, a file or a test fake plug in as a Source.
 package engine
@@ -31,8 +32,9 @@ type Tracer func(format string, args ...any)
 // ProducerConfig sizes a Producer.
 type ProducerConfig struct {
 	// Pollers is how many Receive calls may be in flight at once. Of those, at most one asks for
-	// less than MaxBatch: demand that comes in one unit at a time is gathered, not spread over
-	// many small calls.
+	// less than MaxBatch, and none does while MaxBatch received items or more wait for a
+	// consumer: demand that comes in one unit at a time is gathered, not spread over many small
+	// calls.
 	Pollers int
 	// MaxBatch caps what one Receive call asks for (SQS allows 10).
 	MaxBatch int
@@ -210,11 +212,14 @@ func (p *Producer[T]) Run(ctx context.Context) (undelivered []T) {
 		p.unmet.Store(int64(demand))
 		for backoff == nil && active < p.cfg.Pollers && demand-asking > 0 && ctx.Err() == nil {
 			n := min(p.cfg.MaxBatch, demand-asking)
-			if n < p.cfg.MaxBatch && partial > 0 {
+			if n < p.cfg.MaxBatch && (partial > 0 || len(pending) >= p.cfg.MaxBatch) {
 				// At most one poll short of a full batch at a time: demand that trickles in, one
 				// finished item after another, waits for that poll to come back and then goes
-				// out together, instead of each unit taking a free poller for itself. Every poll
-				// costs a request (SQS bills them) and a round trip, whatever it asks for.
+				// out together, instead of each unit taking a free poller for itself. And none
+				// while a full batch of received items still waits to be handed out: those keep
+				// the consumers busy for longer than a poll takes, so the demand can grow to a
+				// full batch first. Every poll costs a request (SQS bills them) and a round trip,
+				// whatever it asks for.
 				break
 			}
 			if n < p.cfg.MaxBatch {
