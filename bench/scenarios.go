@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime/pprof"
+	rtrace "runtime/trace"
 	"slices"
 	"strings"
 	"sync"
@@ -45,6 +46,7 @@ type bench struct {
 	lastSQS    *countingSQS // the SQS requests of the last in-process Palleto run
 	profiles   int          // CPU profiles written so far, for a -cpuprofile name with %d
 	traces     int          // traces written so far, for a BENCH_TRACE name with %d
+	goTraces   int          // the same for BENCH_GOTRACE
 	s3Endpoint string       // when set, the S3 endpoint of in-process runs (a fault proxy)
 }
 
@@ -186,6 +188,12 @@ func (b *bench) runDaemon(ctx context.Context, cfg palleto.Config, outBase strin
 		if f, err := os.Create(p); err == nil {
 			defer f.Close()
 			cfg.Trace = f
+		}
+	}
+	if p := os.Getenv("BENCH_GOTRACE"); p != "" { // for exploring: Go's execution trace (go tool trace), a %d as for BENCH_TRACE
+		if f, err := os.Create(numbered(p, &b.goTraces)); err == nil {
+			rtrace.Start(f)
+			defer func() { rtrace.Stop(); f.Close() }()
 		}
 	}
 	if b.o.CPUProfile != "" {
