@@ -67,5 +67,13 @@ func OpenStore(ctx context.Context, out string, group store.GroupConfig, s3c fet
 		}
 		return s3store.Open(api, out)
 	}
-	return sink.Open(out)
+	d, err := sink.Open(out)
+	if err != nil {
+		return nil, err
+	}
+	d.WriteInBackground(dirWriters)
+	return d, nil
 }
+
+// dirWriters is how many results the directory store writes at once, off the workers' path.
+const dirWriters = 16

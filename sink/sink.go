@@ -47,6 +47,11 @@ type Disk struct {
 	handles map[string]*dirHandle // open directories, by path relative to dir
 
 	locks [64]sync.Mutex // by hash of a result's path: a check of the sequencer and the write after it are one step
+
+	// With WriteInBackground: a slot per result being written, and the writes not yet done.
+	writing     chan struct{}
+	writes      sync.WaitGroup
+	beforeWrite func(Result) // a test's hook: called by a background write before it writes
 }
 
 var _ store.Store = (*Disk)(nil)
@@ -140,8 +145,10 @@ func (d *Disk) current() (*os.Root, func(), error) {
 	return d.root, d.mu.RUnlock, nil
 }
 
-// Close releases the directory handles. No write may be in progress or start after.
+// Close waits for the results being written in the background, then releases the directory
+// handles. No other write may be in progress or start after.
 func (d *Disk) Close() error {
+	d.writes.Wait()
 	d.hmu.Lock()
 	for _, h := range d.handles {
 		h.close()
@@ -238,11 +245,40 @@ func failurePath(bucket, key, messageID string) string {
 	return path.Join(FailedDir, "_messages", escape(messageID)+".json")
 }
 
-// Put stores r durably (it calls done before it returns), unless the result there is a later
-// event's for the same processor, and removes the object's failure record.
-func (d *Disk) Put(_ context.Context, r Result, done func(error)) string {
-	p, err := d.WriteResult(r)
-	done(err)
+// WriteInBackground makes Put return before the result is written: up to n results are written
+// at once, each by a goroutine of its own, and done is called once the result is durable; Put
+// waits for a free slot beyond n. The worker takes its next object meanwhile, as it does with the
+// grouped stores: a result's fsyncs (file and directory) took some 16 ms on the bench's VM, a
+// worker's whole time for a small object and 7% of it for a 100 MiB one. Close waits for the
+// writes. Call it before the first Put.
+func (d *Disk) WriteInBackground(n int) { d.writing = make(chan struct{}, max(n, 1)) }
+
+// Put stores r durably, unless the result there is a later event's for the same processor, and
+// removes the object's failure record; done is called once it is durable, or with the error that
+// stopped it. It calls done before it returns, unless WriteInBackground was called.
+func (d *Disk) Put(ctx context.Context, r Result, done func(error)) string {
+	if d.writing == nil {
+		p, err := d.WriteResult(r)
+		done(err)
+		return p
+	}
+	p := Path(r.Bucket, r.Key)
+	select {
+	case d.writing <- struct{}{}:
+	case <-ctx.Done():
+		done(diskErr("wait to write", p, ctx.Err()))
+		return p
+	}
+	d.writes.Add(1)
+	go func() {
+		defer d.writes.Done()
+		if d.beforeWrite != nil {
+			d.beforeWrite(r)
+		}
+		_, err := d.WriteResult(r)
+		<-d.writing
+		done(err)
+	}()
 	return p
 }
 

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"testing/synctest"
 
 	"github.com/palleto/palleto/store"
 	"github.com/palleto/palleto/store/storetest"
@@ -15,6 +16,80 @@ func TestConformance(t *testing.T) {
 	storetest.Run(t, func(t *testing.T) storetest.Opener {
 		dir := t.TempDir()
 		return func() (store.Store, error) { return Open(dir) }
+	})
+}
+
+// The directory store as the daemon opens it: results written in the background.
+func TestConformanceWritingInBackground(t *testing.T) {
+	storetest.Run(t, func(t *testing.T) storetest.Opener {
+		dir := t.TempDir()
+		return func() (store.Store, error) {
+			d, err := Open(dir)
+			if err == nil {
+				d.WriteInBackground(4)
+			}
+			return d, err
+		}
+	})
+}
+
+// TestBackgroundPutReturnsBeforeTheResultIsDurable: with WriteInBackground, Put hands the result
+// to a writer and returns (the worker takes its next object); done comes once the file is there;
+// Close waits for a write in progress; a Put beyond the writers waits for a free one. synctest
+// tells when every goroutine is blocked, so the order is forced, not hoped for.
+func TestBackgroundPutReturnsBeforeTheResultIsDurable(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		out := t.TempDir()
+		d, err := Open(out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		d.WriteInBackground(1)
+		release := make(chan struct{})
+		defer func() { // a failed check must not leave the writer held
+			select {
+			case <-release:
+			default:
+				close(release)
+			}
+		}()
+		d.beforeWrite = func(Result) { <-release }
+		done := make(chan error, 2)
+		p := d.Put(context.Background(), Result{Bucket: "b", Key: "k1", ETag: "e", Processor: "lines"}, func(err error) { done <- err })
+		synctest.Wait() // Put returned; its writer is held before it writes
+		select {
+		case err := <-done:
+			t.Fatalf("done (%v) before the result was written", err)
+		default:
+		}
+		if _, err := os.Stat(filepath.Join(out, p)); err == nil {
+			t.Fatal("the result is there before its write was let through")
+		}
+		// The only writer is busy: a second Put waits for it, and gives up with its context.
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		d.Put(ctx, Result{Bucket: "b", Key: "k2", ETag: "e", Processor: "lines"}, func(err error) { done <- err })
+		if err := <-done; !errors.Is(err, store.ErrUnavailable) || !errors.Is(err, context.Canceled) {
+			t.Fatalf("a Put that could not get a writer: %v, want a failure of the world (the context's)", err)
+		}
+		closed := make(chan error, 1)
+		go func() { closed <- d.Close() }()
+		synctest.Wait() // Close is blocked, or returned
+		select {
+		case <-closed:
+			t.Fatal("Close returned while a result was being written")
+		default:
+		}
+		close(release)
+		if err := <-done; err != nil {
+			t.Fatalf("done: %v", err)
+		}
+		if err := <-closed; err != nil {
+			t.Fatalf("Close: %v", err)
+		}
+		if _, err := os.Stat(filepath.Join(out, p)); err != nil {
+			t.Fatalf("the result is not there once done was called: %v", err)
+		}
 	})
 }
 
