@@ -492,7 +492,9 @@ func (d *Daemon) Run(ctx context.Context) (Summary, error) {
 	d.health.close()
 	// The store first: a grouped store commits what is pending, and the messages of those
 	// results are deleted; then the source flushes the deletes and stops its heartbeat.
-	d.store.Close()
+	if err := d.store.Close(); err != nil {
+		d.log.Error("the results store did not close cleanly", "out", d.store.String(), "err", err)
+	}
 	d.src.Close()
 	s := d.Stats()
 	s.Elapsed = time.Since(start)

@@ -21,6 +21,7 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/palleto/palleto/store"
 )
@@ -51,6 +52,8 @@ type Disk struct {
 	// With WriteInBackground: a slot per result being written, and the writes not yet done.
 	writing     chan struct{}
 	writes      sync.WaitGroup
+	doneMu      sync.RWMutex // held for reading by each done call, for writing by Close to abandon the rest
+	abandoned   bool         // Close gave up waiting: the writes still going on call no done
 	beforeWrite func(Result) // a test's hook: called by a background write before it writes
 }
 
@@ -145,10 +148,21 @@ func (d *Disk) current() (*os.Root, func(), error) {
 	return d.root, d.mu.RUnlock, nil
 }
 
-// Close waits for the results being written in the background, then releases the directory
-// handles. No other write may be in progress or start after.
+// Close waits for the results being written in the background (up to closeWait: then their
+// done is never called), then releases the directory handles. No other write may be in progress
+// or start after.
 func (d *Disk) Close() error {
-	d.writes.Wait()
+	waited := make(chan struct{})
+	go func() { d.writes.Wait(); close(waited) }()
+	select {
+	case <-waited:
+	case <-time.After(closeWait):
+		d.doneMu.Lock()
+		d.abandoned = true
+		d.doneMu.Unlock()
+		// The stuck writes hold the directory: it is left open, for the process that exits.
+		return fmt.Errorf("%w: output directory %s: results still being written after %s; their messages stay in the queue", store.ErrUnavailable, d.dir, closeWait)
+	}
 	d.hmu.Lock()
 	for _, h := range d.handles {
 		h.close()
@@ -277,10 +291,19 @@ func (d *Disk) Put(ctx context.Context, r Result, done func(error)) string {
 		}
 		_, err := d.WriteResult(r)
 		<-d.writing
-		done(err)
+		d.doneMu.RLock()
+		defer d.doneMu.RUnlock()
+		if !d.abandoned {
+			done(err)
+		}
 	}()
 	return p
 }
+
+// closeWait bounds how long Close waits for the results being written: a write stuck on a dead
+// disk (an NFS server gone) must not keep the daemon from exiting. Its message is not deleted and
+// comes back after its visibility timeout.
+const closeWait = 10 * time.Second
 
 // WriteResult is Put without the callback: it returns the result's path relative to the output
 // directory, or the error.

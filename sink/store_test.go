@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"testing"
 	"testing/synctest"
+	"time"
 
 	"github.com/palleto/palleto/store"
 	"github.com/palleto/palleto/store/storetest"
@@ -170,4 +171,36 @@ func TestDiskErrorsAreTheWorlds(t *testing.T) {
 	if _, err := d.PutFailure(context.Background(), Failure{Bucket: "b", Key: "k", Class: "permanent"}); err != nil {
 		t.Fatalf("the failure record, under _failed/, should still be writable: %v", err)
 	}
+}
+
+// TestCloseDoesNotWaitForeverForAStuckWrite: a result write stuck on a dead disk (an NFS server
+// gone) holds Close for closeWait at most; the write, if it ever ends, then calls no done, so its
+// message is not deleted after the daemon let go of the queue.
+func TestCloseDoesNotWaitForeverForAStuckWrite(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		d, err := Open(t.TempDir())
+		if err != nil {
+			t.Fatal(err)
+		}
+		d.WriteInBackground(2)
+		release := make(chan struct{})
+		d.beforeWrite = func(Result) { <-release }
+		done := make(chan error, 1)
+		d.Put(context.Background(), Result{Bucket: "b", Key: "k", ETag: "e", Processor: "lines"}, func(err error) { done <- err })
+		start := time.Now()
+		err = d.Close()
+		if !errors.Is(err, store.ErrUnavailable) {
+			t.Fatalf("Close with a stuck write: %v, want a failure of the world", err)
+		}
+		if waited := time.Since(start); waited != closeWait {
+			t.Fatalf("Close waited %s, want %s", waited, closeWait)
+		}
+		close(release)
+		synctest.Wait()
+		select {
+		case err := <-done:
+			t.Fatalf("done (%v) called after Close gave up on the write", err)
+		default:
+		}
+	})
 }
