@@ -145,7 +145,7 @@ func TestDemandFromSeveralConsumersIsAggregated(t *testing.T) {
 		go func() { defer wg.Done(); p.Ask(n) }()
 	}
 	wg.Wait()
-	time.Sleep(20 * time.Millisecond) // let the producer see the asks before the gate opens
+	waitFor(t, func() bool { return p.Demand() == 15 }) // the producer has taken every ask before the gate opens
 	src.gate <- struct{}{}
 	src.gate <- struct{}{}
 	got := collect(t, p, 15)
@@ -274,8 +274,7 @@ func TestUndeliveredItemsAreReturned(t *testing.T) {
 	p, stop := startProducer(t, src, ProducerConfig{Pollers: 1, MaxBatch: 10})
 	p.Ask(5)
 	waitFor(t, func() bool { return len(src.calls()) == 1 })
-	time.Sleep(20 * time.Millisecond)
-	got := collect(t, p, 2)
+	got := collect(t, p, 2) // the poll has come back with all 5: 3 wait in the producer
 	left := stop()
 	if len(got)+len(left) != 5 {
 		t.Fatalf("delivered %v and returned %v: want 5 items in all", got, left)
