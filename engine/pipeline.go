@@ -85,8 +85,12 @@ type Handler[T any] struct {
 	// error; a panic in Handle is settled with a *PanicError (errors.Is ErrPanic). Required.
 	Settle func(item T, err error)
 	// Release is given the items that were received but never handed to a worker, once, when Run
-	// stops. Optional.
+	// stops, and an item taken early (TakeNext) by a worker that then stopped. Optional.
 	Release func(items []T)
+	// Prepare is told of an item a worker took early with TakeNext, the one it handles next,
+	// on that worker's goroutine, within the Handle that called TakeNext. It must not block:
+	// it may start work for the item (a download) that Handle then takes up. Optional.
+	Prepare func(ctx context.Context, worker int, item T)
 }
 
 // Pipeline is a Producer feeding Workers supervised workers.
@@ -108,7 +112,8 @@ type Pipeline[T any] struct {
 	// is the latest time one comes back (unix nanos), and the queue counts as empty only once a
 	// poll started after it came back empty (emptyPollStart, unix nanos).
 	deferredUntil, emptyPollStart atomic.Int64
-	idleStop                      atomic.Bool // Run is stopping because the queue stayed empty
+	idleStop                      atomic.Bool  // Run is stopping because the queue stayed empty
+	idleWorkers                   atomic.Int64 // workers waiting for an item now
 }
 
 // New returns a Pipeline; cfg must be valid and h.Handle and h.Settle set.
@@ -305,27 +310,91 @@ func (p *Pipeline[T]) watchIdle(ctx context.Context, stop func()) {
 
 // supervise runs worker i, restarting it after a crash, until polling stops.
 func (p *Pipeline[T]) supervise(pollCtx, workCtx context.Context, i int) {
+	w := &worker[T]{p: p, i: i}
 	for pollCtx.Err() == nil {
-		if !p.work(pollCtx, workCtx, i) {
-			return
+		if !p.work(pollCtx, workCtx, w) {
+			break
 		}
 		p.trace("supervisor: pipeline %d crashed; restarted", i)
 	}
+	if w.hasNext { // taken early, never started: it goes back as the producer's items do
+		p.trace("pipeline %d: releasing the event it had taken early", i)
+		p.inFlight.Add(-1)
+		if p.h.Release != nil {
+			p.h.Release([]T{w.next})
+		}
+		w.hasNext = false
+	}
 }
 
-// work is one life of worker i: it asks for one item at a time and handles it. It returns true
-// if the worker crashed (and should be restarted), false when polling stopped.
-func (p *Pipeline[T]) work(pollCtx, workCtx context.Context, i int) (crashed bool) {
-	for {
-		p.trace("pipeline %d: asks for 1 event", i)
-		p.prod.Ask(1)
-		var item T
-		select {
-		case <-pollCtx.Done():
-			return false
-		case item = <-p.prod.Out():
+// worker is one worker's state that outlives a crash: the item it took early (TakeNext).
+type worker[T any] struct {
+	p       *Pipeline[T]
+	i       int
+	next    T
+	hasNext bool
+}
+
+type workerKey struct{}
+
+// takeNext is TakeNext for this worker.
+func (w *worker[T]) takeNext(ctx context.Context) bool {
+	p := w.p
+	if w.hasNext || p.idleWorkers.Load() > 0 {
+		return false // one item ahead at most, and never one an idle worker could start now
+	}
+	select {
+	case item := <-p.prod.Out():
+		w.next, w.hasNext = item, true
+		p.inFlight.Add(1)
+		p.prod.Ask(1) // what was taken is asked for again, as a worker's every take is
+		p.trace("pipeline %d: took its next event early", w.i)
+		if p.h.Prepare != nil {
+			p.h.Prepare(ctx, w.i, item)
 		}
-		if err := p.handleAndSettle(workCtx, i, item); errors.Is(err, ErrPanic) {
+		return true
+	default:
+		return false
+	}
+}
+
+// TakeNext, called from a Handle, takes the item its worker will handle next now, when one
+// was received and waits for a worker and no worker is idle, and gives it to Handler.Prepare:
+// the worker's next item can start (its download) while this one finishes. The item is handled
+// by the same worker once Handle returns, or handed back (Handler.Release) if the worker stops
+// first. It returns whether an item was taken; a worker holds one item ahead at most.
+func TakeNext(ctx context.Context) bool {
+	w, ok := ctx.Value(workerKey{}).(interface{ takeNext(context.Context) bool })
+	return ok && w.takeNext(ctx)
+}
+
+// work is one life of worker w: it asks for one item at a time and handles it. It returns true
+// if the worker crashed (and should be restarted), false when polling stopped.
+func (p *Pipeline[T]) work(pollCtx, workCtx context.Context, w *worker[T]) (crashed bool) {
+	ctx := context.WithValue(workCtx, workerKey{}, w)
+	for {
+		var item T
+		if w.hasNext {
+			if pollCtx.Err() != nil {
+				return false // supervise hands it back
+			}
+			item, w.hasNext = w.next, false
+			var zero T
+			w.next = zero
+		} else {
+			p.trace("pipeline %d: asks for 1 event", w.i)
+			p.idleWorkers.Add(1)
+			p.prod.Ask(1)
+			select {
+			case <-pollCtx.Done():
+				p.idleWorkers.Add(-1)
+				return false
+			case item = <-p.prod.Out():
+			}
+			p.idleWorkers.Add(-1)
+			p.inFlight.Add(1)
+		}
+		if err := p.handleCounted(ctx, w.i, item); errors.Is(err, ErrPanic) {
 			return true
 		}
 	}
@@ -334,6 +403,11 @@ func (p *Pipeline[T]) work(pollCtx, workCtx context.Context, i int) (crashed boo
 // handleAndSettle handles item on worker i, settles it with the outcome, and returns that outcome.
 func (p *Pipeline[T]) handleAndSettle(ctx context.Context, i int, item T) error {
 	p.inFlight.Add(1)
+	return p.handleCounted(ctx, i, item)
+}
+
+// handleCounted is handleAndSettle for an item already counted in flight.
+func (p *Pipeline[T]) handleCounted(ctx context.Context, i int, item T) error {
 	err := p.handle(ctx, i, item)
 	p.h.Settle(item, err)
 	p.inFlight.Add(-1)
