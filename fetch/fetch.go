@@ -74,6 +74,10 @@ type Fetcher struct {
 	// one after the other and no memory is held ahead.
 	AheadWhenWaiting float64
 	now              func() time.Time // the clock of the waiting measure (tests replace it)
+	// slowStream says the last object read with ranges ahead found one connection slower than
+	// its reader: the next object reads ranges ahead from its start, without first being seen
+	// waiting.
+	slowStream atomic.Bool
 	// OnRange, when set, is told of each ranged GET.
 	OnRange func(RangeInfo)
 }

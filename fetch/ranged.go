@@ -187,11 +187,12 @@ func (f *Fetcher) openRanged(ctx context.Context, r Request) (*Object, error) {
 	f.onRange(RangeInfo{Bucket: r.Bucket, Key: r.Key, Start: 0, End: min(first, total)})
 	head := &resumingBody{ctx: ctx, f: f, req: r, obj: obj, body: out.Body, wd: wd, cancel: cancel, end: min(first, total)}
 	rr := &rangedReader{f: f, req: r, obj: obj, head: head, next: min(first, total)}
-	if f.AheadWhenWaiting <= 0 {
+	if f.AheadWhenWaiting <= 0 || f.slowStream.Load() {
 		rr.aheadOn, rr.k = true, 1 // the first range was the first of the first wave
 	}
 	rr.ctx, rr.cancel = context.WithCancel(ctx)
 	obj.Body = rr
+	rr.fill() // with ranges ahead, they start now: for an object opened before its reader comes to it (the worker's next), while the object before ends
 	return obj, nil
 }
 
@@ -235,6 +236,12 @@ type rangedReader struct {
 	winStart time.Time
 	winWait  time.Duration
 	winBytes int
+
+	// What the next object learns (Fetcher.slowStream): the pace of one connection, from the
+	// ranges read ahead (each over a connection of its own), against the reader's.
+	firstRead           time.Time
+	readBytes           int64
+	connBytes, connTime int64 // bytes and nanoseconds of the ranges read ahead, whole
 }
 
 // windowBytes and windowTime are how much the reader reads, and for how long at least, between
@@ -299,6 +306,9 @@ func (rr *rangedReader) Read(p []byte) (int, error) {
 	if rr.err != nil {
 		return 0, rr.err
 	}
+	if rr.firstRead.IsZero() {
+		rr.firstRead = rr.f.clock()
+	}
 	for {
 		if rr.head == nil {
 			switch {
@@ -321,7 +331,13 @@ func (rr *rangedReader) Read(p []byte) (int, error) {
 			rr.waited(t0, rr.f.clock(), n)
 			rr.openNext()
 		}
+		rr.readBytes += int64(n)
 		if err == io.EOF {
+			if pf, ok := rr.head.(*prefetch); ok {
+				rr.connBytes += int64(len(pf.buf))
+				rr.connTime += int64(pf.took)
+				rr.learn()
+			}
 			rr.head.Close()
 			rr.head = nil
 			if n > 0 {
@@ -333,6 +349,16 @@ func (rr *rangedReader) Read(p []byte) (int, error) {
 			rr.err = err
 		}
 		return n, err
+	}
+}
+
+// learn tells the Fetcher, after each range read ahead, whether one connection is slower than
+// this object's reader: if so, the next object's reader would wait for its stream too, and its
+// ranges are read ahead from its start. (Told as the object goes, not at its end: the next
+// object is opened before this one ends.)
+func (rr *rangedReader) learn() {
+	if el := rr.f.clock().Sub(rr.firstRead); rr.connTime > 0 && el > 0 {
+		rr.f.slowStream.Store(float64(rr.connBytes)*float64(el) < float64(rr.readBytes)*float64(rr.connTime))
 	}
 }
 
@@ -391,17 +417,19 @@ type prefetch struct {
 	done   chan struct{}
 	whole  []byte // the budget's buffer (buf is its first end-start bytes)
 
-	mu   sync.Mutex
-	cond *sync.Cond
-	buf  []byte // received so far; len grows as bytes arrive, up to the range's size
-	r    int    // read so far
-	end  bool
-	err  error
+	mu    sync.Mutex
+	cond  *sync.Cond
+	buf   []byte // received so far; len grows as bytes arrive, up to the range's size
+	r     int    // read so far
+	end   bool
+	err   error
+	start time.Time     // when its GET was sent
+	took  time.Duration // from start to the last byte, once end
 }
 
 func (f *Fetcher) prefetch(ctx context.Context, req Request, obj *Object, start, end int64, buf []byte) *prefetch {
 	ctx, cancel := context.WithCancel(ctx)
-	p := &prefetch{f: f, cancel: cancel, done: make(chan struct{}), buf: buf[: 0 : end-start], whole: buf}
+	p := &prefetch{f: f, cancel: cancel, done: make(chan struct{}), buf: buf[: 0 : end-start], whole: buf, start: f.clock()}
 	p.cond = sync.NewCond(&p.mu)
 	f.onRange(RangeInfo{Bucket: req.Bucket, Key: req.Key, Start: start, End: end, Ahead: true})
 	go func() {
@@ -440,7 +468,7 @@ func (f *Fetcher) prefetch(ctx context.Context, req Request, obj *Object, start,
 
 func (p *prefetch) finish(err error) {
 	p.mu.Lock()
-	p.end, p.err = true, err
+	p.end, p.err, p.took = true, err, p.f.clock().Sub(p.start)
 	p.cond.Broadcast()
 	p.mu.Unlock()
 }

@@ -439,3 +439,66 @@ func TestNextRangeIsOpenedBeforeTheStreamEnds(t *testing.T) {
 		obj.Body.Close() // returns once the held GET has ended
 	})
 }
+
+// TestNextObjectReadsAheadFromItsStartAfterASlowStream: an object whose connections were
+// slower than its reader (ranges ahead, each over its own connection, arrived at 3.2 MB/s of
+// the fake clock while the reader took no time) makes the next object read ranges ahead from
+// its Open, before its first Read; an object whose connections were faster than its reader
+// ends that, and the one after starts with one stream again.
+func TestNextObjectReadsAheadFromItsStartAfterASlowStream(t *testing.T) {
+	data := randomData(4 << 20)
+	var now atomic.Int64
+	rs := &rangeS3{data: data, etag: "e1"}
+	f := New(clockedS3{rs, &now, 10 * time.Millisecond}) // 32 KiB per 10 ms on each connection
+	f.PartSize, f.PartsInFlight = 1<<20, 4
+	f.ReadAhead = NewReadAhead(8 << 20)
+	f.now = func() time.Time { return time.Unix(0, now.Load()) }
+	var ahead atomic.Int32
+	f.OnRange = func(ri RangeInfo) {
+		if ri.Ahead {
+			ahead.Add(1)
+		}
+	}
+	// read reads one object with the reader taking per for each 32 KiB, and returns how many
+	// ranges Open started ahead before the first Read.
+	read := func(per time.Duration) int32 {
+		t.Helper()
+		ahead.Store(0)
+		obj, err := f.Open(context.Background(), Request{Bucket: "b", Key: "k", ETag: "e1", Size: int64(len(data))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		atOpen := ahead.Load()
+		var got []byte
+		buf := make([]byte, 32<<10)
+		for {
+			n, err := obj.Body.Read(buf)
+			got = append(got, buf[:n]...)
+			now.Add(int64(per))
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+		obj.Body.Close()
+		if !bytes.Equal(got, data) {
+			t.Fatal("the bytes read are not the object's")
+		}
+		return atOpen
+	}
+	if n := read(0); n != 0 {
+		t.Errorf("first object: %d ranges ahead at Open, want none (nothing known yet)", n)
+	}
+	if n := read(0); n == 0 {
+		t.Error("after an object whose connections were slower than its reader, the next read nothing ahead at Open")
+	}
+	f.api = clockedS3{rs, &now, time.Millisecond} // connections now faster than a reader taking 10 ms per 32 KiB
+	if n := read(10 * time.Millisecond); n == 0 {
+		t.Error("the object after a slow one read nothing ahead at Open")
+	}
+	if n := read(10 * time.Millisecond); n != 0 {
+		t.Errorf("after an object whose connections were faster than its reader, %d ranges ahead at Open, want none", n)
+	}
+}
