@@ -31,6 +31,9 @@ type job struct {
 	pending int   // results handed to the store and not yet committed, plus 1 until settle
 	putErr  error // the first commit that failed
 	putRec  objectRef
+
+	early *earlyObject // its first object, opened before its turn (early.go)
+	last  bool         // the object being handled is the message's last
 }
 
 // objectRef is the event record of an object.
@@ -107,6 +110,7 @@ func classify(err error) (class, dep string) {
 func (d *Daemon) handle(ctx context.Context, worker int, j *job) error {
 	m := j.m
 	j.pending = 1 // settle's own share: the message is decided once settle ran and every result is in
+	defer j.discardEarly()
 	d.tracef("pipeline %d: got message %s (receive count %d)", worker, m.ID, m.ReceiveCount)
 	d.met.MessageStarted()
 	defer d.met.MessageDone()
@@ -126,7 +130,8 @@ func (d *Daemon) handle(ctx context.Context, worker int, j *job) error {
 		d.stats.skipped.Add(1)
 		d.log.Debug("event skipped: not ObjectCreated", "event", r.EventName, "bucket", r.Bucket, "key", r.Key, "message_id", m.ID)
 	}
-	for _, rec := range n.Records {
+	for i, rec := range n.Records {
+		j.last = i == len(n.Records)-1
 		var st objectStats
 		done := d.met.ObjectStarted(rec.EventTime)
 		f := d.object(ctx, worker, j, rec, &st)
@@ -234,7 +239,7 @@ func (d *Daemon) fetchAndProcess(ctx context.Context, worker int, j *job, rec no
 	fail := func(err error) *objectFailure { return &objectFailure{Record: rec, Err: err} }
 	where := fmt.Sprintf("s3://%s/%s", rec.Bucket, rec.Key)
 	started := time.Now()
-	obj, err := d.fetch.Open(ctx, fetch.Request{Bucket: rec.Bucket, Key: rec.Key, VersionID: rec.VersionID, ETag: rec.ETag, Size: rec.Size})
+	obj, err := d.open(ctx, j, rec)
 	if err != nil {
 		return fail(err)
 	}
@@ -243,7 +248,7 @@ func (d *Daemon) fetchAndProcess(ctx context.Context, worker int, j *job, rec no
 	if err := d.checkObjectSize(where, obj.Size); err != nil { // the size may have changed since the event
 		return fail(err)
 	}
-	fetched := &countingReader{r: obj.Body, limit: d.cfg.MaxObjectBytes, what: "--max-object-bytes"}
+	fetched := &countingReader{r: obj.Body, limit: d.cfg.MaxObjectBytes, what: "--max-object-bytes", near: takeNextNear(ctx, obj.Size, j.last)}
 	defer func() { st.fetched = fetched.n }()
 	dr, err := decode.Open(fetched, decode.Options{MaxWindow: d.cfg.ZstdMaxWindow})
 	if err != nil {
@@ -325,6 +330,8 @@ type countingReader struct {
 	n     int64
 	limit int64
 	what  string
+	// near, when set, is called after each read with the count, until it returns true.
+	near func(n int64) bool
 }
 
 func (c *countingReader) Read(p []byte) (int, error) {
@@ -333,6 +340,9 @@ func (c *countingReader) Read(p []byte) (int, error) {
 	}
 	n, err := c.r.Read(p)
 	c.n += int64(n)
+	if c.near != nil && c.near(c.n) {
+		c.near = nil
+	}
 	if c.limit > 0 && c.n > c.limit {
 		return n, fmt.Errorf("%w: more than %d bytes (%s)", ErrTooLarge, c.limit, c.what)
 	}

@@ -326,6 +326,7 @@ func New(cfg Config, deps Deps) (*Daemon, error) {
 		Handle:  d.handle,
 		Settle:  d.settle,
 		Release: d.release,
+		Prepare: d.prepare,
 	})
 	d.met.SetDemand(d.pl.Demand)
 	return d, nil

@@ -280,6 +280,7 @@ func (d *Daemon) release(jobs []*job) {
 	msgs := make([]*queue.Message, len(jobs))
 	for i, j := range jobs {
 		msgs[i] = j.m
+		j.discardEarly()
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()

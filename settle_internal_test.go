@@ -19,6 +19,7 @@ import (
 	"github.com/aws/smithy-go"
 	smithyhttp "github.com/aws/smithy-go/transport/http"
 	"github.com/palleto/palleto/engine"
+	"github.com/palleto/palleto/fetch"
 	"github.com/palleto/palleto/process"
 	"github.com/palleto/palleto/queue/queuetest"
 	"github.com/palleto/palleto/sink"
@@ -98,7 +99,9 @@ type rig struct {
 	logs *bytes.Buffer
 }
 
-func newRig(t *testing.T, objs map[string]fakeObject, mutate func(*Config)) *rig {
+// newRig returns a daemon on fakes; wrap, when given, puts an S3 of the test's in front of the
+// fake one.
+func newRig(t *testing.T, objs map[string]fakeObject, mutate func(*Config), wrap ...func(*fakeS3) fetch.API) *rig {
 	t.Helper()
 	disk, err := sink.Open(t.TempDir())
 	if err != nil {
@@ -111,7 +114,11 @@ func newRig(t *testing.T, objs map[string]fakeObject, mutate func(*Config)) *rig
 	if mutate != nil {
 		mutate(&cfg)
 	}
-	r.d, err = New(cfg, Deps{Source: r.src, S3: r.s3, Store: r.st, Processor: procByKey{}, Logger: slog.New(slog.NewTextHandler(r.logs, nil))})
+	var api fetch.API = r.s3
+	for _, w := range wrap {
+		api = w(r.s3)
+	}
+	r.d, err = New(cfg, Deps{Source: r.src, S3: api, Store: r.st, Processor: procByKey{}, Logger: slog.New(slog.NewTextHandler(r.logs, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}
