@@ -190,3 +190,61 @@ func TestOverwrittenBetweenRangesMinIO(t *testing.T) {
 		t.Errorf("queue holds %d+%d messages after the run", v, f)
 	}
 }
+
+// TestNextObjectOpenedEarlyMinIO: with one worker, three big gzip objects (20 MiB each, stored:
+// big enough that the worker takes its next message near the end of each) and a small one, on
+// MinIO. The trace shows the next object opened before its turn, and every result (lines,
+// sha256 of the decompressed bytes) is the object's own.
+func TestNextObjectOpenedEarlyMinIO(t *testing.T) {
+	t.Parallel()
+	env := testenv.Get(t)
+	bucket := testenv.Name("early")
+	plainBucket(t, env, bucket)
+	r := rand.New(rand.NewPCG(7, 7))
+	want := map[string][2]string{} // key: lines, sha256 of the decompressed bytes
+	queueURL := testenv.NewQueue(t, env.SQS(), testenv.Name("early-q"), nil)
+	for i, n := range []int{20 << 20, 20 << 20, 20 << 20, 1000} {
+		plain := make([]byte, n)
+		for j := range plain {
+			plain[j] = 'a' + byte(r.IntN(26))
+			if r.IntN(60) == 0 {
+				plain[j] = '\n'
+			}
+		}
+		plain[n-1] = '\n'
+		var gz bytes.Buffer
+		w, _ := gzip.NewWriterLevel(&gz, gzip.NoCompression)
+		w.Write(plain)
+		w.Close()
+		key := fmt.Sprintf("big-%d.gz", i)
+		etag := putObject(t, env.S3(), bucket, key, gz.Bytes())
+		want[key] = [2]string{fmt.Sprint(bytes.Count(plain, []byte("\n"))), hexSHA(plain)}
+		sendEvent(t, env.SQS(), queueURL, bucket, key, etag, gz.Len())
+	}
+	for _, proc := range []string{"lines", "sha256"} {
+		if proc == "sha256" { // the same messages again, for the other processor
+			for key := range want {
+				sendEvent(t, env.SQS(), queueURL, bucket, key, etagOf(t, env, bucket, key), 0)
+			}
+		}
+		out := t.TempDir()
+		code, trace, stderr := runPalleto(t, env.AWSEnv(), 3*time.Minute, "run", "--queue-url", queueURL, "--out", out, "--workers", "1",
+			"--processor", proc, "--wait-time", "1s", "--exit-when-idle", "2s", "--trace")
+		if code != 0 {
+			t.Fatalf("exit %d\n%s", code, tail(stderr, 3000))
+		}
+		if n := strings.Count(trace, "early; opening s3://"); n < 2 {
+			t.Errorf("--processor %s: %d objects opened early, want 2 at least (after each big one but the last)\n%s", proc, n, tail(trace, 3000))
+		}
+		for key, w := range want {
+			res := readResult(t, out, bucket, key)
+			got := fmt.Sprint(res["lines"])
+			if proc == "sha256" {
+				got = fmt.Sprint(res["sha256"])
+			}
+			if exp := map[string]string{"lines": w[0], "sha256": w[1]}[proc]; got != exp {
+				t.Errorf("%s: %s is %s, want %s", key, proc, got, exp)
+			}
+		}
+	}
+}
