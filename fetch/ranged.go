@@ -356,9 +356,21 @@ func (rr *rangedReader) Read(p []byte) (int, error) {
 // this object's reader: if so, the next object's reader would wait for its stream too, and its
 // ranges are read ahead from its start. (Told as the object goes, not at its end: the next
 // object is opened before this one ends.)
+//
+// Connections more than twice as fast as the reader also end the reading ahead of this object:
+// one stream keeps up (the reader was seen waiting for a hiccup of S3's), and ranges ahead would
+// only add copies and make S3 send in bursts; the reader streams range after range again, and
+// is measured again.
 func (rr *rangedReader) learn() {
-	if el := rr.f.clock().Sub(rr.firstRead); rr.connTime > 0 && el > 0 {
-		rr.f.slowStream.Store(float64(rr.connBytes)*float64(el) < float64(rr.readBytes)*float64(rr.connTime))
+	el := rr.f.clock().Sub(rr.firstRead)
+	if rr.connTime <= 0 || el <= 0 {
+		return
+	}
+	conn, read := float64(rr.connBytes)*float64(el), float64(rr.readBytes)*float64(rr.connTime) // the two rates, times connTime × el
+	rr.f.slowStream.Store(conn < read)
+	if conn > 2*read && rr.aheadOn && rr.f.AheadWhenWaiting > 0 {
+		rr.aheadOn = false
+		rr.winStart, rr.winWait, rr.winBytes = time.Time{}, 0, 0
 	}
 }
 

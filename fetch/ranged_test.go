@@ -440,16 +440,15 @@ func TestNextRangeIsOpenedBeforeTheStreamEnds(t *testing.T) {
 	})
 }
 
-// TestNextObjectReadsAheadFromItsStartAfterASlowStream: an object whose connections were
-// slower than its reader (ranges ahead, each over its own connection, arrived at 3.2 MB/s of
-// the fake clock while the reader took no time) makes the next object read ranges ahead from
-// its Open, before its first Read; an object whose connections were faster than its reader
-// ends that, and the one after starts with one stream again.
+// TestNextObjectReadsAheadFromItsStartAfterASlowStream: once an object's ranges ahead arrived
+// slower per connection than its reader read, the next object starts its ranges ahead at Open,
+// before its first Read (an object opened early then has them coming while the one before
+// ends); connections faster than the reader end that, and stop the reading ahead of the object
+// that measured them when they are more than twice as fast.
 func TestNextObjectReadsAheadFromItsStartAfterASlowStream(t *testing.T) {
-	data := randomData(4 << 20)
+	data := randomData(8 << 20)
 	var now atomic.Int64
-	rs := &rangeS3{data: data, etag: "e1"}
-	f := New(clockedS3{rs, &now, 10 * time.Millisecond}) // 32 KiB per 10 ms on each connection
+	f := New(&rangeS3{data: data, etag: "e1"})
 	f.PartSize, f.PartsInFlight = 1<<20, 4
 	f.ReadAhead = NewReadAhead(8 << 20)
 	f.now = func() time.Time { return time.Unix(0, now.Load()) }
@@ -459,46 +458,45 @@ func TestNextObjectReadsAheadFromItsStartAfterASlowStream(t *testing.T) {
 			ahead.Add(1)
 		}
 	}
-	// read reads one object with the reader taking per for each 32 KiB, and returns how many
-	// ranges Open started ahead before the first Read.
-	read := func(per time.Duration) int32 {
+	open := func() (*rangedReader, int32) {
 		t.Helper()
 		ahead.Store(0)
 		obj, err := f.Open(context.Background(), Request{Bucket: "b", Key: "k", ETag: "e1", Size: int64(len(data))})
 		if err != nil {
 			t.Fatal(err)
 		}
-		atOpen := ahead.Load()
-		var got []byte
-		buf := make([]byte, 32<<10)
-		for {
-			n, err := obj.Body.Read(buf)
-			got = append(got, buf[:n]...)
-			now.Add(int64(per))
-			if err == io.EOF {
-				break
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
+		t.Cleanup(func() { obj.Body.Close() })
+		return obj.Body.(*rangedReader), ahead.Load()
+	}
+	if _, n := open(); n != 0 {
+		t.Errorf("nothing learned yet: %d ranges ahead at Open, want none", n)
+	}
+	f.slowStream.Store(true)
+	rr, n := open()
+	if n != int32(f.PartsInFlight-1) || !rr.aheadOn {
+		t.Errorf("after a slow stream: %d ranges ahead at Open (reading ahead: %v), want %d", n, rr.aheadOn, f.PartsInFlight-1)
+	}
+	// What the reader learns, range by range: its pace (bytes since its first Read) against one
+	// connection's (the ranges ahead: bytes over the time each took).
+	for _, c := range []struct {
+		name             string
+		read, conn       int64 // MB over 1 s of reading; MB over 1 s of one connection
+		slow, stillAhead bool
+	}{
+		{"connection slower than the reader", 80, 25, true, true},
+		{"connection faster, not twice", 80, 120, false, true},
+		{"connection more than twice as fast", 80, 400, false, false},
+	} {
+		rr.aheadOn = true
+		rr.firstRead = time.Unix(0, now.Load()-int64(time.Second))
+		rr.readBytes, rr.connBytes, rr.connTime = c.read<<20, c.conn<<20, int64(time.Second)
+		rr.learn()
+		if f.slowStream.Load() != c.slow || rr.aheadOn != c.stillAhead {
+			t.Errorf("%s: the next object reads ahead from its start: %v, want %v; this one still reads ahead: %v, want %v",
+				c.name, f.slowStream.Load(), c.slow, rr.aheadOn, c.stillAhead)
 		}
-		obj.Body.Close()
-		if !bytes.Equal(got, data) {
-			t.Fatal("the bytes read are not the object's")
-		}
-		return atOpen
 	}
-	if n := read(0); n != 0 {
-		t.Errorf("first object: %d ranges ahead at Open, want none (nothing known yet)", n)
-	}
-	if n := read(0); n == 0 {
-		t.Error("after an object whose connections were slower than its reader, the next read nothing ahead at Open")
-	}
-	f.api = clockedS3{rs, &now, time.Millisecond} // connections now faster than a reader taking 10 ms per 32 KiB
-	if n := read(10 * time.Millisecond); n == 0 {
-		t.Error("the object after a slow one read nothing ahead at Open")
-	}
-	if n := read(10 * time.Millisecond); n != 0 {
-		t.Errorf("after an object whose connections were faster than its reader, %d ranges ahead at Open, want none", n)
+	if _, n := open(); n != 0 {
+		t.Errorf("after connections faster than the reader: %d ranges ahead at Open, want none", n)
 	}
 }
