@@ -317,22 +317,33 @@ func (p *Pipeline[T]) supervise(pollCtx, workCtx context.Context, i int) {
 		}
 		p.trace("supervisor: pipeline %d crashed; restarted", i)
 	}
-	if w.hasNext { // taken early, never started: it goes back as the producer's items do
+	if item, ok := w.takeHeld(); ok { // taken early, never started: it goes back as the producer's items do
 		p.trace("pipeline %d: releasing the event it had taken early", i)
 		p.inFlight.Add(-1)
 		if p.h.Release != nil {
-			p.h.Release([]T{w.next})
+			p.h.Release([]T{item})
 		}
-		w.hasNext = false
 	}
 }
 
 // worker is one worker's state that outlives a crash: the item it took early (TakeNext).
 type worker[T any] struct {
-	p       *Pipeline[T]
-	i       int
+	p *Pipeline[T]
+	i int
+
+	mu      sync.Mutex // a handler may read its input on a goroutine of its own
 	next    T
 	hasNext bool
+}
+
+// takeHeld returns the item taken early, if any, and forgets it.
+func (w *worker[T]) takeHeld() (T, bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	item, ok := w.next, w.hasNext
+	var zero T
+	w.next, w.hasNext = zero, false
+	return item, ok
 }
 
 type workerKey struct{}
@@ -340,22 +351,27 @@ type workerKey struct{}
 // takeNext is TakeNext for this worker.
 func (w *worker[T]) takeNext(ctx context.Context) bool {
 	p := w.p
+	w.mu.Lock()
 	if w.hasNext || p.idleWorkers.Load() > 0 {
+		w.mu.Unlock()
 		return false // one item ahead at most, and never one an idle worker could start now
 	}
+	var item T
 	select {
-	case item := <-p.prod.Out():
+	case item = <-p.prod.Out():
 		w.next, w.hasNext = item, true
 		p.inFlight.Add(1)
-		p.prod.Ask(1) // what was taken is asked for again, as a worker's every take is
-		p.trace("pipeline %d: took its next event early", w.i)
-		if p.h.Prepare != nil {
-			p.h.Prepare(ctx, w.i, item)
-		}
-		return true
+		w.mu.Unlock()
 	default:
+		w.mu.Unlock()
 		return false
 	}
+	p.prod.Ask(1) // what was taken is asked for again, as a worker's every take is
+	p.trace("pipeline %d: took its next event early", w.i)
+	if p.h.Prepare != nil {
+		p.h.Prepare(ctx, w.i, item)
+	}
+	return true
 }
 
 // TakeNext, called from a Handle, takes the item its worker will handle next now, when one
@@ -373,14 +389,15 @@ func TakeNext(ctx context.Context) bool {
 func (p *Pipeline[T]) work(pollCtx, workCtx context.Context, w *worker[T]) (crashed bool) {
 	ctx := context.WithValue(workCtx, workerKey{}, w)
 	for {
+		w.mu.Lock()
+		held := w.hasNext
+		w.mu.Unlock()
 		var item T
-		if w.hasNext {
+		if held {
 			if pollCtx.Err() != nil {
 				return false // supervise hands it back
 			}
-			item, w.hasNext = w.next, false
-			var zero T
-			w.next = zero
+			item, _ = w.takeHeld()
 		} else {
 			p.trace("pipeline %d: asks for 1 event", w.i)
 			p.idleWorkers.Add(1)
