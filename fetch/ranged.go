@@ -240,6 +240,7 @@ type rangedReader struct {
 	// What the next object learns (Fetcher.slowStream): the pace of one connection, from the
 	// ranges read ahead (each over a connection of its own), against the reader's.
 	firstRead           time.Time
+	inRead              time.Duration // time spent in Read since: waiting for bytes, and copying them
 	readBytes           int64
 	connBytes, connTime int64 // bytes and nanoseconds of the ranges read ahead, whole
 }
@@ -323,12 +324,12 @@ func (rr *rangedReader) Read(p []byte) (int, error) {
 		rr.fill()
 		var n int
 		var err error
-		if rr.aheadOn {
-			n, err = rr.head.Read(p)
-		} else {
-			t0 := rr.f.clock()
-			n, err = rr.head.Read(p)
-			rr.waited(t0, rr.f.clock(), n)
+		t0 := rr.f.clock()
+		n, err = rr.head.Read(p)
+		t1 := rr.f.clock()
+		rr.inRead += t1.Sub(t0)
+		if !rr.aheadOn {
+			rr.waited(t0, t1, n)
 			rr.openNext()
 		}
 		rr.readBytes += int64(n)
@@ -355,18 +356,20 @@ func (rr *rangedReader) Read(p []byte) (int, error) {
 // learn tells the Fetcher, after each range read ahead, whether one connection is slower than
 // this object's reader: if so, the next object's reader would wait for its stream too, and its
 // ranges are read ahead from its start. (Told as the object goes, not at its end: the next
-// object is opened before this one ends.)
+// object is opened before this one ends.) The reader's pace is its bytes over the time it spent
+// outside Read (decoding, processing): how fast it goes when its bytes are there, whatever it
+// waited.
 //
 // Connections more than twice as fast as the reader also end the reading ahead of this object:
 // one stream keeps up (the reader was seen waiting for a hiccup of S3's), and ranges ahead would
 // only add copies and make S3 send in bursts; the reader streams range after range again, and
 // is measured again.
 func (rr *rangedReader) learn() {
-	el := rr.f.clock().Sub(rr.firstRead)
-	if rr.connTime <= 0 || el <= 0 {
+	busy := rr.f.clock().Sub(rr.firstRead) - rr.inRead
+	if rr.connTime <= 0 || busy <= 0 {
 		return
 	}
-	conn, read := float64(rr.connBytes)*float64(el), float64(rr.readBytes)*float64(rr.connTime) // the two rates, times connTime × el
+	conn, read := float64(rr.connBytes)*float64(busy), float64(rr.readBytes)*float64(rr.connTime) // the two rates, times connTime × busy
 	rr.f.slowStream.Store(conn < read)
 	if conn > 2*read && rr.aheadOn && rr.f.AheadWhenWaiting > 0 {
 		rr.aheadOn = false

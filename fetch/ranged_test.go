@@ -476,8 +476,9 @@ func TestNextObjectReadsAheadFromItsStartAfterASlowStream(t *testing.T) {
 	if n != int32(f.PartsInFlight-1) || !rr.aheadOn {
 		t.Errorf("after a slow stream: %d ranges ahead at Open (reading ahead: %v), want %d", n, rr.aheadOn, f.PartsInFlight-1)
 	}
-	// What the reader learns, range by range: its pace (bytes since its first Read) against one
-	// connection's (the ranges ahead: bytes over the time each took).
+	// What the reader learns, range by range: its pace (its bytes over the time it spent outside
+	// Read) against one connection's (the ranges ahead: bytes over the time each took). Here the
+	// reader spent 1 s waiting in Read and 1 s working, since its first Read 2 s ago.
 	for _, c := range []struct {
 		name             string
 		read, conn       int64 // MB over 1 s of reading; MB over 1 s of one connection
@@ -488,7 +489,7 @@ func TestNextObjectReadsAheadFromItsStartAfterASlowStream(t *testing.T) {
 		{"connection more than twice as fast", 80, 400, false, false},
 	} {
 		rr.aheadOn = true
-		rr.firstRead = time.Unix(0, now.Load()-int64(time.Second))
+		rr.firstRead, rr.inRead = time.Unix(0, now.Load()-int64(2*time.Second)), time.Second
 		rr.readBytes, rr.connBytes, rr.connTime = c.read<<20, c.conn<<20, int64(time.Second)
 		rr.learn()
 		if f.slowStream.Load() != c.slow || rr.aheadOn != c.stillAhead {

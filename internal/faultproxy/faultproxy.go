@@ -210,9 +210,14 @@ func (p *Proxy) serve(client net.Conn) {
 			if faults && p.cfg.Latency > 0 {
 				time.Sleep(time.Duration(p.float() * float64(p.cfg.Latency)))
 			}
-			if p.cfg.FirstByte > 0 && requested.Swap(false) {
-				time.Sleep(p.cfg.FirstByte)
-				paceStart, paced = time.Now(), 0 // the bandwidth is paced from each response's first byte
+			if requested.Swap(false) { // a response begins
+				if p.cfg.FirstByte > 0 {
+					time.Sleep(p.cfg.FirstByte)
+				}
+				// The bandwidth is paced from each response's first byte: a connection reused after
+				// a pause must not send its next answer at full speed until it has caught up with
+				// the time it sat idle.
+				paceStart, paced = time.Now(), 0
 			}
 			if p.cfg.Bandwidth > 0 { // pace: the bytes so far may not run ahead of the bandwidth
 				paced += int64(n)
