@@ -2,7 +2,6 @@ package palleto
 
 import (
 	"context"
-	"unicode/utf8"
 
 	"github.com/palleto/palleto/engine"
 	"github.com/palleto/palleto/fetch"
@@ -40,8 +39,8 @@ func (d *Daemon) prepare(ctx context.Context, worker int, j *job) {
 		return
 	}
 	for _, rec := range n.Records {
-		if !d.fetchable(rec) {
-			continue
+		if filtered, err := d.screen(rec); filtered || err != nil {
+			continue // handle will not fetch it
 		}
 		ctx, cancel := context.WithCancel(ctx)
 		e := &earlyObject{rec: rec, cancel: cancel, done: make(chan struct{})}
@@ -53,16 +52,6 @@ func (d *Daemon) prepare(ctx context.Context, worker int, j *job) {
 		}()
 		return
 	}
-}
-
-// fetchable says whether object would fetch rec, as far as the event alone tells (not the
-// results store, which says whether it is done already).
-func (d *Daemon) fetchable(rec notify.Record) bool {
-	allowed := len(d.cfg.Buckets) == 0
-	for _, b := range d.cfg.Buckets {
-		allowed = allowed || b == rec.Bucket
-	}
-	return allowed && utf8.ValidString(rec.Key) && d.wanted(rec.Key) && d.checkObjectSize("", rec.Size) == nil
 }
 
 func request(rec notify.Record) fetch.Request {

@@ -176,21 +176,16 @@ func (d *Daemon) object(ctx context.Context, worker int, j *job, rec notify.Reco
 	m := j.m
 	fail := func(err error) *objectFailure { return &objectFailure{Record: rec, Err: err} }
 	where := fmt.Sprintf("s3://%s/%s", rec.Bucket, rec.Key)
-	if len(d.cfg.Buckets) > 0 && !slices.Contains(d.cfg.Buckets, rec.Bucket) {
-		return fail(fmt.Errorf("%w: %s: bucket %q is not in the --bucket allowlist %v", ErrRefused, where, rec.Bucket, d.cfg.Buckets))
+	filtered, err := d.screen(rec)
+	if err != nil {
+		return fail(err)
 	}
-	if !utf8.ValidString(rec.Key) {
-		return fail(fmt.Errorf("%w: s3://%s/%q: the key is not valid UTF-8, which no S3 object key can be", ErrRefused, rec.Bucket, rec.Key))
-	}
-	if !d.wanted(rec.Key) {
+	if filtered {
 		st.skipped = metrics.OutcomeFiltered
 		d.stats.skipped.Add(1)
 		d.tracef("pipeline %d: %s skipped by --include/--exclude", worker, where)
 		d.log.Info("object skipped by filters", "bucket", rec.Bucket, "key", rec.Key, "outcome", "filtered", "message_id", m.ID)
 		return nil
-	}
-	if err := d.checkObjectSize(where, rec.Size); err != nil { // before the GET: it is not worth starting
-		return fail(err)
 	}
 	old, err := d.store.Result(ctx, rec.Bucket, rec.Key, d.proc.Name())
 	if err != nil {
@@ -221,6 +216,23 @@ func (d *Daemon) object(ctx context.Context, worker int, j *job, rec notify.Reco
 		f.before = before
 	}
 	return f
+}
+
+// screen is what the event alone says of rec, before the results store or S3 is asked: an
+// error for an event Palleto refuses or an object over the size limit (not worth a GET), or
+// filtered for a key that --include/--exclude leave out.
+func (d *Daemon) screen(rec notify.Record) (filtered bool, err error) {
+	where := fmt.Sprintf("s3://%s/%s", rec.Bucket, rec.Key)
+	if len(d.cfg.Buckets) > 0 && !slices.Contains(d.cfg.Buckets, rec.Bucket) {
+		return false, fmt.Errorf("%w: %s: bucket %q is not in the --bucket allowlist %v", ErrRefused, where, rec.Bucket, d.cfg.Buckets)
+	}
+	if !utf8.ValidString(rec.Key) {
+		return false, fmt.Errorf("%w: s3://%s/%q: the key is not valid UTF-8, which no S3 object key can be", ErrRefused, rec.Bucket, rec.Key)
+	}
+	if !d.wanted(rec.Key) {
+		return true, nil
+	}
+	return false, d.checkObjectSize(where, rec.Size)
 }
 
 // ErrFailedBefore is wrapped by the error of an object skipped because it failed permanently
