@@ -239,10 +239,11 @@ type rangedReader struct {
 
 	// What the next object learns (Fetcher.slowStream): the pace of one connection, from the
 	// ranges read ahead (each over a connection of its own), against the reader's.
-	firstRead           time.Time
-	inRead              time.Duration // time spent in Read since: waiting for bytes, and copying them
-	readBytes           int64
-	connBytes, connTime int64 // bytes and nanoseconds of the ranges read ahead, whole
+	firstRead time.Time
+	inRead    time.Duration // time spent in Read since: waiting for bytes, and copying them
+	readBytes int64
+	connBytes int64         // bytes of the ranges read ahead, whole
+	connTime  time.Duration // and the time they took
 }
 
 // windowBytes and windowTime are how much the reader reads, and for how long at least, between
@@ -336,7 +337,7 @@ func (rr *rangedReader) Read(p []byte) (int, error) {
 		if err == io.EOF {
 			if pf, ok := rr.head.(*prefetch); ok {
 				rr.connBytes += int64(len(pf.buf))
-				rr.connTime += int64(pf.took)
+				rr.connTime += pf.took
 				rr.learn()
 			}
 			rr.head.Close()

@@ -490,7 +490,7 @@ func TestNextObjectReadsAheadFromItsStartAfterASlowStream(t *testing.T) {
 	} {
 		rr.aheadOn = true
 		rr.firstRead, rr.inRead = time.Unix(0, now.Load()-int64(2*time.Second)), time.Second
-		rr.readBytes, rr.connBytes, rr.connTime = c.read<<20, c.conn<<20, int64(time.Second)
+		rr.readBytes, rr.connBytes, rr.connTime = c.read<<20, c.conn<<20, time.Second
 		rr.learn()
 		if f.slowStream.Load() != c.slow || rr.aheadOn != c.stillAhead {
 			t.Errorf("%s: the next object reads ahead from its start: %v, want %v; this one still reads ahead: %v, want %v",
