@@ -336,67 +336,87 @@ func gunzipCount(r io.Reader, buf []byte, key string) (int64, error) {
 
 // engineFree is Palleto's own path for big objects without the engine: each object fetched as the
 // daemon fetches it (the default ranges and budget, on clients built as `palleto run` builds
-// them), decoded and its lines counted, one after the other. Set between the library's limit and
-// Palleto, it tells what S3's socket costs on this machine from what the engine costs.
-func (b *bench) engineFree(ctx context.Context, bucket string, objs []object) (float64, error) {
-	_, s3c, err := palleto.AWSClients(ctx, 2)
+// them), decoded and its lines counted, by readers goroutines at once. Set between the library's
+// limit and Palleto, it tells what S3's socket costs on this machine from what the engine costs.
+func (b *bench) engineFree(ctx context.Context, bucket string, objs []object, readers int) (float64, error) {
+	_, s3c, err := palleto.AWSClients(ctx, 2*readers)
 	if err != nil {
 		return 0, err
 	}
 	def := palleto.DefaultConfig()
 	f := fetch.New(s3c)
 	f.PartSize, f.PartsInFlight, f.ReadAhead = def.PartSize, def.PartsInFlight, fetch.NewReadAhead(def.ReadAhead)
-	var total int64
-	start := time.Now()
-	for _, o := range objs {
+	if v := os.Getenv("BENCH_P1_PART_SIZE"); v != "" { // for exploring; the table is made with the defaults
+		fmt.Sscan(v, &f.PartSize)
+	}
+	var ahead atomic.Int64
+	f.OnRange = func(ri fetch.RangeInfo) {
+		if ri.Ahead {
+			ahead.Add(1)
+		}
+	}
+	defer func() { b.o.Log.Info("no engine", "readers", readers, "ranges_ahead", ahead.Load()) }()
+	return shareObjects(objs, readers, func(o object) (int64, error) {
 		obj, err := f.Open(ctx, fetch.Request{Bucket: bucket, Key: o.key, Size: o.size})
 		if err != nil {
 			return 0, err
 		}
+		defer obj.Body.Close()
 		dr, err := decode.Open(obj.Body, decode.Options{})
 		if err != nil {
-			obj.Body.Close()
 			return 0, err
 		}
+		defer dr.Close()
 		cr := &countBytes{r: dr}
 		lines, err := process.CountLines(ctx, cr)
-		dr.Close()
-		obj.Body.Close()
-		if err != nil {
-			return 0, err
+		if err == nil && lines == 0 {
+			err = fmt.Errorf("no lines in %s", o.key)
 		}
-		if lines == 0 {
-			return 0, fmt.Errorf("no lines in %s", o.key)
-		}
-		total += cr.n
-	}
-	return float64(total) / 1e6 / time.Since(start).Seconds(), nil
+		return cr.n, err
+	})
 }
 
 // sdkLoop is the same objects read by the AWS SDK alone, one GetObject stream each, into
 // klauspost's gzip reader through a 256 KiB buffer, 256 KiB reads, newlines counted: the best a
-// plain reader of S3's socket does on this machine, with no Palleto code on its path.
-func (b *bench) sdkLoop(ctx context.Context, bucket string, objs []object) (float64, error) {
-	_, s3c, err := palleto.AWSClients(ctx, 2)
+// plain reader of S3's socket does on this machine, with no Palleto code on its path; with
+// readers > 1, what the machine does for --workers N.
+func (b *bench) sdkLoop(ctx context.Context, bucket string, objs []object, readers int) (float64, error) {
+	_, s3c, err := palleto.AWSClients(ctx, 2*readers)
 	if err != nil {
 		return 0, err
 	}
-	buf := make([]byte, 256<<10)
-	var total int64
-	start := time.Now()
-	for _, o := range objs {
+	return shareObjects(objs, readers, func(o object) (int64, error) {
 		out, err := s3c.GetObject(ctx, &s3.GetObjectInput{Bucket: &bucket, Key: &o.key})
 		if err != nil {
 			return 0, err
 		}
-		n, err := gunzipCount(bufio.NewReaderSize(out.Body, 256<<10), buf, o.key)
-		out.Body.Close()
-		if err != nil {
-			return 0, err
-		}
-		total += n
+		defer out.Body.Close()
+		return gunzipCount(bufio.NewReaderSize(out.Body, 256<<10), make([]byte, 256<<10), o.key)
+	})
+}
+
+// shareObjects calls read for every object, from readers goroutines at once, each taking the next
+// object left, and returns the rate in MB/s of the bytes read returned.
+func shareObjects(objs []object, readers int, read func(object) (int64, error)) (float64, error) {
+	var total, next atomic.Int64
+	var g errgroup.Group
+	start := time.Now()
+	for range readers {
+		g.Go(func() error {
+			for i := next.Add(1) - 1; i < int64(len(objs)); i = next.Add(1) - 1 {
+				n, err := read(objs[i])
+				if err != nil {
+					return err
+				}
+				total.Add(n)
+			}
+			return nil
+		})
 	}
-	return float64(total) / 1e6 / time.Since(start).Seconds(), nil
+	if err := g.Wait(); err != nil {
+		return 0, err
+	}
+	return float64(total.Load()) / 1e6 / time.Since(start).Seconds(), nil
 }
 
 type countBytes struct {
@@ -437,22 +457,32 @@ func (b *bench) p1(ctx context.Context) ([]Row, error) {
 	// Each run measures the limit before and after the others, and takes the mean: this VM's
 	// speed drifts by 10-20% over a minute (slower at first), which a limit measured once, a
 	// dozen seconds before the last row, charges to one row or another.
-	var mem, sdk, bare, w1, w2 []float64
+	var mem, sdk, sdk2, bare, bare2, w1, w2 []float64
 	for run := range b.o.Runs {
 		before, err := libraryLimit(objs)
 		if err != nil {
 			return nil, err
 		}
-		sl, err := b.sdkLoop(ctx, bucket, objs)
+		sl, err := b.sdkLoop(ctx, bucket, objs, 1)
 		if err != nil {
 			return nil, err
 		}
 		sdk = append(sdk, sl)
-		bl, err := b.engineFree(ctx, bucket, objs)
+		sl2, err := b.sdkLoop(ctx, bucket, objs, 2)
+		if err != nil {
+			return nil, err
+		}
+		sdk2 = append(sdk2, sl2)
+		bl, err := b.engineFree(ctx, bucket, objs, 1)
 		if err != nil {
 			return nil, err
 		}
 		bare = append(bare, bl)
+		bl2, err := b.engineFree(ctx, bucket, objs, 2)
+		if err != nil {
+			return nil, err
+		}
+		bare2 = append(bare2, bl2)
 		workerCounts := []int{1, 2}
 		if os.Getenv("BENCH_P1_ONE") != "" { // for exploring (a profile of --workers 1): the table is made with both
 			workerCounts = []int{2, 1}
@@ -478,7 +508,7 @@ func (b *bench) p1(ctx context.Context) ([]Row, error) {
 			return nil, err
 		}
 		mem = append(mem, (before+after)/2)
-		b.o.Log.Info("P1 run", "run", run+1, "library_MBps", mem[run], "library_before", before, "library_after", after, "sdk_MBps", sdk[run], "no_engine_MBps", bare[run], "workers1_MBps", w1[run], "workers2_MBps", w2[run])
+		b.o.Log.Info("P1 run", "run", run+1, "library_MBps", mem[run], "library_before", before, "library_after", after, "sdk_MBps", sdk[run], "sdk2_MBps", sdk2[run], "no_engine_MBps", bare[run], "no_engine2_MBps", bare2[run], "workers1_MBps", w1[run], "workers2_MBps", w2[run])
 	}
 	m, one, two := median(mem), median(w1), median(w2)
 	set := fmt.Sprintf("%d × %d MiB JSON-lines gzip on loopback, defaults", len(objs), b.o.BigBytes>>20)
@@ -493,6 +523,10 @@ func (b *bench) p1(ctx context.Context) ([]Row, error) {
 			Limit: fmt.Sprintf("%.0f MB/s the same objects without the engine", median(bare)), Ratio: ratio(w1, bare)},
 		{Scenario: "P1 big objects", Setting: set + ", --workers 2", Value: fmt.Sprintf("%.0f MB/s", two),
 			Limit: fmt.Sprintf("%.0f MB/s with --workers 1", one), Ratio: ratio(w2, w1), Target: 1.7},
+		{Scenario: "P1 plain SDK readers", Setting: set + ": 2 plain SDK readers at once, sharing the objects", Value: fmt.Sprintf("%.0f MB/s", median(sdk2)),
+			Limit: fmt.Sprintf("%.0f MB/s one plain SDK reader", median(sdk)), Ratio: ratio(sdk2, sdk)},
+		{Scenario: "P1 without the engine", Setting: set + ": 2 readers of Palleto's path at once, sharing the objects", Value: fmt.Sprintf("%.0f MB/s", median(bare2)),
+			Limit: fmt.Sprintf("%.0f MB/s 2 plain SDK readers", median(sdk2)), Ratio: ratio(bare2, sdk2)},
 	}, nil
 }
 

@@ -69,7 +69,8 @@ type Fetcher struct {
 	PartsInFlight int
 	ReadAhead     *ReadAhead
 	// AheadWhenWaiting is the share of its time the reader of an object may spend waiting for
-	// the range it reads before ranges are read ahead of it (default 0.25; 0: always ahead):
+	// the range it reads (in two windows of 512 KiB and 25 ms at least in a row) before ranges
+	// are read ahead of it (default 0.25; 0: always ahead):
 	// when one stream keeps up with the reader (S3 nearby, a slow processor), ranges are read
 	// one after the other and no memory is held ahead.
 	AheadWhenWaiting float64
@@ -201,6 +202,9 @@ type resumingBody struct {
 	// Read; earlyCancel ends that GET's context.
 	early       chan error
 	earlyCancel context.CancelFunc
+
+	// answered is how long the last GET took to answer (its first byte), on the Fetcher's clock.
+	answered time.Duration
 }
 
 // openEarly starts the range's first GET now, while the reader still reads the range before
@@ -316,7 +320,9 @@ func (b *resumingBody) open(ctx context.Context, cause error) error {
 	}
 	in := &s3.GetObjectInput{Bucket: &b.req.Bucket, Key: &b.req.Key, Range: aws.String(rng)}
 	pin(in, b.obj.VersionID, b.obj.ETag)
+	asked := b.f.clock()
 	out, wd, cancel, err := b.f.get(ctx, in)
+	b.answered = b.f.clock().Sub(asked)
 	if err != nil {
 		err = Classify(ctx, fmt.Errorf("s3 GetObject %s (range from byte %d, after: %v): %w", where, b.off, cause, err))
 		if errors.Is(err, ErrUnavailable) {

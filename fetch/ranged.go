@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"slices"
 	"strconv"
 	"strings"
@@ -168,7 +169,9 @@ func (f *Fetcher) openRanged(ctx context.Context, r Request) (*Object, error) {
 	first := min(int64(firstRange), f.PartSize)
 	in := &s3.GetObjectInput{Bucket: &r.Bucket, Key: &r.Key, Range: aws.String(fmt.Sprintf("bytes=0-%d", first-1))}
 	pin(in, r.VersionID, r.ETag)
+	asked := f.clock()
 	out, wd, cancel, err := f.get(ctx, in)
+	answered := f.clock().Sub(asked)
 	if err != nil {
 		var api interface{ ErrorCode() string }
 		if errors.As(err, &api) && api.ErrorCode() == "InvalidRange" { // an empty object
@@ -186,7 +189,7 @@ func (f *Fetcher) openRanged(ctx context.Context, r Request) (*Object, error) {
 	obj.Size = total
 	f.onRange(RangeInfo{Bucket: r.Bucket, Key: r.Key, Start: 0, End: min(first, total)})
 	head := &resumingBody{ctx: ctx, f: f, req: r, obj: obj, body: out.Body, wd: wd, cancel: cancel, end: min(first, total)}
-	rr := &rangedReader{f: f, req: r, obj: obj, head: head, next: min(first, total)}
+	rr := &rangedReader{f: f, req: r, obj: obj, head: head, next: min(first, total), answer: answered}
 	if f.AheadWhenWaiting <= 0 || f.slowStream.Load() {
 		rr.aheadOn, rr.k = true, 1 // the first range was the first of the first wave
 	}
@@ -229,13 +232,16 @@ type rangedReader struct {
 
 	// Ranges are read ahead once the reader is seen waiting for the one it reads (aheadOn):
 	// over each window of at least windowBytes and windowTime, the time spent in the range's
-	// Read (the GET's first byte included) against the time elapsed. One stream that keeps up
+	// Read (the GET's first byte included) against the time elapsed, over more than
+	// AheadWhenWaiting of it in windowsWaited windows in a row. One stream that keeps up
 	// needs nothing ahead, and reads ranges one after the other, each twice the last up to
 	// PartSize; once ranges are read ahead, they start again from firstRange and grow by waves.
 	aheadOn  bool
 	winStart time.Time
 	winWait  time.Duration
 	winBytes int
+	// winsWaited counts the windows in a row the reader waited in.
+	winsWaited int
 
 	// What the next object learns (Fetcher.slowStream): the pace of one connection, from the
 	// ranges read ahead (each over a connection of its own), against the reader's.
@@ -244,14 +250,23 @@ type rangedReader struct {
 	readBytes int64
 	connBytes int64         // bytes of the ranges read ahead, whole
 	connTime  time.Duration // and the time they took
+
+	// answer is the longest a GET of this object took to answer (its first byte): the next
+	// streamed range is opened early enough to hide it (openNext).
+	answer time.Duration
 }
 
 // windowBytes and windowTime are how much the reader reads, and for how long at least, between
 // two looks at how long it waited: long enough that one GET's first byte on a near S3 (a few
-// milliseconds) is not taken for a slow stream.
+// milliseconds) is not taken for a slow stream. windowsWaited is how many windows in a row it
+// must have waited in: on a machine whose cores are all busy decoding, a near S3 is sometimes
+// scheduled late once, and one such wait turned reading ahead on for streams that keep up
+// (where ranges ahead cost more than they give: 1.45-1.70 against 1.72-1.93 for two readers on
+// loopback); a stream slower than its reader makes it wait in every window.
 const (
-	windowBytes = 512 << 10
-	windowTime  = 25 * time.Millisecond
+	windowBytes   = 512 << 10
+	windowTime    = 25 * time.Millisecond
+	windowsWaited = 2
 )
 
 func (f *Fetcher) clock() time.Time {
@@ -262,7 +277,8 @@ func (f *Fetcher) clock() time.Time {
 }
 
 // waited accounts one Read of the range being read, of n bytes, that took from t0 to t1, and
-// turns read-ahead on when the reader waited more than AheadWhenWaiting of a window's time.
+// turns read-ahead on when the reader waited more than AheadWhenWaiting of a window's time in
+// windowsWaited windows in a row.
 func (rr *rangedReader) waited(t0, t1 time.Time, n int) {
 	if rr.winStart.IsZero() {
 		rr.winStart = t0
@@ -274,6 +290,11 @@ func (rr *rangedReader) waited(t0, t1 time.Time, n int) {
 		return
 	}
 	if float64(rr.winWait) > rr.f.AheadWhenWaiting*float64(el) {
+		rr.winsWaited++
+	} else {
+		rr.winsWaited = 0
+	}
+	if rr.winsWaited >= windowsWaited {
 		rr.aheadOn = true
 	}
 	rr.winStart, rr.winWait, rr.winBytes = t1, 0, 0
@@ -374,22 +395,49 @@ func (rr *rangedReader) learn() {
 	rr.f.slowStream.Store(conn < read)
 	if conn > 2*read && rr.aheadOn && rr.f.AheadWhenWaiting > 0 {
 		rr.aheadOn = false
-		rr.winStart, rr.winWait, rr.winBytes = time.Time{}, 0, 0
+		rr.winStart, rr.winWait, rr.winBytes, rr.winsWaited = time.Time{}, 0, 0, 0
 	}
 }
 
 // openNext opens the next range early when nothing is read ahead and the range being streamed
-// nears its end (a quarter of it left): its GET's first byte then comes while the reader still
-// decodes, instead of between the two ranges.
+// nears its end, so that its GET's first byte comes while the reader still decodes, instead of
+// between the two ranges. Near is a quarter of the range left, or more: the bytes the reader
+// reads in twice the longest this object's GETs took to answer. Until the reader's pace is
+// known, a GET that took any time at all opens the next range at once. (A GET answered late at
+// each range's start made the reader wait at every edge: on a busy machine that wait turned
+// reading ahead on for loopback streams that keep up, and ranges ahead there cost more than
+// they give.) The body waits on its connection, in the kernel's socket buffer, until the reader
+// comes to it; its read deadline starts then.
 func (rr *rangedReader) openNext() {
 	h, ok := rr.head.(*resumingBody)
-	if !ok || len(rr.ahead) > 0 || rr.next >= rr.obj.Size || h.end-h.off > (rr.next-rr.last)/4 {
+	if !ok || len(rr.ahead) > 0 || rr.next >= rr.obj.Size {
+		return
+	}
+	rr.answer = max(rr.answer, h.answered)
+	if left := h.end - h.off; left > rr.lead() {
 		return
 	}
 	next := rr.streamNext()
 	next.openEarly()
 	rr.ahead = append(rr.ahead, next)
 }
+
+// lead is how many bytes before the end of the range being streamed the next one is opened.
+func (rr *rangedReader) lead() int64 {
+	quarter := (rr.next - rr.last) / 4
+	if rr.answer <= 0 {
+		return quarter
+	}
+	busy := rr.f.clock().Sub(rr.firstRead) - rr.inRead
+	if rr.readBytes < paceBytes || busy <= 0 {
+		return math.MaxInt64 // the pace is not known yet: open it now
+	}
+	hide := float64(rr.readBytes) / busy.Seconds() * 2 * rr.answer.Seconds()
+	return max(quarter, int64(min(hide, math.MaxInt64/2)))
+}
+
+// paceBytes is how much the reader reads before its pace is taken as known.
+const paceBytes = 256 << 10
 
 // streamNext plans the next range, to be streamed by the reader rather than read ahead.
 func (rr *rangedReader) streamNext() *resumingBody {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"math/rand/v2"
 	"strings"
 	"sync"
@@ -500,4 +501,108 @@ func TestNextObjectReadsAheadFromItsStartAfterASlowStream(t *testing.T) {
 	if _, n := open(); n != 0 {
 		t.Errorf("after connections faster than the reader: %d ranges ahead at Open, want none", n)
 	}
+}
+
+// TestOneWaitIsNoSlowStream: the reader is seen waiting for its stream only when it waited over
+// two windows in a row. One window with a wait (a busy machine that scheduled S3 late once, a
+// GET answered late at a range's edge) followed by one without leaves the ranges streamed; two
+// in a row turn reading ahead on.
+func TestOneWaitIsNoSlowStream(t *testing.T) {
+	f := New(nil)
+	rr := &rangedReader{f: f}
+	t0 := time.Unix(0, 0)
+	window := func(waited time.Duration) {
+		// one window: 512 KiB in 40 ms, of which waited in Read
+		start := t0
+		t0 = t0.Add(40 * time.Millisecond)
+		rr.waited(start, start.Add(waited), 256<<10)
+		rr.waited(t0.Add(-time.Millisecond), t0, 256<<10)
+	}
+	for i, c := range []struct {
+		waited time.Duration
+		ahead  bool
+	}{
+		{0, false},
+		{20 * time.Millisecond, false}, // half of a window: once is a hiccup
+		{0, false},
+		{20 * time.Millisecond, false},
+		{20 * time.Millisecond, true}, // twice in a row: a stream slower than its reader
+	} {
+		window(c.waited)
+		if rr.aheadOn != c.ahead {
+			t.Fatalf("window %d (waited %v): reading ahead %v, want %v", i, c.waited, rr.aheadOn, c.ahead)
+		}
+	}
+}
+
+// TestNextRangeIsOpenedInTimeForSlowAnswers: a range's GET that took time to answer opens the
+// next range as soon as the reader starts (its pace is not known yet), and, once the pace is
+// known, as many bytes before the end as the reader reads in twice that time, when that is more
+// than a quarter of the range.
+func TestNextRangeIsOpenedInTimeForSlowAnswers(t *testing.T) {
+	t.Run("at once", func(t *testing.T) {
+		data := randomData(5 << 20)
+		var now atomic.Int64
+		g := gatedS3{rangeS3: &rangeS3{data: data, etag: "e1"}, asked: make(chan string, 64)}
+		f := New(answersIn{g, &now, 20 * time.Millisecond})
+		f.PartSize, f.PartsInFlight = 4<<20, 4
+		f.ReadAhead = NewReadAhead(8 << 20)
+		f.now = func() time.Time { return time.Unix(0, now.Load()) }
+		obj, err := f.Open(context.Background(), Request{Bucket: "b", Key: "k", ETag: "e1", Size: int64(len(data))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer obj.Body.Close()
+		<-g.asked // the first range's
+		if _, err := io.ReadFull(obj.Body, make([]byte, 32<<10)); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case r := <-g.asked:
+			if r != "bytes=1048576-3145727" {
+				t.Fatalf("second GET for %q, want the next range", r)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("the first GET took 20 ms to answer, 32 KiB of 1 MiB read, and no GET for the next range")
+		}
+		got, err := io.ReadAll(obj.Body)
+		if err != nil || !bytes.Equal(got, data[32<<10:]) {
+			t.Fatalf("read %d bytes (%v), want the rest of the object", len(got), err)
+		}
+	})
+	t.Run("lead", func(t *testing.T) {
+		f := New(nil)
+		now := time.Unix(100, 0)
+		f.now = func() time.Time { return now }
+		for _, c := range []struct {
+			name   string
+			answer time.Duration
+			read   int64 // bytes read in the second of work since the first Read
+			size   int64
+			want   int64
+		}{
+			{"answers at once: a quarter", 0, 50 << 20, 8 << 20, 2 << 20},
+			{"pace not known yet: now", 20 * time.Millisecond, 100 << 10, 8 << 20, math.MaxInt64},
+			{"50 MB/s, 40 ms answers: 4 MB", 40 * time.Millisecond, 50e6, 8 << 20, 4e6},
+			{"50 MB/s, 1 ms answers: a quarter", time.Millisecond, 50e6, 8 << 20, 2 << 20},
+		} {
+			rr := &rangedReader{f: f, answer: c.answer, last: 0, next: c.size, readBytes: c.read,
+				firstRead: now.Add(-2 * time.Second), inRead: time.Second}
+			if got := rr.lead(); got != c.want {
+				t.Errorf("%s: lead %d, want %d", c.name, got, c.want)
+			}
+		}
+	})
+}
+
+// answersIn is an S3 whose every GET takes d of a fake clock to answer.
+type answersIn struct {
+	API
+	now *atomic.Int64
+	d   time.Duration
+}
+
+func (a answersIn) GetObject(ctx context.Context, in *s3.GetObjectInput, opts ...func(*s3.Options)) (*s3.GetObjectOutput, error) {
+	a.now.Add(int64(a.d))
+	return a.API.GetObject(ctx, in, opts...)
 }
