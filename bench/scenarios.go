@@ -463,26 +463,17 @@ func (b *bench) p1(ctx context.Context) ([]Row, error) {
 		if err != nil {
 			return nil, err
 		}
-		sl, err := b.sdkLoop(ctx, bucket, objs, 1)
-		if err != nil {
-			return nil, err
+		for _, ref := range []struct {
+			loop    func(context.Context, string, []object, int) (float64, error)
+			readers int
+			to      *[]float64
+		}{{b.sdkLoop, 1, &sdk}, {b.sdkLoop, 2, &sdk2}, {b.engineFree, 1, &bare}, {b.engineFree, 2, &bare2}} {
+			mbps, err := ref.loop(ctx, bucket, objs, ref.readers)
+			if err != nil {
+				return nil, err
+			}
+			*ref.to = append(*ref.to, mbps)
 		}
-		sdk = append(sdk, sl)
-		sl2, err := b.sdkLoop(ctx, bucket, objs, 2)
-		if err != nil {
-			return nil, err
-		}
-		sdk2 = append(sdk2, sl2)
-		bl, err := b.engineFree(ctx, bucket, objs, 1)
-		if err != nil {
-			return nil, err
-		}
-		bare = append(bare, bl)
-		bl2, err := b.engineFree(ctx, bucket, objs, 2)
-		if err != nil {
-			return nil, err
-		}
-		bare2 = append(bare2, bl2)
 		workerCounts := []int{1, 2}
 		if os.Getenv("BENCH_P1_ONE") != "" { // for exploring (a profile of --workers 1): the table is made with both
 			workerCounts = []int{2, 1}

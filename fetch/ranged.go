@@ -387,7 +387,7 @@ func (rr *rangedReader) Read(p []byte) (int, error) {
 // only add copies and make S3 send in bursts; the reader streams range after range again, and
 // is measured again.
 func (rr *rangedReader) learn() {
-	busy := rr.f.clock().Sub(rr.firstRead) - rr.inRead
+	busy := rr.busy()
 	if rr.connTime <= 0 || busy <= 0 {
 		return
 	}
@@ -428,12 +428,18 @@ func (rr *rangedReader) lead() int64 {
 	if rr.answer <= 0 {
 		return quarter
 	}
-	busy := rr.f.clock().Sub(rr.firstRead) - rr.inRead
+	busy := rr.busy()
 	if rr.readBytes < paceBytes || busy <= 0 {
 		return math.MaxInt64 // the pace is not known yet: open it now
 	}
 	hide := float64(rr.readBytes) / busy.Seconds() * 2 * rr.answer.Seconds()
 	return max(quarter, int64(min(hide, math.MaxInt64/2)))
+}
+
+// busy is the time the reader spent outside Read since its first: its bytes over it are its
+// pace, whatever it waited.
+func (rr *rangedReader) busy() time.Duration {
+	return rr.f.clock().Sub(rr.firstRead) - rr.inRead
 }
 
 // paceBytes is how much the reader reads before its pace is taken as known.

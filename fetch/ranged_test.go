@@ -355,6 +355,20 @@ func (g gatedS3) GetObject(ctx context.Context, in *s3.GetObjectInput, opts ...f
 	return g.rangeS3.GetObject(ctx, in, opts...)
 }
 
+// nextGET waits for the next GET asked of a gatedS3 (10 s at most: after what), and fails unless
+// it is for want.
+func nextGET(t *testing.T, asked <-chan string, want, after string) {
+	t.Helper()
+	select {
+	case r := <-asked:
+		if r != want {
+			t.Fatalf("after %s: next GET for %q, want %q", after, r, want)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatalf("%s, and no GET for the next range", after)
+	}
+}
+
 // TestNextRangeIsOpenedBeforeTheStreamEnds: with nothing read ahead, the next range's GET is
 // asked for once a quarter of the range being streamed is left, not when the reader reaches its
 // end; the object's bytes are the same, each range asked for once. Closing the object while such
@@ -396,14 +410,7 @@ func TestNextRangeIsOpenedBeforeTheStreamEnds(t *testing.T) {
 		if _, err := io.ReadFull(obj.Body, got[512<<10:768<<10]); err != nil {
 			t.Fatal(err)
 		}
-		select {
-		case r := <-g.asked:
-			if r != "bytes=1048576-3145727" {
-				t.Fatalf("second GET for %q, want the next range, twice the first", r)
-			}
-		case <-time.After(10 * time.Second):
-			t.Fatal("a quarter of the first range left, and no GET for the next one")
-		}
+		nextGET(t, g.asked, "bytes=1048576-3145727", "a quarter of the first range left")
 		if _, err := io.ReadFull(obj.Body, got[768<<10:]); err != nil {
 			t.Fatal(err)
 		}
@@ -557,14 +564,7 @@ func TestNextRangeIsOpenedInTimeForSlowAnswers(t *testing.T) {
 		if _, err := io.ReadFull(obj.Body, make([]byte, 32<<10)); err != nil {
 			t.Fatal(err)
 		}
-		select {
-		case r := <-g.asked:
-			if r != "bytes=1048576-3145727" {
-				t.Fatalf("second GET for %q, want the next range", r)
-			}
-		case <-time.After(10 * time.Second):
-			t.Fatal("the first GET took 20 ms to answer, 32 KiB of 1 MiB read, and no GET for the next range")
-		}
+		nextGET(t, g.asked, "bytes=1048576-3145727", "the first GET took 20 ms to answer, 32 KiB of 1 MiB read")
 		got, err := io.ReadAll(obj.Body)
 		if err != nil || !bytes.Equal(got, data[32<<10:]) {
 			t.Fatalf("read %d bytes (%v), want the rest of the object", len(got), err)
