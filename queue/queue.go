@@ -22,7 +22,10 @@ import (
 type Message struct {
 	ID           string
 	Body         []byte
-	ReceiveCount int       // how often the queue has delivered it, 1 on the first delivery
+	// ReceiveCount is how often the queue has delivered it, 1 on the first delivery; 0 when the
+	// transport does not count deliveries (Kafka): the daemon then reads the object's failure
+	// records for the poison guard's count on every delivery.
+	ReceiveCount int
 	SentAt       time.Time // when it was sent to the queue, zero when unknown
 	ReceivedAt   time.Time
 	Handle       any
