@@ -20,8 +20,8 @@ import (
 // Message is one received message. Body and the exported fields are the source's to set and the
 // daemon's to read; Handle is the source's own (SQS: the receipt handle).
 type Message struct {
-	ID           string
-	Body         []byte
+	ID   string
+	Body []byte
 	// ReceiveCount is how often the queue has delivered it, 1 on the first delivery; 0 when the
 	// transport does not count deliveries (Kafka): the daemon then reads the object's failure
 	// records for the poison guard's count on every delivery.
