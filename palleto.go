@@ -36,6 +36,13 @@ import (
 type Config struct {
 	Engine engine.Config
 	SQS    sqs.Config
+	// Source, when set, is the URL of the source to consume (--source: sqs, nats://, kafka://,
+	// amqp://, a webhook's http://127.0.0.1:PORT/PATH; see queue.Open); when empty, the SQS queue
+	// of SQS.QueueURL (--queue-url, the SQS spelling of the same thing).
+	Source string
+	// SourceOptions are the source settings of the command line (--spool, --tls-cert, ...); the
+	// daemon fills in the rest of queue.Options (logger, timeouts, demand) when it opens it.
+	SourceOptions queue.Options
 	// OutDir is where results go (--out): a directory, sqlite:PATH, postgres://..., or
 	// s3://BUCKET/PREFIX (see OpenStore).
 	OutDir string
@@ -201,17 +208,19 @@ type Summary struct {
 
 // Daemon is a configured Palleto. Create it with New; Run it once.
 type Daemon struct {
-	cfg    Config
-	log    *slog.Logger
-	src    queue.Source
-	sqs    *sqs.Source // the SQS source, when the source is SQS
-	fetch  *fetch.Fetcher
-	store  store.Store
-	proc   process.Processor
-	pl     *engine.Pipeline[*job]
-	deps   Deps
-	met    *metrics.Metrics
-	health *breaker
+	cfg Config
+	log *slog.Logger
+	src queue.Source
+	sqs *sqs.Source // the SQS source, when the source is SQS
+	// srcName names the source in metrics and the log ("sqs", "nats", "webhook", ...).
+	srcName string
+	fetch   *fetch.Fetcher
+	store   store.Store
+	proc    process.Processor
+	pl      *engine.Pipeline[*job]
+	deps    Deps
+	met     *metrics.Metrics
+	health  *breaker
 
 	traceMu sync.Mutex
 	stats   struct {
@@ -307,6 +316,7 @@ func New(cfg Config, deps Deps) (*Daemon, error) {
 			Extended: d.met.Extended,
 		})
 		d.src = d.sqs
+		d.srcName = "sqs"
 	}
 	ec := cfg.Engine
 	ec.Logger = d.log
