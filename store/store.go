@@ -1,7 +1,8 @@
 // Package store is the seam between the daemon and where results go: a Store of results and
-// failure records. The directory store (package sink) is one; every Store passes the same
-// conformance suite (storetest). The daemon decides what to store; a Store only keeps it, finds
-// it again, and says when it is durable.
+// failure records, chosen by the form of --out through the drivers registered here (Register,
+// Open: store/dir, store/sqlstore, store/s3store). Every Store passes the same conformance suite
+// (storetest). The daemon decides what to store; a Store only keeps it, finds it again, and says
+// when it is durable.
 package store
 
 import (

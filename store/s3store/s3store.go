@@ -24,8 +24,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/feature/s3/transfermanager"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/smithy-go"
-	"github.com/palleto/palleto/sink"
 	"github.com/palleto/palleto/store"
+	"github.com/palleto/palleto/store/dir"
 )
 
 // API is the part of the S3 client the store calls. *s3.Client implements it.
@@ -70,17 +70,17 @@ func Open(api API, url string) (*Store, error) {
 
 func (s *Store) String() string { return "s3://" + s.bucket + "/" + s.prefix }
 
-// objectKey is where the JSON of bucket/key goes under dir ("", "_failed/" or "_copy/"): the
-// directory store's path of the object (sink.Path: each key component escaped, so that "..",
+// objectKey is where the JSON of bucket/key goes under sub ("", "_failed/" or "_copy/"): the
+// directory store's path of the object (dir.Path: each key component escaped, so that "..",
 // "." and empty components, which S3-compatible servers refuse, cannot occur, and injective),
 // under the prefix. A path too long for S3 (1,024 bytes) is named by the key's SHA-256.
-func (s *Store) objectKey(dir, bucket, key, suffix string) string {
-	p := sink.Path(bucket, key)
+func (s *Store) objectKey(sub, bucket, key, suffix string) string {
+	p := dir.Path(bucket, key)
 	p = strings.TrimSuffix(p, ".json") + suffix
-	k := s.prefix + dir + p
+	k := s.prefix + sub + p
 	if len(k) > 1024 {
 		sum := sha256.Sum256([]byte(key))
-		k = s.prefix + dir + sink.Path(bucket, "%long/"+hex.EncodeToString(sum[:])) // "%" is escaped in keys: no clash
+		k = s.prefix + sub + dir.Path(bucket, "%long/"+hex.EncodeToString(sum[:])) // "%" is escaped in keys: no clash
 		k = strings.TrimSuffix(k, ".json") + suffix
 	}
 	return k
@@ -196,10 +196,13 @@ func (s *Store) PutFailure(ctx context.Context, f store.Failure) (string, error)
 	return "s3://" + s.bucket + "/" + key, s.put(ctx, key, f)
 }
 
-// CopyKey is where the copy processor's output of bucket/key goes: PREFIX/_copy/<bucket>/<key>.data.
-func (s *Store) CopyKey(bucket, key string) string {
+// CopyPath is where the copy processor's output of bucket/key goes: PREFIX/_copy/<bucket>/<key>.data.
+func (s *Store) CopyPath(bucket, key string) string {
 	return s.objectKey("_copy/", bucket, key, ".data")
 }
+
+// CopyKey is CopyPath, by its former name.
+func (s *Store) CopyKey(bucket, key string) string { return s.CopyPath(bucket, key) }
 
 // WriteFrom uploads what r yields to rel (a CopyKey), streamed in parts: memory stays bounded
 // whatever the size. An error of r is returned as it is; an error of S3 wraps ErrUnavailable.
