@@ -272,12 +272,17 @@ func (d *Store) WriteInBackground(n int) { d.writing = make(chan struct{}, max(n
 // removes the object's failure record; done is called once it is durable, or with the error that
 // stopped it. It calls done before it returns, unless WriteInBackground was called.
 func (d *Store) Put(ctx context.Context, r Result, done func(error)) string {
-	if d.writing == nil {
-		p, err := d.WriteResult(r)
+	p := Path(r.Bucket, r.Key)
+	data, err := store.Encode(r) // a result that cannot be encoded fails alone, at once
+	if err != nil {
 		done(err)
 		return p
 	}
-	p := Path(r.Bucket, r.Key)
+	if d.writing == nil {
+		p, err := d.write(r, data)
+		done(err)
+		return p
+	}
 	select {
 	case d.writing <- struct{}{}:
 	case <-ctx.Done():
@@ -290,7 +295,7 @@ func (d *Store) Put(ctx context.Context, r Result, done func(error)) string {
 		if d.beforeWrite != nil {
 			d.beforeWrite(r)
 		}
-		_, err := d.WriteResult(r)
+		_, err := d.write(r, data)
 		<-d.writing
 		d.doneMu.RLock()
 		defer d.doneMu.RUnlock()
@@ -309,10 +314,15 @@ const closeWait = 10 * time.Second
 // WriteResult is Put without the callback: it returns the result's path relative to the output
 // directory, or the error.
 func (d *Store) WriteResult(r Result) (string, error) {
-	data, err := json.MarshalIndent(r, "", "  ")
+	data, err := store.Encode(r)
 	if err != nil {
-		return "", err
+		return Path(r.Bucket, r.Key), err
 	}
+	return d.write(r, data)
+}
+
+// write stores r, whose JSON is data.
+func (d *Store) write(r Result, data []byte) (string, error) {
 	p := Path(r.Bucket, r.Key)
 	lock := d.lock(p)
 	lock.Lock()
@@ -391,10 +401,14 @@ func bytesWriter(data []byte) func(io.Writer) error {
 	return func(w io.Writer) error { _, err := w.Write(data); return err }
 }
 
-// diskErr wraps err with store.ErrUnavailable unless it is about the name itself (too long,
-// invalid), which no amount of waiting fixes.
+// diskErr wraps err with store.ErrUnavailable unless it is about the name itself, which no
+// amount of waiting fixes: too long or not a name the filesystem takes is the object's own
+// (store.ErrBadData), an invalid argument is left unclassed (the object's, retryable).
 func diskErr(op, rel string, err error) error {
-	if errors.Is(err, syscall.ENAMETOOLONG) || errors.Is(err, syscall.EINVAL) || errors.Is(err, syscall.EILSEQ) {
+	if errors.Is(err, syscall.ENAMETOOLONG) || errors.Is(err, syscall.EILSEQ) {
+		return fmt.Errorf("%w: %s %s: %w", store.ErrBadData, op, rel, err)
+	}
+	if errors.Is(err, syscall.EINVAL) {
 		return fmt.Errorf("%s %s: %w", op, rel, err)
 	}
 	return fmt.Errorf("%w: %s %s: %w", store.ErrUnavailable, op, rel, err)

@@ -120,7 +120,7 @@ func (s *Store) get(ctx context.Context, key string, v any) (bool, error) {
 func (s *Store) put(ctx context.Context, key string, v any) error {
 	data, err := json.MarshalIndent(v, "", "  ")
 	if err != nil {
-		return err
+		return fmt.Errorf("%w: s3 PutObject %s/%s: %w", store.ErrBadData, s.bucket, key, err)
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.callTimeout)
 	defer cancel()
@@ -154,6 +154,10 @@ func (s *Store) Result(ctx context.Context, bucket, key, processor string) (*sto
 // and removes the object's failure record.
 func (s *Store) Put(ctx context.Context, r store.Result, done func(error)) string {
 	key := s.objectKey("", r.Bucket, r.Key, ".json")
+	if _, err := store.Encode(r); err != nil { // fails alone, before a call
+		done(err)
+		return "s3://" + s.bucket + "/" + key
+	}
 	done(s.write(ctx, key, r))
 	return "s3://" + s.bucket + "/" + key
 }

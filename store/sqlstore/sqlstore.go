@@ -128,10 +128,16 @@ func (s *Store) Close() error {
 // Stats returns the groups and results committed so far.
 func (s *Store) Stats() (groups, results int64) { return s.com.Stats() }
 
-// Put hands r to the committer; done is called once its group is committed.
+// Put hands r to the committer; done is called once its group is committed. A result whose
+// fields cannot be encoded fails at once, alone.
 func (s *Store) Put(ctx context.Context, r store.Result, done func(error)) string {
+	where := s.where + " results " + r.Bucket + "/" + r.Key
+	if _, err := fieldsJSON(r); err != nil {
+		done(err)
+		return where
+	}
 	s.com.Put(ctx, r, done)
-	return s.where + " results " + r.Bucket + "/" + r.Key
+	return where
 }
 
 // WriteGroup writes rs in one transaction: an upsert of every result (an older event never
@@ -140,7 +146,7 @@ func (s *Store) WriteGroup(ctx context.Context, rs []store.Result) error {
 	rs = latest(rs)
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
-		return unavailable("begin", err)
+		return unavailable(s.where+" begin", err)
 	}
 	defer tx.Rollback()
 	const perStmt = 500 // rows per INSERT: well under both databases' bound on parameters
@@ -155,17 +161,17 @@ func (s *Store) WriteGroup(ctx context.Context, rs []store.Result) error {
 			args = append(args, row...)
 		}
 		if _, err := tx.ExecContext(ctx, s.d.upsert(len(chunk)), args...); err != nil {
-			return unavailable("insert results", err)
+			return dbErr(s.where+" insert results", err)
 		}
 		subjects := make([]any, len(chunk))
 		for i, r := range chunk {
 			subjects[i] = subject(r.Bucket, r.Key, "")
 		}
 		if _, err := tx.ExecContext(ctx, s.d.deleteFailures(len(chunk)), subjects...); err != nil {
-			return unavailable("delete failures", err)
+			return dbErr(s.where+" delete failures", err)
 		}
 	}
-	return unavailable("commit", tx.Commit())
+	return dbErr(s.where+" commit", tx.Commit())
 }
 
 // latest keeps one result per object and processor, the one of the latest event, in order.
@@ -199,16 +205,25 @@ func (s *Store) row(r store.Result) ([]any, error) {
 			lines = int64(v)
 		}
 	}
-	fields := "{}"
-	if len(r.Fields) > 0 {
-		b, err := json.Marshal(r.Fields)
-		if err != nil {
-			return nil, fmt.Errorf("result fields of s3://%s/%s: %w", r.Bucket, r.Key, err)
-		}
-		fields = string(b)
+	fields, err := fieldsJSON(r)
+	if err != nil {
+		return nil, err
 	}
 	return []any{r.Bucket, r.Key, r.Processor, r.VersionID, r.ETag, r.Sequencer, r.Size, r.Bytes, lines, r.Encoding,
 		r.MessageID, r.ReceiveCount, nullTime(r.EventTime), r.StartedAt.UTC(), r.FinishedAt.UTC(), fields}, nil
+}
+
+// fieldsJSON is the `fields` column of r: its processor's fields as a JSON object, or an error
+// wrapping store.ErrBadData.
+func fieldsJSON(r store.Result) (string, error) {
+	if len(r.Fields) == 0 {
+		return "{}", nil
+	}
+	b, err := json.Marshal(r.Fields)
+	if err != nil {
+		return "", fmt.Errorf("%w: result fields of s3://%s/%s: %w", store.ErrBadData, r.Bucket, r.Key, err)
+	}
+	return string(b), nil
 }
 
 func nullTime(t time.Time) any {
@@ -229,8 +244,11 @@ func (s *Store) Result(ctx context.Context, bucket, key, processor string) (*sto
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, nil
 	}
+	if badData(err) { // a key the database cannot hold (a NUL byte): no result can be stored under it
+		return nil, nil
+	}
 	if err != nil {
-		return nil, unavailable("select result", err)
+		return nil, unavailable(s.where+" select result", err)
 	}
 	r.EventTime = eventTime.Time
 	if fields != "" && fields != "{}" {
@@ -243,34 +261,4 @@ func (s *Store) Result(ctx context.Context, bucket, key, processor string) (*sto
 		r.Fields["lines"] = lines.Int64
 	}
 	return &r, nil
-}
-
-// subject identifies a failure record: the object, or the message when the object is unknown.
-func subject(bucket, key, messageID string) string {
-	if bucket == "" {
-		return "message:" + messageID
-	}
-	return "s3://" + bucket + "/" + key
-}
-
-// Failure returns the failure record of bucket/key, or of message messageID when bucket is "".
-func (s *Store) Failure(ctx context.Context, bucket, key, messageID string) (*store.Failure, error) {
-	var f store.Failure
-	err := s.selectFailure.QueryRowContext(ctx, subject(bucket, key, messageID)).Scan(&f.Bucket, &f.Key, &f.VersionID, &f.ETag,
-		&f.Sequencer, &f.MessageID, &f.Class, &f.Error, &f.Action, &f.ReceiveCount, &f.Attempts, &f.At, &f.Body)
-	if errors.Is(err, sql.ErrNoRows) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, unavailable("select failure", err)
-	}
-	return &f, nil
-}
-
-// PutFailure stores f in its own transaction before it returns.
-func (s *Store) PutFailure(ctx context.Context, f store.Failure) (string, error) {
-	sub := subject(f.Bucket, f.Key, f.MessageID)
-	_, err := s.db.ExecContext(ctx, s.d.upsertFailure, sub, f.Bucket, f.Key, f.VersionID, f.ETag, f.Sequencer, f.MessageID,
-		f.Class, f.Error, f.Action, f.ReceiveCount, f.Attempts, f.At.UTC(), f.Body)
-	return s.where + " failures " + sub, unavailable("insert failure", err)
 }
