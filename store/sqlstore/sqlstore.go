@@ -28,6 +28,9 @@ type Store struct {
 	com   *store.Committer
 	// The lookups every object makes, prepared once (database/sql keeps one per connection).
 	selectResult, selectFailure *sql.Stmt
+	// file is the SQLite database file this store opened (nil for PostgreSQL, or a database
+	// with no file): see checkFile.
+	file *dbFile
 }
 
 var _ store.Store = (*Store)(nil)
@@ -46,7 +49,7 @@ func OpenSQLite(ctx context.Context, path string, cfg store.GroupConfig) (*Store
 	if err != nil {
 		return nil, fmt.Errorf("%w: sqlite %s: %w", store.ErrUnavailable, path, err)
 	}
-	return open(ctx, db, sqlite, "sqlite:"+path, cfg)
+	return open(ctx, db, sqlite, "sqlite:"+path, path, cfg)
 }
 
 // OpenPostgres connects to the PostgreSQL database url (postgres://user:pass@host/db?...) and
@@ -56,7 +59,7 @@ func OpenPostgres(ctx context.Context, url string, cfg store.GroupConfig) (*Stor
 	if err != nil {
 		return nil, fmt.Errorf("%w: postgres: %w", store.ErrUnavailable, err)
 	}
-	return open(ctx, db, postgres, redact(url), cfg)
+	return open(ctx, db, postgres, redact(url), "", cfg)
 }
 
 // redact hides a password in a connection URL, for the log.
@@ -76,7 +79,8 @@ func redact(url string) string {
 // maxConns bounds the connections of a Store: the workers' lookups and the committer's writes.
 const maxConns = 16
 
-func open(ctx context.Context, db *sql.DB, d dialect, where string, cfg store.GroupConfig) (*Store, error) {
+// open prepares the store on db; file, when not "", is the SQLite database's path.
+func open(ctx context.Context, db *sql.DB, d dialect, where, file string, cfg store.GroupConfig) (*Store, error) {
 	// Keep the connections the workers use between their lookups: database/sql keeps 2 idle by
 	// default, so with more workers than that every lookup would open a connection (a new
 	// PostgreSQL backend; for SQLite, the file, its pragmas, its schema) and prepare its
@@ -100,6 +104,9 @@ func open(ctx context.Context, db *sql.DB, d dialect, where string, cfg store.Gr
 		db.Close()
 		return nil, unavailable(where+" prepare", err)
 	}
+	if file != "" {
+		s.file = openedFile(file)
+	}
 	s.com = store.NewCommitter(s, cfg)
 	return s, nil
 }
@@ -115,6 +122,9 @@ func unavailable(op string, err error) error {
 
 // Ready writes to the database: it answers and takes a write.
 func (s *Store) Ready(ctx context.Context) error {
+	if err := s.checkFile(); err != nil {
+		return err
+	}
 	_, err := s.db.ExecContext(ctx, s.d.readyWrite, time.Now().UTC())
 	return unavailable(s.where+" not writable", err)
 }
@@ -143,6 +153,9 @@ func (s *Store) Put(ctx context.Context, r store.Result, done func(error)) strin
 // WriteGroup writes rs in one transaction: an upsert of every result (an older event never
 // replaces a newer one's result), and the removal of their objects' failure records.
 func (s *Store) WriteGroup(ctx context.Context, rs []store.Result) error {
+	if err := s.checkFile(); err != nil {
+		return err
+	}
 	rs = latest(rs)
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
@@ -171,7 +184,11 @@ func (s *Store) WriteGroup(ctx context.Context, rs []store.Result) error {
 			return dbErr(s.where+" delete failures", err)
 		}
 	}
-	return dbErr(s.where+" commit", tx.Commit())
+	if err := tx.Commit(); err != nil {
+		return dbErr(s.where+" commit", err)
+	}
+	// Committed, but to the file the path names? One deleted meanwhile takes the group with it.
+	return s.checkFile()
 }
 
 // latest keeps one result per object and processor, the one of the latest event, in order.
