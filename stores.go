@@ -24,5 +24,5 @@ func StoreKind(out string) (string, error) { return store.Kind(out) }
 // OpenStore opens the results store --out names: store.Open, with the commit groups of the
 // database stores and the S3 client of an s3:// store.
 func OpenStore(ctx context.Context, out string, group store.GroupConfig, s3c fetch.API) (store.Store, error) {
-	return store.Open(ctx, out, store.Options{Group: group, S3: s3c})
+	return store.Open(ctx, out, store.Options{Group: group, S3: s3c, Logger: group.Logger})
 }

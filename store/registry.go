@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"sort"
 	"strings"
 	"sync"
@@ -19,6 +20,9 @@ type Options struct {
 	// S3 is the daemon's S3 client, for a store in S3 (which asserts the methods it calls); nil
 	// when there is none.
 	S3 any
+	// Logger, when set, is where a store says what the daemon's log should show (nil: slog's
+	// default).
+	Logger *slog.Logger
 }
 
 // Opener opens the store an --out value names. The context bounds the opening (connecting,

@@ -16,7 +16,14 @@ func init() {
 			if !ok {
 				return nil, fmt.Errorf("%s needs an S3 client that can also put and delete objects", out)
 			}
-			return Open(api, out)
+			s, err := Open(api, out)
+			if err != nil {
+				return nil, err
+			}
+			if opts.Logger != nil {
+				s.log = opts.Logger
+			}
+			return s, nil
 		}})
 }
 

@@ -16,8 +16,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/url"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -40,6 +42,10 @@ type Store struct {
 	bucket, prefix string // prefix is "" or ends with "/"
 	callTimeout    time.Duration
 	up             *transfermanager.Client
+	log            *slog.Logger
+	// unconditional is set once the server refused a conditional write (501): results are then
+	// written without If-Match / If-None-Match.
+	unconditional atomic.Bool
 }
 
 var _ store.Store = (*Store)(nil)
@@ -64,7 +70,7 @@ func Open(api API, url string) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Store{api: api, bucket: bucket, prefix: prefix, callTimeout: 30 * time.Second,
+	return &Store{api: api, bucket: bucket, prefix: prefix, callTimeout: 30 * time.Second, log: slog.Default(),
 		up: transfermanager.New(api, func(o *transfermanager.Options) { o.Concurrency = 2 })}, nil
 }
 
@@ -97,24 +103,36 @@ func unavailable(op, key string, err error) error {
 	return fmt.Errorf("%w: s3 %s %s: %w", store.ErrUnavailable, op, key, err)
 }
 
-// get reads a JSON object into v; false when there is none.
+// get reads a JSON object into v; false when there is none (or it is not JSON).
 func (s *Store) get(ctx context.Context, key string, v any) (bool, error) {
+	data, _, found, err := s.getRaw(ctx, key)
+	if !found || err != nil {
+		return false, err
+	}
+	return json.Unmarshal(data, v) == nil, nil
+}
+
+// maxJSON bounds what is read of an object the store wrote: a result is a few hundred bytes.
+const maxJSON = 64 << 20
+
+// getRaw reads an object and its ETag; found is false when there is none.
+func (s *Store) getRaw(ctx context.Context, key string) (data []byte, etag string, found bool, err error) {
 	ctx, cancel := context.WithTimeout(ctx, s.callTimeout)
 	defer cancel()
 	out, err := s.api.GetObject(ctx, &s3.GetObjectInput{Bucket: &s.bucket, Key: &key})
 	var api smithy.APIError
 	if errors.As(err, &api) && (api.ErrorCode() == "NoSuchKey" || api.ErrorCode() == "NotFound") {
-		return false, nil
+		return nil, "", false, nil
 	}
 	if err != nil {
-		return false, unavailable("GetObject", s.bucket+"/"+key, err)
+		return nil, "", false, unavailable("GetObject", s.bucket+"/"+key, err)
 	}
 	defer out.Body.Close()
-	data, err := io.ReadAll(io.LimitReader(out.Body, 64<<20))
+	data, err = io.ReadAll(io.LimitReader(out.Body, maxJSON))
 	if err != nil {
-		return false, unavailable("GetObject", s.bucket+"/"+key, err)
+		return nil, "", false, unavailable("GetObject", s.bucket+"/"+key, err)
 	}
-	return json.Unmarshal(data, v) == nil, nil
+	return data, aws.ToString(out.ETag), true, nil
 }
 
 func (s *Store) put(ctx context.Context, key string, v any) error {
@@ -122,12 +140,17 @@ func (s *Store) put(ctx context.Context, key string, v any) error {
 	if err != nil {
 		return fmt.Errorf("%w: s3 PutObject %s/%s: %w", store.ErrBadData, s.bucket, key, err)
 	}
+	return s.putIf(ctx, key, data, nil, nil)
+}
+
+// putIf writes data (JSON) at key; with ifMatch or ifNoneMatch, only under that condition.
+func (s *Store) putIf(ctx context.Context, key string, data []byte, ifMatch, ifNoneMatch *string) error {
 	ctx, cancel := context.WithTimeout(ctx, s.callTimeout)
 	defer cancel()
-	_, err = s.api.PutObject(ctx, &s3.PutObjectInput{Bucket: &s.bucket, Key: &key, Body: bytes.NewReader(append(data, '\n')),
-		ContentType: aws.String("application/json")})
+	_, err := s.api.PutObject(ctx, &s3.PutObjectInput{Bucket: &s.bucket, Key: &key, Body: bytes.NewReader(append(data, '\n')),
+		ContentType: aws.String("application/json"), IfMatch: ifMatch, IfNoneMatch: ifNoneMatch})
 	if err != nil {
-		return unavailable("PutObject", s.bucket+"/"+key, err)
+		return putErr(s.bucket, key, ifMatch != nil || ifNoneMatch != nil, err)
 	}
 	return nil
 }
@@ -148,40 +171,6 @@ func (s *Store) Result(ctx context.Context, bucket, key, processor string) (*sto
 		return nil, err
 	}
 	return &r, nil
-}
-
-// Put writes r (calling done before it returns), unless the result there is a later event's,
-// and removes the object's failure record.
-func (s *Store) Put(ctx context.Context, r store.Result, done func(error)) string {
-	key := s.objectKey("", r.Bucket, r.Key, ".json")
-	if _, err := store.Encode(r); err != nil { // fails alone, before a call
-		done(err)
-		return "s3://" + s.bucket + "/" + key
-	}
-	done(s.write(ctx, key, r))
-	return "s3://" + s.bucket + "/" + key
-}
-
-func (s *Store) write(ctx context.Context, key string, r store.Result) error {
-	if r.Sequencer != "" {
-		old, err := s.Result(ctx, r.Bucket, r.Key, r.Processor)
-		if err != nil {
-			return err
-		}
-		if old != nil && store.Later(old.Sequencer, r.Sequencer) {
-			return nil
-		}
-	}
-	if err := s.put(ctx, key, r); err != nil {
-		return err
-	}
-	fk := s.failureKey(r.Bucket, r.Key, "")
-	dctx, cancel := context.WithTimeout(ctx, s.callTimeout)
-	defer cancel()
-	if _, err := s.api.DeleteObject(dctx, &s3.DeleteObjectInput{Bucket: &s.bucket, Key: &fk}); err != nil {
-		return unavailable("DeleteObject", s.bucket+"/"+fk, err)
-	}
-	return nil
 }
 
 // Failure returns the failure record of bucket/key, or of message messageID when bucket is "".
