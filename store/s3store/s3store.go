@@ -1,23 +1,20 @@
 // Package s3store is the results store in S3 (`--out s3://BUCKET/PREFIX`): one JSON object per
-// result at PREFIX/<bucket>/<key>.json (the key escaped as the directory store escapes it, so
-// that the layout is the same), failure records under PREFIX/_failed/, the same JSON the
-// directory store writes. Every replica of a scaled-out deployment writes to one place, next to
-// the data. A result is durable when PutObject returns (S3 is strongly consistent), so Put is
-// synchronous; an older event's result never replaces a newer one's (by sequencer, read back
-// before the write).
+// result at PREFIX/<bucket>/<key>.json, the object's key as it is (see objectKey for the few
+// keys that take a hashed name), failure records at PREFIX/_failed/<bucket>/<key>.json, the
+// same JSON the directory store writes. Every replica of a scaled-out deployment writes to one
+// place, next to the data. A result is durable when PutObject returns (S3 is strongly
+// consistent), so Put is synchronous; an older event's result never replaces a newer one's (by
+// sequencer: read, compared, and written on the condition that nothing changed meanwhile).
 package s3store
 
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"net/url"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -27,7 +24,6 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/smithy-go"
 	"github.com/palleto/palleto/store"
-	"github.com/palleto/palleto/store/dir"
 )
 
 // API is the part of the S3 client the store calls. *s3.Client implements it.
@@ -75,29 +71,6 @@ func Open(api API, url string) (*Store, error) {
 }
 
 func (s *Store) String() string { return "s3://" + s.bucket + "/" + s.prefix }
-
-// objectKey is where the JSON of bucket/key goes under sub ("", "_failed/" or "_copy/"): the
-// directory store's path of the object (dir.Path: each key component escaped, so that "..",
-// "." and empty components, which S3-compatible servers refuse, cannot occur, and injective),
-// under the prefix. A path too long for S3 (1,024 bytes) is named by the key's SHA-256.
-func (s *Store) objectKey(sub, bucket, key, suffix string) string {
-	p := dir.Path(bucket, key)
-	p = strings.TrimSuffix(p, ".json") + suffix
-	k := s.prefix + sub + p
-	if len(k) > 1024 {
-		sum := sha256.Sum256([]byte(key))
-		k = s.prefix + sub + dir.Path(bucket, "%long/"+hex.EncodeToString(sum[:])) // "%" is escaped in keys: no clash
-		k = strings.TrimSuffix(k, ".json") + suffix
-	}
-	return k
-}
-
-func (s *Store) failureKey(bucket, key, messageID string) string {
-	if bucket == "" {
-		return s.prefix + "_failed/_messages/" + url.PathEscape(messageID) + ".json"
-	}
-	return s.objectKey("_failed/", bucket, key, ".json")
-}
 
 func unavailable(op, key string, err error) error {
 	return fmt.Errorf("%w: s3 %s %s: %w", store.ErrUnavailable, op, key, err)
@@ -191,7 +164,7 @@ func (s *Store) PutFailure(ctx context.Context, f store.Failure) (string, error)
 
 // CopyPath is where the copy processor's output of bucket/key goes: PREFIX/_copy/<bucket>/<key>.data.
 func (s *Store) CopyPath(bucket, key string) string {
-	return s.objectKey("_copy/", bucket, key, ".data")
+	return s.objectKey(copyDir, bucket, key, ".data")
 }
 
 // CopyKey is CopyPath, by its former name.
