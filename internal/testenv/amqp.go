@@ -105,11 +105,19 @@ func StartRabbitMQ(t testing.TB) *RabbitMQ {
 		r.cmd.Process.Kill()
 		r.cmd.Wait()
 	})
-	if out, err := r.ctl("await_startup", "--timeout", "90"); err != nil {
-		b, _ := os.ReadFile(filepath.Join(dir, "server.log"))
-		t.Fatalf("rabbitmq did not start: %v\n%s\n%s", err, out, b)
+	// await_startup fails at once while the node is not yet reachable: ask again until it answers.
+	deadline := time.Now().Add(90 * time.Second)
+	for {
+		out, err := r.ctl("await_startup", "--timeout", "5")
+		if err == nil {
+			return r
+		}
+		if time.Now().After(deadline) {
+			b, _ := os.ReadFile(filepath.Join(dir, "server.log"))
+			t.Fatalf("rabbitmq did not start within 90s: %v\n%s\n%s", err, out, b)
+		}
+		time.Sleep(200 * time.Millisecond)
 	}
-	return r
 }
 
 func (r *RabbitMQ) command(name string, args ...string) *exec.Cmd {
