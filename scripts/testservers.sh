@@ -5,6 +5,8 @@
 #   webhookbridge: forwards MinIO's bucket notifications to the SQS queue named like the bucket
 #   RabbitMQ: Debian's rabbitmq-server, a fresh node per start in a temp directory, run as its
 #     own `rabbitmq` user when this runs as root; MinIO's AMQP target publishes to it
+#   Kafka: franz-go's kfake (a Kafka-protocol cluster; no Kafka broker is packaged for Debian) as
+#     a process of its own, internal/kafkaserver; MinIO's Kafka target publishes to it
 #   PostgreSQL: Debian's package, a fresh cluster (initdb) per start in a temp directory, run as
 #     the unprivileged `postgres` user when this runs as root (PostgreSQL refuses root)
 # Usage: scripts/testservers.sh install|start|stop|env
@@ -19,6 +21,7 @@ BRIDGE_PORT="${PALLETO_TEST_BRIDGE_PORT:-19400}"
 PG_PORT="${PALLETO_TEST_PG_PORT:-15432}"
 PG_DATA="${TMPDIR:-/tmp}/palleto-pg-$PG_PORT"
 AMQP_PORT="${PALLETO_TEST_AMQP_PORT:-19672}"
+KAFKA_PORT="${PALLETO_TEST_KAFKA_PORT:-19092}"
 RABBIT_DIR="${TMPDIR:-/tmp}/palleto-rabbit-$AMQP_PORT"
 RABBIT_NODE="palleto$AMQP_PORT@localhost"
 MINIO="$CACHE/bin/minio-$MINIO_VERSION"
@@ -49,6 +52,7 @@ install() {
   fi
   mkdir -p "$STATE"
   (cd "$ROOT" && go build -o "$STATE/webhookbridge" ./internal/webhookbridge)
+  (cd "$ROOT" && go build -o "$STATE/kafkaserver" ./internal/kafkaserver)
 }
 
 pg_bin() { # the newest installed PostgreSQL server's bin directory
@@ -106,6 +110,16 @@ CTL
   return 1
 }
 
+wait_tcp() { # port name
+  for _ in $(seq 1 300); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
+    sleep 0.1
+  done
+  echo "testservers: $2 did not come up on 127.0.0.1:$1; its log:" >&2
+  cat "$STATE/$2.log" >&2 || true
+  return 1
+}
+
 wait_http() { # url name
   for _ in $(seq 1 300); do
     if curl -s -o /dev/null "$1"; then return 0; fi
@@ -128,6 +142,10 @@ start() {
   echo $! >"$STATE/bridge.pid"
   wait_http "http://127.0.0.1:$BRIDGE_PORT/" bridge
   start_rabbitmq
+  rm -rf "$STATE/kafka-data"
+  "$STATE/kafkaserver" -listen "127.0.0.1:$KAFKA_PORT" -data "$STATE/kafka-data" >"$STATE/kafka.log" 2>&1 &
+  echo $! >"$STATE/kafka.pid"
+  wait_tcp "$KAFKA_PORT" kafka
   MINIO_ROOT_USER=palleto MINIO_ROOT_PASSWORD=palleto-secret \
     MINIO_NOTIFY_WEBHOOK_ENABLE_PALLETO=on \
     MINIO_NOTIFY_WEBHOOK_ENDPOINT_PALLETO="http://127.0.0.1:$BRIDGE_PORT/" \
@@ -135,6 +153,8 @@ start() {
     MINIO_NOTIFY_AMQP_EXCHANGE_PALLETO=palleto-minio MINIO_NOTIFY_AMQP_EXCHANGE_TYPE_PALLETO=direct \
     MINIO_NOTIFY_AMQP_ROUTING_KEY_PALLETO=minio MINIO_NOTIFY_AMQP_DURABLE_PALLETO=on \
     MINIO_NOTIFY_AMQP_DELIVERY_MODE_PALLETO=2 MINIO_NOTIFY_AMQP_QUEUE_DIR_PALLETO="$STATE/minio-amqp-queue" \
+    MINIO_NOTIFY_KAFKA_ENABLE_PALLETO=on MINIO_NOTIFY_KAFKA_BROKERS_PALLETO="127.0.0.1:$KAFKA_PORT" \
+    MINIO_NOTIFY_KAFKA_TOPIC_PALLETO=palleto-minio MINIO_NOTIFY_KAFKA_QUEUE_DIR_PALLETO="$STATE/minio-kafka-queue" \
     MINIO_BROWSER=off MINIO_UPDATE=off \
     "$MINIO" server "$STATE/minio-data" --address "127.0.0.1:$S3_PORT" --quiet >"$STATE/minio.log" 2>&1 &
   echo $! >"$STATE/minio.pid"
@@ -150,11 +170,14 @@ export PALLETO_TEST_AMQP_URL=amqp://guest:guest@127.0.0.1:$AMQP_PORT/
 export PALLETO_TEST_MINIO_AMQP_ARN=arn:minio:sqs::PALLETO:amqp
 export PALLETO_TEST_MINIO_AMQP_EXCHANGE=palleto-minio
 export PALLETO_TEST_MINIO_AMQP_ROUTING_KEY=minio
+export PALLETO_TEST_KAFKA_BROKERS=127.0.0.1:$KAFKA_PORT
+export PALLETO_TEST_MINIO_KAFKA_ARN=arn:minio:sqs::PALLETO:kafka
+export PALLETO_TEST_MINIO_KAFKA_TOPIC=palleto-minio
 export PALLETO_TEST_RABBITMQ_CTL="$STATE/rabbitmqctl"
 export PALLETO_TEST_POSTGRES_URL=postgres://palleto@127.0.0.1:$PG_PORT/postgres?sslmode=disable
 export PALLETO_TEST_POSTGRES_CTL="$(pg_bin)/pg_ctl -D $PG_DATA/data"
 ENV
-  echo "testservers: SQS :$SQS_PORT, MinIO :$S3_PORT, bridge :$BRIDGE_PORT, RabbitMQ :$AMQP_PORT, PostgreSQL :$PG_PORT (env in $STATE/env)"
+  echo "testservers: SQS :$SQS_PORT, MinIO :$S3_PORT, bridge :$BRIDGE_PORT, RabbitMQ :$AMQP_PORT, Kafka (kfake) :$KAFKA_PORT, PostgreSQL :$PG_PORT (env in $STATE/env)"
 }
 
 stop() {
@@ -165,7 +188,7 @@ stop() {
     "$STATE/rabbitmqctl" -q stop >/dev/null 2>&1 || true
     as_rabbit epmd -port "$((AMQP_PORT + 2))" -kill >/dev/null 2>&1 || true
   fi
-  for name in minio bridge sqs rabbitmq; do
+  for name in minio bridge sqs rabbitmq kafka; do
     if [ -f "$STATE/$name.pid" ]; then
       kill "$(cat "$STATE/$name.pid")" 2>/dev/null || true
       rm -f "$STATE/$name.pid"
