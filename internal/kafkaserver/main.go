@@ -33,7 +33,9 @@ func main() {
 		log.Fatalf("kafkaserver: -listen %q: port: %v", *listen, err)
 	}
 	opts := []kfake.Opt{kfake.Ports(p), kfake.AllowAutoTopicCreation(), kfake.DefaultNumPartitions(*partitions),
-		kfake.ListenFn(func(network, _ string) (net.Listener, error) { return net.Listen(network, net.JoinHostPort(host, port)) })}
+		kfake.ListenFn(func(network, _ string) (net.Listener, error) {
+			return net.Listen(network, net.JoinHostPort(host, port))
+		})}
 	if *data != "" {
 		opts = append(opts, kfake.DataDir(*data), kfake.SyncWrites())
 	}
