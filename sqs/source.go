@@ -96,37 +96,6 @@ func CheckQueueURL(name, v string) error {
 	return nil
 }
 
-// CheckDLQ refuses a dead-letter queue that is the queue consumed: each dead letter would be
-// received again, fail again and be sent again, a new message each time, for ever.
-func CheckDLQ(dlq, queue string) error {
-	if dlq != "" && sameQueue(dlq, queue) {
-		return fmt.Errorf("dlq-url: %q is the queue of --queue-url: every dead letter would be received and dead-lettered again, for ever (give a queue of its own)", dlq)
-	}
-	return nil
-}
-
-// sameQueue reports whether two queue URLs name the same queue: the same scheme, host (any
-// case) and port (the scheme's default when none is given), and the same path but for a final
-// slash.
-func sameQueue(a, b string) bool {
-	ua, errA := url.Parse(a)
-	ub, errB := url.Parse(b)
-	if errA != nil || errB != nil {
-		return a == b
-	}
-	port := func(u *url.URL) string {
-		if p := u.Port(); p != "" {
-			return p
-		}
-		if strings.EqualFold(u.Scheme, "http") {
-			return "80"
-		}
-		return "443"
-	}
-	return strings.EqualFold(ua.Scheme, ub.Scheme) && strings.EqualFold(ua.Hostname(), ub.Hostname()) && port(ua) == port(ub) &&
-		strings.TrimRight(ua.Path, "/") == strings.TrimRight(ub.Path, "/")
-}
-
 func (c Config) callTimeout() time.Duration {
 	if c.CallTimeout == 0 {
 		return DefaultCallTimeout
@@ -237,6 +206,7 @@ func (s *Source) Receive(ctx context.Context, max int) ([]*queue.Message, error)
 	max = min(max, 10)
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.WaitTime+s.cfg.callTimeout())
 	defer cancel()
+	sent := time.Now() // the visibility of what is received runs from some time after this
 	out, err := s.api.ReceiveMessage(ctx, &awssqs.ReceiveMessageInput{
 		QueueUrl:                    &s.cfg.QueueURL,
 		MaxNumberOfMessages:         int32(max),
@@ -261,7 +231,7 @@ func (s *Source) Receive(ctx context.Context, max int) ([]*queue.Message, error)
 			msg.SentAt = time.UnixMilli(v)
 		}
 		msgs = append(msgs, msg)
-		s.hb.track(msg)
+		s.hb.track(msg, sent)
 	}
 	if s.hooks.Received != nil && len(msgs) > 0 {
 		s.hooks.Received(len(msgs))
