@@ -119,6 +119,18 @@ func (c Config) Validate() error {
 		if err := sqs.CheckQueueURL("dlq-url", c.DLQURL); err != nil {
 			return err
 		}
+		if err := sqs.CheckDLQ(c.DLQURL, c.SQS.QueueURL); err != nil {
+			return err
+		}
+	}
+	if c.SQS.CallTimeout == 0 { // sqs.Config's 0 means its default; a daemon's setting of 0 is a mistake
+		return fmt.Errorf("sqs-timeout: 0s is out of range [1s, 10m] (every SQS call needs a deadline; the default is %s)", sqs.DefaultCallTimeout)
+	}
+	if c.ProcessorOptions.Grep != "" && c.Processor != "grep" {
+		return fmt.Errorf("grep: --grep is the pattern of --processor grep, but the processor is %q: add --processor grep or drop --grep", c.Processor)
+	}
+	if c.ProcessorOptions.Exec != "" && c.Processor != "exec" {
+		return fmt.Errorf("exec: --exec is the command of --processor exec, but the processor is %q: add --processor exec or drop --exec", c.Processor)
 	}
 	drv, err := store.Lookup(c.OutDir)
 	if err != nil {

@@ -2,6 +2,8 @@ package sqs
 
 import (
 	"context"
+	"errors"
+	"sort"
 	"strconv"
 	"sync"
 	"time"
@@ -11,44 +13,60 @@ import (
 	"github.com/palleto/palleto/queue"
 )
 
+// heartbeatCalls is how many ChangeMessageVisibilityBatch calls a beat runs at once: a call
+// that hangs until its deadline holds up its own 10 messages, not the others.
+const heartbeatCalls = 4
+
 // heartbeat keeps received messages invisible while they are worked on: every half visibility
-// timeout it renews all tracked messages with ChangeMessageVisibilityBatch (10 per call, each
-// call under its own deadline). The keep-alive discipline (Filebeat's): untrack removes a
-// message and, when a renewal that includes it is in flight, waits for that call to return, so
-// no renewal can land after a delete, a retry delay or a release has been asked for. A receipt
-// handle SQS no longer accepts is dropped quietly.
+// timeout it renews all tracked messages with ChangeMessageVisibilityBatch, 10 per call, the
+// messages whose visibility ends first in the first calls, up to heartbeatCalls calls at once,
+// each under a deadline of a quarter of the visibility timeout at most (callTimeout), so that
+// calls that hang cannot push the other messages past their visibility. The keep-alive
+// discipline (Filebeat's): untrack removes a message and, when a renewal call that includes it
+// is in flight, waits for that call to return, so no renewal can land after a delete, a retry
+// delay or a release has been asked for. A receipt handle SQS no longer accepts is dropped
+// quietly.
 type heartbeat struct {
 	s  *Source
 	mu sync.Mutex
-	m  map[*queue.Message]struct{}
-	// sending holds the messages of the renewal call in flight, and sent is closed when that
-	// call returns; both are nil between calls.
-	sending map[*queue.Message]struct{}
-	sent    chan struct{}
+	m  map[*queue.Message]*beat
+}
+
+// beat is what the heartbeat knows of one tracked message.
+type beat struct {
+	// expires is when SQS makes the message visible again at the latest: the time the receive
+	// or the last successful renewal was sent, plus the visibility timeout.
+	expires time.Time
+	// call is closed when the renewal call in flight that includes the message returns; nil
+	// when none is.
+	call chan struct{}
 }
 
 func newHeartbeat(s *Source) *heartbeat {
-	return &heartbeat{s: s, m: map[*queue.Message]struct{}{}}
+	return &heartbeat{s: s, m: map[*queue.Message]*beat{}}
 }
 
-func (h *heartbeat) track(m *queue.Message) {
+// track starts renewing m, received by a call sent at sent.
+func (h *heartbeat) track(m *queue.Message, sent time.Time) {
 	h.mu.Lock()
-	h.m[m] = struct{}{}
+	h.m[m] = &beat{expires: sent.Add(h.s.cfg.VisibilityTimeout)}
 	h.mu.Unlock()
 }
 
 // untrack stops renewing m. It returns once no renewal of m is in flight or can start.
 func (h *heartbeat) untrack(m *queue.Message) {
 	h.mu.Lock()
+	var call chan struct{}
+	if b := h.m[m]; b != nil {
+		call = b.call
+	}
 	delete(h.m, m)
-	_, busy := h.sending[m]
-	sent := h.sent
 	h.mu.Unlock()
-	if busy {
+	if call != nil {
 		if testHookUntrackWaits != nil {
 			testHookUntrackWaits()
 		}
-		<-sent
+		<-call
 	}
 }
 
@@ -74,50 +92,97 @@ func (h *heartbeat) run(ctx context.Context) {
 	}
 }
 
-// extend renews every tracked message, one call of up to 10 at a time. Each call takes only the
-// messages still tracked when it starts.
+// callTimeout is the deadline of one renewal call: the SQS call timeout, but at most a quarter
+// of the visibility timeout, well under the half left to a message renewed at the last beat.
+func (h *heartbeat) callTimeout() time.Duration {
+	return min(h.s.cfg.callTimeout(), h.s.cfg.VisibilityTimeout/4)
+}
+
+// extend renews every tracked message that no call in flight renews already, earliest expiry
+// first, up to heartbeatCalls calls at once; it returns once its calls have. Each call takes
+// only the messages still tracked when it starts.
 func (h *heartbeat) extend(ctx context.Context) {
 	h.mu.Lock()
-	all := make([]*queue.Message, 0, len(h.m))
-	for m := range h.m {
-		all = append(all, m)
+	due := make([]*queue.Message, 0, len(h.m))
+	for m, b := range h.m {
+		if b.call == nil {
+			due = append(due, m)
+		}
 	}
+	sort.Slice(due, func(i, j int) bool { return h.m[due[i]].expires.Before(h.m[due[j]].expires) })
 	h.mu.Unlock()
-	for start := 0; start < len(all) && ctx.Err() == nil; start += 10 {
-		h.mu.Lock()
-		chunk := make([]*queue.Message, 0, 10)
-		h.sending = map[*queue.Message]struct{}{}
-		for _, m := range all[start:min(start+10, len(all))] {
-			if _, ok := h.m[m]; ok {
-				chunk = append(chunk, m)
-				h.sending[m] = struct{}{}
-			}
+	slots := make(chan struct{}, heartbeatCalls)
+	var calls sync.WaitGroup
+	defer calls.Wait()
+	for len(due) > 0 {
+		select {
+		case slots <- struct{}{}:
+		case <-ctx.Done():
+			return
 		}
-		h.sent = make(chan struct{})
-		h.mu.Unlock()
-		if len(chunk) > 0 {
-			h.s.visibilityBatches(ctx, chunk, h.s.cfg.VisibilityTimeout, h.report(ctx))
+		var chunk []*queue.Message
+		var call chan struct{}
+		chunk, call, due = h.take(due)
+		if len(chunk) == 0 {
+			return
 		}
-		h.mu.Lock()
-		close(h.sent)
-		h.sending, h.sent = nil, nil
-		h.mu.Unlock()
+		calls.Add(1)
+		go func() {
+			defer func() { <-slots; calls.Done() }()
+			h.renew(ctx, chunk, call)
+		}()
 	}
 }
 
-func (h *heartbeat) report(ctx context.Context) func(chunk []*queue.Message, failed []types.BatchResultErrorEntry, err error) {
+// take returns up to 10 messages from the front of due that are still tracked and not being
+// renewed, marked as renewed by the returned call, and what is left of due.
+func (h *heartbeat) take(due []*queue.Message) (chunk []*queue.Message, call chan struct{}, rest []*queue.Message) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	call = make(chan struct{})
+	for len(due) > 0 && len(chunk) < 10 {
+		m := due[0]
+		due = due[1:]
+		if b := h.m[m]; b != nil && b.call == nil {
+			b.call = call
+			chunk = append(chunk, m)
+		}
+	}
+	return chunk, call, due
+}
+
+// renew makes one ChangeMessageVisibilityBatch call for chunk under the heartbeat's deadline,
+// then closes call, releasing any untrack waiting for it.
+func (h *heartbeat) renew(ctx context.Context, chunk []*queue.Message, call chan struct{}) {
+	defer close(call)
+	ctx, cancel := context.WithTimeout(ctx, h.callTimeout())
+	defer cancel()
+	sent := time.Now()
+	h.s.visibilityBatches(ctx, chunk, h.s.cfg.VisibilityTimeout, h.report(ctx, sent))
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, m := range chunk {
+		if b := h.m[m]; b != nil && b.call == call {
+			b.call = nil
+		}
+	}
+}
+
+func (h *heartbeat) report(ctx context.Context, sent time.Time) func(chunk []*queue.Message, failed []types.BatchResultErrorEntry, err error) {
 	return func(chunk []*queue.Message, failed []types.BatchResultErrorEntry, err error) {
 		if err != nil {
-			if ctx.Err() == nil {
+			if !errors.Is(ctx.Err(), context.Canceled) { // its deadline, not the source's Close
 				h.s.log.Warn("visibility heartbeat failed; will try again at the next beat", "messages", len(chunk), "error", err)
 			}
 			return
 		}
+		refused := map[int]bool{}
 		for _, f := range failed {
 			i, _ := strconv.Atoi(aws.ToString(f.Id))
 			if i < 0 || i >= len(chunk) {
 				continue
 			}
+			refused[i] = true
 			if code := aws.ToString(f.Code); code == "ReceiptHandleIsInvalid" || code == "InvalidParameterValue" || code == "MessageNotInflight" {
 				h.mu.Lock()
 				delete(h.m, chunk[i]) // deleted or expired elsewhere: nothing left to keep alive
@@ -126,7 +191,14 @@ func (h *heartbeat) report(ctx context.Context) func(chunk []*queue.Message, fai
 			}
 			h.s.log.Warn("visibility heartbeat refused", "message_id", chunk[i].ID, "code", aws.ToString(f.Code), "reason", aws.ToString(f.Message))
 		}
-		if n := len(chunk) - len(failed); n > 0 {
+		h.mu.Lock()
+		for i, m := range chunk {
+			if b := h.m[m]; b != nil && !refused[i] {
+				b.expires = sent.Add(h.s.cfg.VisibilityTimeout)
+			}
+		}
+		h.mu.Unlock()
+		if n := len(chunk) - len(refused); n > 0 {
 			h.s.trace("sqs: heartbeat extended %d in-flight messages by %s", n, h.s.cfg.VisibilityTimeout)
 			if h.s.hooks.Extended != nil {
 				h.s.hooks.Extended(n)

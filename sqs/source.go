@@ -65,6 +65,9 @@ func (c Config) Validate() error {
 		if err := CheckQueueURL("dlq-url", c.DLQURL); err != nil {
 			return err
 		}
+		if err := CheckDLQ(c.DLQURL, c.QueueURL); err != nil {
+			return err
+		}
 	}
 	switch {
 	case c.WaitTime < 0 || c.WaitTime > 20*time.Second:
@@ -203,6 +206,7 @@ func (s *Source) Receive(ctx context.Context, max int) ([]*queue.Message, error)
 	max = min(max, 10)
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.WaitTime+s.cfg.callTimeout())
 	defer cancel()
+	sent := time.Now() // the visibility of what is received runs from some time after this
 	out, err := s.api.ReceiveMessage(ctx, &awssqs.ReceiveMessageInput{
 		QueueUrl:                    &s.cfg.QueueURL,
 		MaxNumberOfMessages:         int32(max),
@@ -227,7 +231,7 @@ func (s *Source) Receive(ctx context.Context, max int) ([]*queue.Message, error)
 			msg.SentAt = time.UnixMilli(v)
 		}
 		msgs = append(msgs, msg)
-		s.hb.track(msg)
+		s.hb.track(msg, sent)
 	}
 	if s.hooks.Received != nil && len(msgs) > 0 {
 		s.hooks.Received(len(msgs))

@@ -121,6 +121,14 @@ func TestValidationMessages(t *testing.T) {
 		{append(q, "--sqs-timeout", "500ms"), "sqs-timeout: 500ms is out of range [1s, 10m]"},
 		{append(q, "--s3-read-timeout", "2h"), "s3-read-timeout: 2h0m0s is out of range [100ms, 1h]"},
 		{append(q, "--hard-stop-timeout", "-1s"), "hard-stop-timeout: -1s must be 0s"},
+		// Configurations that cannot work (issue #24): each names the flags.
+		{append(q, "--dlq-url", "http://q/1/q"), `dlq-url: "http://q/1/q" is the queue of --queue-url`},
+		{append(q, "--dlq-url", "HTTP://Q:80/1/q/"), `dlq-url: "HTTP://Q:80/1/q/" is the queue of --queue-url`},
+		{append(q, "--grep", "ERROR"), `grep: --grep is the pattern of --processor grep, but the processor is "lines"`},
+		{append(q, "--processor", "exec", "--exec", "wc -l", "--grep", "x"), `grep: --grep is the pattern of --processor grep, but the processor is "exec"`},
+		{append(q, "--exec", "wc -l"), `exec: --exec is the command of --processor exec, but the processor is "lines"`},
+		{append(q, "--processor", "grep", "--grep", "x", "--exec", "wc -l"), `exec: --exec is the command of --processor exec, but the processor is "grep"`},
+		{append(q, "--sqs-timeout", "0s"), "sqs-timeout: 0s is out of range [1s, 10m]"},
 	} {
 		_, err := parseRun(t, tt.args...)
 		if err == nil || !strings.Contains(err.Error(), tt.want) {
@@ -129,6 +137,14 @@ func TestValidationMessages(t *testing.T) {
 	}
 	if _, err := parseRun(t, q...); err != nil {
 		t.Errorf("the defaults with a queue URL are invalid: %v", err)
+	}
+	for _, args := range [][]string{
+		{"--dlq-url", "http://q/1/q-dlq"}, {"--dlq-url", "http://q:81/1/q"},
+		{"--processor", "grep", "--grep", "x"}, {"--processor", "exec", "--exec", "wc -l"}, {"--sqs-timeout", "1s"},
+	} {
+		if _, err := parseRun(t, append(q, args...)...); err != nil {
+			t.Errorf("%v: %v, want valid", args, err)
+		}
 	}
 }
 

@@ -56,13 +56,15 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	// Registered now, not once ctx is done: a second signal sent in between would be lost (the
+	// first, which also cancels ctx, and the second are both buffered).
+	signals := make(chan os.Signal, 2)
+	signal.Notify(signals, os.Interrupt, syscall.SIGTERM)
+	defer signal.Stop(signals)
 	go func() {
 		// A second signal exits at once; messages in flight come back by their visibility timeout.
-		<-ctx.Done()
-		stop()
-		again := make(chan os.Signal, 1)
-		signal.Notify(again, os.Interrupt, syscall.SIGTERM)
-		<-again
+		<-signals
+		<-signals
 		// The exec processor's programs run in process groups of their own: kill them first,
 		// or they outlive this process.
 		n := process.KillAll()

@@ -110,6 +110,33 @@ func TestUsageErrorsExit2(t *testing.T) {
 	}
 }
 
+// TestImpossibleConfigsExit2: settings that cannot work together, from flags or the
+// environment, stop palleto at start with exit 2 and one line naming the flags.
+func TestImpossibleConfigsExit2(t *testing.T) {
+	q := []string{"run", "--queue-url", "http://q/1/q"}
+	for _, tt := range []struct {
+		env   []string
+		args  []string
+		flags []string
+	}{
+		{nil, append(q, "--dlq-url", "http://q/1/q"), []string{"dlq-url", "queue-url"}},
+		{[]string{"PALLETO_DLQ_URL=http://q/1/q/"}, q, []string{"dlq-url", "queue-url"}},
+		{nil, append(q, "--grep", "ERROR"), []string{"--grep", "--processor grep"}},
+		{[]string{"PALLETO_PROCESSOR=sha256"}, append(q, "--exec", "wc -l"), []string{"--exec", "--processor exec"}},
+		{nil, append(q, "--sqs-timeout", "0s"), []string{"sqs-timeout"}},
+	} {
+		code, _, stderr := runPalleto(t, tt.env, time.Minute, tt.args...)
+		lines := strings.Split(strings.TrimSpace(stderr), "\n")
+		named := true
+		for _, f := range tt.flags {
+			named = named && strings.Contains(stderr, f)
+		}
+		if code != 2 || len(lines) != 1 || !named {
+			t.Errorf("palleto %v (env %v): exit %d, stderr %q; want 2 and one line naming %v", tt.args, tt.env, code, tail(stderr, 500), tt.flags)
+		}
+	}
+}
+
 // TestEndToEndMinIO is the whole job on real servers: objects uploaded to MinIO, notifications
 // sent by MinIO itself (through the webhook bridge) to local-aws-sqs, palleto run to the end.
 func TestEndToEndMinIO(t *testing.T) {
