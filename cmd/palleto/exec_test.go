@@ -14,7 +14,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/palleto/palleto/devstack"
 	"github.com/palleto/palleto/internal/testenv"
-	"github.com/palleto/palleto/sink"
+	"github.com/palleto/palleto/store/dir"
 )
 
 // execStack starts an embedded S3 + SQS without a DLQ, with one object, and returns it and the
@@ -53,7 +53,7 @@ func TestExecOutputBombStaysUnder100MiB(t *testing.T) {
 	if rss <= 0 || rss > 100 {
 		t.Errorf("peak RSS %.1f MiB, want (0, 100]", rss)
 	}
-	data, err := os.ReadFile(filepath.Join(out, sink.FailedDir, sink.Path("uploads", "a.txt")))
+	data, err := os.ReadFile(filepath.Join(out, dir.FailedDir, dir.Path("uploads", "a.txt")))
 	if err != nil || !strings.Contains(string(data), `"class": "permanent"`) || !strings.Contains(string(data), "printed more than 16777216 bytes") {
 		t.Errorf("record of a.txt: %s %v", data, err)
 	}
