@@ -46,6 +46,9 @@ func (s *Source) Receive(ctx context.Context, limit int) ([]*queue.Message, erro
 			wait = max(next.Sub(now), time.Millisecond) // a lease or a retry delay ends then
 		}
 		t := time.NewTimer(wait)
+		if testHookWaiting != nil {
+			testHookWaiting()
+		}
 		select {
 		case <-ctx.Done():
 			t.Stop()
@@ -59,6 +62,9 @@ func (s *Source) Receive(ctx context.Context, limit int) ([]*queue.Message, erro
 		t.Stop()
 	}
 }
+
+// testHookWaiting, when set by a test, is called when a Receive starts to wait.
+var testHookWaiting func()
 
 // waiter returns a channel closed at the next change that may make a message due.
 func (s *Source) waiter() <-chan struct{} {
@@ -166,20 +172,29 @@ func (s *Source) keepAlive(ctx context.Context) {
 		if len(ids) == 0 {
 			continue
 		}
-		err := s.sp.submit(ctx, &op{run: func(g *group) error {
-			until := g.now.Add(s.cfg.AckTimeout).UnixNano()
-			for id, gen := range ids {
-				if _, err := g.tx.ExecContext(g.ctx, `UPDATE messages SET not_before = ? WHERE id = ? AND deliveries = ? AND leased = 1`, until, id, gen); err != nil {
-					return fmt.Errorf("renew lease: %w", err)
-				}
-			}
-			return nil
-		}})
+		rctx, cancel := context.WithTimeout(ctx, s.cfg.CallTimeout)
+		err := s.renew(rctx, ids)
+		cancel()
 		if err != nil && !errors.Is(err, context.Canceled) && !errors.Is(err, errClosed) {
 			s.log.Warn("webhook spool: renewing the leases of the messages in progress failed; they may be received again once their lease ends, and are then found done",
 				"spool", s.sp.path, "messages", len(ids), "error", err)
 		}
 	}
+}
+
+// renew extends the leases of ids (row ID -> delivery) to AckTimeout from now: only rows still
+// leased by that delivery, so a renewal that runs after a retry, a release or a delete of the
+// same message changes nothing.
+func (s *Source) renew(ctx context.Context, ids map[int64]int) error {
+	return s.sp.submit(ctx, &op{run: func(g *group) error {
+		until := g.now.Add(s.cfg.AckTimeout).UnixNano()
+		for id, gen := range ids {
+			if _, err := g.tx.ExecContext(g.ctx, `UPDATE messages SET not_before = ? WHERE id = ? AND deliveries = ? AND leased = 1`, until, id, gen); err != nil {
+				return fmt.Errorf("renew lease: %w", err)
+			}
+		}
+		return nil
+	}})
 }
 
 // Delete removes m from the spool: queued for the next transaction, with the other changes

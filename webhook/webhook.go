@@ -165,8 +165,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("spool-max-messages: %d must be 1 or more", c.MaxMessages)
 	case c.AckTimeout < time.Second || c.AckTimeout > 12*time.Hour:
 		return fmt.Errorf("visibility-timeout: %s is out of range [1s, 12h] (the webhook spool's lease)", c.AckTimeout)
-	case c.WaitTime < 0 || c.WaitTime > time.Minute:
-		return fmt.Errorf("wait-time: %s is out of range [0s, 1m]", c.WaitTime)
+	case c.WaitTime < 0 || c.WaitTime > time.Hour:
+		return fmt.Errorf("wait-time: %s is out of range [0s, 1h]", c.WaitTime)
 	case c.CallTimeout < 100*time.Millisecond || c.CallTimeout > 10*time.Minute:
 		return fmt.Errorf("source call timeout: %s is out of range [100ms, 10m]", c.CallTimeout)
 	case !strings.HasPrefix(c.Path, "/"):
