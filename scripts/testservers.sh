@@ -3,6 +3,8 @@
 #   SQS: npm local-aws-sqs (testservers/sqs, from its committed lock file)
 #   S3:  MinIO, built with `go install` once and cached outside the repo ($PALLETO_CACHE)
 #   webhookbridge: forwards MinIO's bucket notifications to the SQS queue named like the bucket
+#     (target PALLETO); a second webhook target, PALLETOHOOK, posts to Palleto's own webhook source
+#     on $PALLETO_TEST_WEBHOOK_PORT, queueing in a directory while nothing listens there
 #   PostgreSQL: Debian's package, a fresh cluster (initdb) per start in a temp directory, run as
 #     the unprivileged `postgres` user when this runs as root (PostgreSQL refuses root)
 # Usage: scripts/testservers.sh install|start|stop|env
@@ -15,6 +17,7 @@ SQS_PORT="${PALLETO_TEST_SQS_PORT:-19324}"
 S3_PORT="${PALLETO_TEST_S3_PORT:-19000}"
 BRIDGE_PORT="${PALLETO_TEST_BRIDGE_PORT:-19400}"
 PG_PORT="${PALLETO_TEST_PG_PORT:-15432}"
+WEBHOOK_PORT="${PALLETO_TEST_WEBHOOK_PORT:-19480}" # Palleto's own webhook source, in the tests that run it
 PG_DATA="${TMPDIR:-/tmp}/palleto-pg-$PG_PORT"
 MINIO="$CACHE/bin/minio-$MINIO_VERSION"
 
@@ -77,7 +80,7 @@ wait_http() { # url name
 start() {
   stop >/dev/null 2>&1 || true
   mkdir -p "$STATE"
-  rm -rf "$STATE/minio-data"
+  rm -rf "$STATE/minio-data" "$STATE/minio-webhook-queue"
   (cd "$ROOT/testservers/sqs" && PORT="$SQS_PORT" exec node launch.mjs) >"$STATE/sqs.log" 2>&1 &
   echo $! >"$STATE/sqs.pid"
   wait_http "http://127.0.0.1:$SQS_PORT/" sqs
@@ -88,6 +91,9 @@ start() {
   MINIO_ROOT_USER=palleto MINIO_ROOT_PASSWORD=palleto-secret \
     MINIO_NOTIFY_WEBHOOK_ENABLE_PALLETO=on \
     MINIO_NOTIFY_WEBHOOK_ENDPOINT_PALLETO="http://127.0.0.1:$BRIDGE_PORT/" \
+    MINIO_NOTIFY_WEBHOOK_ENABLE_PALLETOHOOK=on \
+    MINIO_NOTIFY_WEBHOOK_ENDPOINT_PALLETOHOOK="http://127.0.0.1:$WEBHOOK_PORT/minio" \
+    MINIO_NOTIFY_WEBHOOK_QUEUE_DIR_PALLETOHOOK="$STATE/minio-webhook-queue" \
     MINIO_BROWSER=off MINIO_UPDATE=off \
     "$MINIO" server "$STATE/minio-data" --address "127.0.0.1:$S3_PORT" --quiet >"$STATE/minio.log" 2>&1 &
   echo $! >"$STATE/minio.pid"
@@ -99,6 +105,8 @@ export PALLETO_TEST_S3_ENDPOINT=http://127.0.0.1:$S3_PORT
 export PALLETO_TEST_S3_ACCESS_KEY=palleto
 export PALLETO_TEST_S3_SECRET_KEY=palleto-secret
 export PALLETO_TEST_MINIO_QUEUE_ARN=arn:minio:sqs::PALLETO:webhook
+export PALLETO_TEST_WEBHOOK_PORT=$WEBHOOK_PORT
+export PALLETO_TEST_MINIO_WEBHOOK_ARN=arn:minio:sqs::PALLETOHOOK:webhook
 export PALLETO_TEST_POSTGRES_URL=postgres://palleto@127.0.0.1:$PG_PORT/postgres?sslmode=disable
 export PALLETO_TEST_POSTGRES_CTL="$(pg_bin)/pg_ctl -D $PG_DATA/data"
 ENV
