@@ -20,7 +20,7 @@ import (
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 
 // newSource starts a webhook on a free loopback port with a fresh spool.
-func newSource(t *testing.T, mods ...func(*Config)) *Source {
+func newSource(t testing.TB, mods ...func(*Config)) *Source {
 	t.Helper()
 	cfg := Config{Addr: "127.0.0.1:0", Path: "/events", Spool: filepath.Join(t.TempDir(), "spool.db"),
 		AckTimeout: time.Minute, WaitTime: time.Second, Logger: quiet}
