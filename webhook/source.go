@@ -30,6 +30,9 @@ func (s *Source) Receive(ctx context.Context, limit int) ([]*queue.Message, erro
 	if limit < 1 {
 		return nil, fmt.Errorf("webhook receive: max %d, want 1 or more", limit)
 	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
 	deadline := time.Now().Add(s.cfg.WaitTime)
 	for {
 		wake := s.waiter()
