@@ -163,9 +163,11 @@ func check(body []byte) (test bool, err error) {
 // insert spools body and returns its row ID once the transaction committed.
 func (s *Source) insert(ctx context.Context, body []byte) (int64, error) {
 	var id int64
-	err := s.sp.submit(ctx, &op{run: func(g *group) error {
+	o := &op{committed: s.broadcast}
+	o.run = func(g *group) error {
 		if s.sp.count.Load()+g.inserted >= s.sp.max {
-			return errSpoolFull
+			o.refused = errSpoolFull
+			return nil
 		}
 		now := g.now.UnixNano()
 		res, err := g.tx.ExecContext(g.ctx, `INSERT INTO messages (body, spooled_at, not_before) VALUES (?, ?, ?)`, body, now, now)
@@ -177,6 +179,7 @@ func (s *Source) insert(ctx context.Context, body []byte) (int64, error) {
 		}
 		g.inserted++
 		return nil
-	}, committed: s.broadcast})
+	}
+	err := s.sp.submit(ctx, o)
 	return id, err
 }

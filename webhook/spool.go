@@ -74,10 +74,13 @@ type spool struct {
 	wg      sync.WaitGroup
 }
 
-// op is one change, run by the writer inside a group's transaction.
+// op is one change, run by the writer inside a group's transaction. run's error fails the
+// whole transaction; refused is an answer of the op's own (the spool is full) that leaves the
+// others' changes be.
 type op struct {
-	run  func(g *group) error
-	done chan error // buffered 1; nil once the group committed or failed
+	run     func(g *group) error
+	refused error
+	done    chan error // buffered 1
 	// committed, when set, runs on the writer after the op's transaction committed.
 	committed func()
 }
@@ -234,13 +237,19 @@ func (s *spool) commit(batch []*op) {
 	err := s.group(batch, dels)
 	if err == nil {
 		for _, o := range batch {
-			o.done <- nil
+			o.done <- o.refused
 		}
 		return
 	}
-	if len(batch)+min(len(dels), 1) > 1 {
+	// A deadline passed (a stalled disk): each op alone would wait as long again.
+	stalled := errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled)
+	if !stalled && len(batch)+min(len(dels), 1) > 1 {
 		for _, o := range batch {
-			o.done <- s.group([]*op{o}, nil)
+			err := s.group([]*op{o}, nil)
+			if err == nil {
+				err = o.refused
+			}
+			o.done <- err
 		}
 		if len(dels) > 0 {
 			err = s.group(nil, dels)
@@ -270,7 +279,9 @@ func (s *spool) group(ops []*op, dels []int64) error {
 	g := &group{ctx: ctx, now: time.Now()}
 	err := s.tx(ctx, func(tx *sql.Tx) error {
 		g.tx = tx
+		g.inserted, deleted = 0, 0
 		for _, o := range ops {
+			o.refused = nil
 			if err := o.run(g); err != nil {
 				return err
 			}
@@ -296,7 +307,7 @@ func (s *spool) group(ops []*op, dels []int64) error {
 	}
 	s.count.Add(g.inserted - deleted)
 	for _, o := range ops {
-		if o.committed != nil {
+		if o.committed != nil && o.refused == nil {
 			o.committed()
 		}
 	}

@@ -294,3 +294,28 @@ func TestSpoolBelongsToOneProcess(t *testing.T) {
 		t.Fatalf("a second open of the same spool: %v, want 'in use by another process'", err)
 	}
 }
+
+// TestSpoolLimitUnderConcurrentPosts: POSTs arriving together, committed in one group, are
+// taken up to the limit exactly.
+func TestSpoolLimitUnderConcurrentPosts(t *testing.T) {
+	s := newSource(t, func(c *Config) { c.MaxMessages = 5 })
+	codes := make(chan int, 20)
+	for i := range 20 {
+		go func() {
+			resp, err := http.Post(s.URL(), "application/json", strings.NewReader(event("b", fmt.Sprint(i))))
+			if err != nil {
+				codes <- 0
+				return
+			}
+			resp.Body.Close()
+			codes <- resp.StatusCode
+		}()
+	}
+	count := map[int]int{}
+	for range 20 {
+		count[<-codes]++
+	}
+	if count[200] != 5 || count[503] != 15 || s.Spooled() != 5 {
+		t.Fatalf("20 POSTs at once with room for 5: %v, %d spooled", count, s.Spooled())
+	}
+}
