@@ -259,7 +259,10 @@ func check(ctx context.Context, cfg Config, lister ListAPI, sender SendAPI) erro
 		return nil
 	}
 	if cfg.Publisher != nil {
-		return cfg.Publisher.Check(ctx)
+		if c, ok := cfg.Publisher.(checker); ok {
+			return c.Check(ctx)
+		}
+		return nil
 	}
 	_, err := sender.GetQueueAttributes(ctx, &awssqs.GetQueueAttributesInput{QueueUrl: &cfg.QueueURL,
 		AttributeNames: []types.QueueAttributeName{types.QueueAttributeNameQueueArn}})

@@ -11,13 +11,19 @@ import (
 
 // Publisher sends a backfill's notifications to a source that is not SQS (`palleto backfill
 // --to URL`): a webhook, a NATS stream, ... Each transport registers one for its URL scheme.
+// kafka.Publisher and amqp.Publisher are ones; a Publisher that also has Check(ctx) error is
+// checked before the listing starts.
 type Publisher interface {
 	// Publish sends every body at least once, or returns why not (some may have been sent: the
 	// page is sent again on resume, and the objects already done are found done).
 	Publish(ctx context.Context, bodies []string) error
-	// Check fails, naming the destination, when it does not answer.
+	Close()
+}
+
+// checker is a Publisher that can tell, before anything is sent, that its destination
+// answers; its error names the destination.
+type checker interface {
 	Check(ctx context.Context) error
-	Close() error
 }
 
 // PublisherOpener opens a Publisher for a URL whose scheme it registered.

@@ -46,7 +46,7 @@ func openWebhook(_ context.Context, u *url.URL) (Publisher, error) {
 	return p, nil
 }
 
-func (p *webhookPublisher) Close() error { p.client.CloseIdleConnections(); return nil }
+func (p *webhookPublisher) Close() { p.client.CloseIdleConnections() }
 
 // Check asks the webhook with a GET (Palleto's answers 200); no answer, a 404 (a wrong path)
 // or a 5xx fails.

@@ -41,7 +41,7 @@ func TestWebhookPublisher(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer p.Close()
-	if err := p.Check(context.Background()); err != nil {
+	if err := p.(checker).Check(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	if err := p.Publish(context.Background(), []string{"a", "b", "busy"}); err != nil {
@@ -63,11 +63,11 @@ func TestWebhookPublisher(t *testing.T) {
 func TestWebhookPublisherCheck(t *testing.T) {
 	srv := httptest.NewServer(http.NotFoundHandler())
 	p, _ := OpenPublisher(context.Background(), srv.URL+"/wrong")
-	if err := p.Check(context.Background()); err == nil || !strings.Contains(err.Error(), "404") {
+	if err := p.(checker).Check(context.Background()); err == nil || !strings.Contains(err.Error(), "404") {
 		t.Fatalf("a 404: %v", err)
 	}
 	srv.Close()
-	if err := p.Check(context.Background()); err == nil || !strings.Contains(err.Error(), "does not answer") {
+	if err := p.(checker).Check(context.Background()); err == nil || !strings.Contains(err.Error(), "does not answer") {
 		t.Fatalf("nothing listening: %v", err)
 	}
 }
