@@ -95,7 +95,8 @@ func classify(err error) (class, dep string) {
 		errors.Is(err, process.ErrPermanent),
 		errors.Is(err, ErrTooLarge),
 		errors.Is(err, ErrRefused),
-		errors.Is(err, ErrFailedBefore):
+		errors.Is(err, ErrFailedBefore),
+		errors.Is(err, store.ErrBadData): // a result the store cannot hold for its content
 		return ClassPermanent, ""
 	case errors.Is(err, fetch.ErrUnavailable):
 		return ClassUnavailable, depS3

@@ -1,7 +1,7 @@
 // Package palleto wires the pieces into the daemon: the engine (demand, workers) pulls messages
 // from a queue.Source (SQS); each message is parsed (notify), each object streamed from S3
-// (fetch), decompressed (decode), processed (process) and its result stored (store; the
-// directory store is package sink); only then is the message deleted. Embed it with New and
+// (fetch), decompressed (decode), processed (process) and its result stored (store, chosen by
+// the form of --out: store.Open); only then is the message deleted. Embed it with New and
 // Run, or run cmd/palleto.
 //
 // Where things happen: a message is received in sqs.Source.Receive, handled in handle.go,
@@ -26,10 +26,8 @@ import (
 	"github.com/palleto/palleto/metrics"
 	"github.com/palleto/palleto/process"
 	"github.com/palleto/palleto/queue"
-	"github.com/palleto/palleto/sink"
 	"github.com/palleto/palleto/sqs"
 	"github.com/palleto/palleto/store"
-	"github.com/palleto/palleto/store/s3store"
 )
 
 // Config is everything `palleto run` can be told.
@@ -122,15 +120,15 @@ func (c Config) Validate() error {
 			return err
 		}
 	}
-	kind, err := StoreKind(c.OutDir)
+	drv, err := store.Lookup(c.OutDir)
 	if err != nil {
 		return err
 	}
 	if err := c.Commit.Validate(); err != nil {
 		return err
 	}
-	if c.Processor == "copy" && (kind == StoreSQLite || kind == StorePostgres) {
-		return fmt.Errorf("processor: copy writes the decompressed objects as files, which a database does not hold: use --out DIR (copies under DIR/_copy/) or --out s3://BUCKET/PREFIX (under PREFIX/_copy/)")
+	if c.Processor == "copy" && !drv.Files {
+		return fmt.Errorf("processor: copy writes the decompressed objects as files, which the %s store does not hold: use --out DIR (copies under DIR/_copy/) or --out s3://BUCKET/PREFIX (under PREFIX/_copy/)", drv.Name)
 	}
 	if c.MaxReceives < 0 {
 		return fmt.Errorf("max-receives: %d must be 0 (off) or more", c.MaxReceives)
@@ -259,11 +257,8 @@ func New(cfg Config, deps Deps) (*Daemon, error) {
 	}
 	if d.proc == nil {
 		opts := cfg.ProcessorOptions
-		switch st := d.store.(type) {
-		case *sink.Disk:
-			opts.Store, opts.CopyPath = st, sink.CopyPath
-		case *s3store.Store:
-			opts.Store, opts.CopyPath = st, st.CopyKey
+		if c, ok := d.store.(store.Copier); ok {
+			opts.Store, opts.CopyPath = c, c.CopyPath
 		}
 		p, err := process.New(cfg.Processor, opts)
 		if err != nil {

@@ -24,7 +24,7 @@ import (
 	"github.com/palleto/palleto/devstack"
 	"github.com/palleto/palleto/internal/testenv"
 	"github.com/palleto/palleto/process"
-	"github.com/palleto/palleto/sink"
+	"github.com/palleto/palleto/store/dir"
 )
 
 // stack starts the embedded S3 + SQS and returns clients for them.
@@ -116,7 +116,7 @@ func TestHostileKeysStayInsideTheOutputDirectory(t *testing.T) {
 		t.Fatalf("%d objects processed, want %d\n%s", s.Objects, len(keys), logs)
 	}
 	for _, k := range keys {
-		if res := readJSON(t, filepath.Join(out, sink.Path(st.Bucket, k))); res["key"] != k || res["lines"] != 2.0 {
+		if res := readJSON(t, filepath.Join(out, dir.Path(st.Bucket, k))); res["key"] != k || res["lines"] != 2.0 {
 			t.Errorf("result of %q: %v", k, res)
 		}
 	}
@@ -139,7 +139,7 @@ func TestMissingObjectIsRecordedAndDeleted(t *testing.T) {
 	if s.Objects != 1 || s.Failed != 1 || s.Deleted != 2 {
 		t.Fatalf("summary %+v\n%s", s, logs)
 	}
-	rec := readJSON(t, filepath.Join(out, sink.FailedDir, sink.Path("uploads", "gone.gz")))
+	rec := readJSON(t, filepath.Join(out, dir.FailedDir, dir.Path("uploads", "gone.gz")))
 	if rec["class"] != "permanent" || !strings.Contains(rec["error"].(string), "NoSuchKey") || rec["action"] != "deleted" {
 		t.Fatalf("failure record %v", rec)
 	}
@@ -177,10 +177,10 @@ func TestRetryableFailureComesBackAndSucceeds(t *testing.T) {
 	if s.Objects != 1 || p.seen["a.txt"] != 2 {
 		t.Fatalf("summary %+v, attempts %d\n%s", s, p.seen["a.txt"], logs)
 	}
-	if res := readJSON(t, filepath.Join(out, sink.Path("uploads", "a.txt"))); res["lines"] != 3.0 || res["receive_count"] != 2.0 {
+	if res := readJSON(t, filepath.Join(out, dir.Path("uploads", "a.txt"))); res["lines"] != 3.0 || res["receive_count"] != 2.0 {
 		t.Fatalf("result %v", res)
 	}
-	if _, err := os.Stat(filepath.Join(out, sink.FailedDir, sink.Path("uploads", "a.txt"))); !os.IsNotExist(err) {
+	if _, err := os.Stat(filepath.Join(out, dir.FailedDir, dir.Path("uploads", "a.txt"))); !os.IsNotExist(err) {
 		t.Fatalf("the failure record of the first attempt is still there after success: %v", err)
 	}
 }
@@ -205,7 +205,7 @@ func TestPanickingProcessorIsRetriedThenPoisonGuarded(t *testing.T) {
 	if p.calls.Load() != 2 || s.Deleted != 1 {
 		t.Fatalf("%d attempts, summary %+v\n%s", p.calls.Load(), s, logs)
 	}
-	recs, _ := filepath.Glob(filepath.Join(out, sink.FailedDir, "_messages", "*.json"))
+	recs, _ := filepath.Glob(filepath.Join(out, dir.FailedDir, "_messages", "*.json"))
 	if len(recs) != 1 {
 		t.Fatalf("failure records %v", recs)
 	}
@@ -316,20 +316,20 @@ func TestFiltersLimitsAndProcessors(t *testing.T) {
 	if s.Objects != 1 || s.Failed != 2 || s.Skipped != 2 || s.Deleted != 5 {
 		t.Fatalf("summary %+v\n%s", s, logs)
 	}
-	res := readJSON(t, filepath.Join(out, sink.Path("uploads", "logs/app.log")))
+	res := readJSON(t, filepath.Join(out, dir.Path("uploads", "logs/app.log")))
 	if res["matches"] != 2.0 || res["lines"] != 3.0 || res["processor"] != "grep" {
 		t.Fatalf("grep result %v", res)
 	}
-	bombRec := readJSON(t, filepath.Join(out, sink.FailedDir, sink.Path("uploads", "logs/bomb.gz")))
+	bombRec := readJSON(t, filepath.Join(out, dir.FailedDir, dir.Path("uploads", "logs/bomb.gz")))
 	if bombRec["class"] != "permanent" || !strings.Contains(bombRec["error"].(string), "max-decompressed-bytes") {
 		t.Fatalf("bomb record %v", bombRec)
 	}
-	forgedRec := readJSON(t, filepath.Join(out, sink.FailedDir, sink.Path("secrets", "logs/keys.log")))
+	forgedRec := readJSON(t, filepath.Join(out, dir.FailedDir, dir.Path("secrets", "logs/keys.log")))
 	if forgedRec["class"] != "permanent" || !strings.Contains(forgedRec["error"].(string), "allowlist") {
 		t.Fatalf("forged record %v", forgedRec)
 	}
 	for _, k := range []string{"logs/skip.tmp", "other/x.log"} {
-		if _, err := os.Stat(filepath.Join(out, sink.Path("uploads", k))); !os.IsNotExist(err) {
+		if _, err := os.Stat(filepath.Join(out, dir.Path("uploads", k))); !os.IsNotExist(err) {
 			t.Errorf("filtered key %s has a result", k)
 		}
 	}

@@ -22,8 +22,8 @@ import (
 	"github.com/palleto/palleto/fetch"
 	"github.com/palleto/palleto/process"
 	"github.com/palleto/palleto/queue/queuetest"
-	"github.com/palleto/palleto/sink"
 	"github.com/palleto/palleto/store"
+	"github.com/palleto/palleto/store/dir"
 )
 
 // fakeS3 serves objects by key; an object with err set fails its GETs with it.
@@ -55,7 +55,7 @@ func (f *fakeS3) GetObject(ctx context.Context, in *s3.GetObjectInput, _ ...func
 
 // flakyStore is the directory store with failures on demand.
 type flakyStore struct {
-	*sink.Disk
+	*dir.Store
 	putErr, failureErr error
 }
 
@@ -64,14 +64,14 @@ func (s *flakyStore) Put(ctx context.Context, r store.Result, done func(error)) 
 		done(s.putErr)
 		return "nowhere"
 	}
-	return s.Disk.Put(ctx, r, done)
+	return s.Store.Put(ctx, r, done)
 }
 
 func (s *flakyStore) PutFailure(ctx context.Context, f store.Failure) (string, error) {
 	if s.failureErr != nil {
 		return "", s.failureErr
 	}
-	return s.Disk.PutFailure(ctx, f)
+	return s.Store.PutFailure(ctx, f)
 }
 
 // procByKey: keys starting "fail" make the processor fail (retryable), "reject" fail
@@ -103,11 +103,11 @@ type rig struct {
 // fake one.
 func newRig(t *testing.T, objs map[string]fakeObject, mutate func(*Config), wrap ...func(*fakeS3) fetch.API) *rig {
 	t.Helper()
-	disk, err := sink.Open(t.TempDir())
+	disk, err := dir.Open(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := &rig{src: &queuetest.Fake{}, s3: &fakeS3{objs: objs, gets: map[string]int{}}, st: &flakyStore{Disk: disk}, logs: &bytes.Buffer{}}
+	r := &rig{src: &queuetest.Fake{}, s3: &fakeS3{objs: objs, gets: map[string]int{}}, st: &flakyStore{Store: disk}, logs: &bytes.Buffer{}}
 	cfg := DefaultConfig()
 	cfg.SQS.QueueURL = "http://fake/1/q"
 	cfg.OutDir = "unused"
@@ -256,7 +256,7 @@ func TestSettleDecisions(t *testing.T) {
 			}
 			for k, f := range tt.before {
 				f.Bucket, f.Key, f.ETag, f.MessageID, f.Error = "b", k, "e-"+k, "m1", "before"
-				if _, err := r.st.Disk.PutFailure(context.Background(), f); err != nil {
+				if _, err := r.st.Store.PutFailure(context.Background(), f); err != nil {
 					t.Fatal(err)
 				}
 			}

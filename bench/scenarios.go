@@ -34,7 +34,7 @@ import (
 	"github.com/palleto/palleto/internal/testenv"
 	"github.com/palleto/palleto/notify"
 	"github.com/palleto/palleto/process"
-	"github.com/palleto/palleto/sink"
+	"github.com/palleto/palleto/store/dir"
 	"golang.org/x/sync/errgroup"
 )
 
@@ -743,11 +743,11 @@ func (b *bench) freshPostgres(url string) string {
 	return testenv.PostgresDatabase(b.tb)
 }
 
-// durableFiles writes n small results with the sink Palleto uses (temp file, fsync, rename,
+// durableFiles writes n small results with the directory store Palleto uses (temp file, fsync, rename,
 // fsync of the directory), from conc goroutines, into a new directory under base: the rate the
 // disk allows for P2's results, with nothing else running.
 func (b *bench) durableFiles(base string, n, conc int) time.Duration {
-	d, err := sink.Open(b.tempDir(base, "palleto-bench-files"))
+	d, err := dir.Open(b.tempDir(base, "palleto-bench-files"))
 	if err != nil {
 		b.tb.Fatalf("%v", err)
 	}
@@ -759,7 +759,7 @@ func (b *bench) durableFiles(base string, n, conc int) time.Duration {
 		g.Go(func() error {
 			for i := next.Add(1); i <= int64(n); i = next.Add(1) {
 				now := time.Now()
-				r := sink.Result{Bucket: "bench-small", Key: fmt.Sprintf("small/%05d.log.gz", i), ETag: "e", Processor: "lines",
+				r := dir.Result{Bucket: "bench-small", Key: fmt.Sprintf("small/%05d.log.gz", i), ETag: "e", Processor: "lines",
 					StartedAt: now, FinishedAt: now, Fields: map[string]any{"lines": 28, "bytes": 3000}}
 				if _, err := d.WriteResult(r); err != nil {
 					return err

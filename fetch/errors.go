@@ -50,15 +50,19 @@ var worldCodes = map[string]string{
 }
 
 // Classify wraps err with ErrPermanent when it is the object's fault (a code of permanentCodes;
-// for another code, HTTP 400, 404 or 412) and with ErrUnavailable when it is the world's
-// (everything else: 403, 5xx, throttling, timeouts, resets, the codes of worldCodes). The
-// cancellation of ctx (a shutdown) is returned as it is.
+// for another code, HTTP 400, 404 or 412), with ErrRangeRefused for a range refused (416,
+// InvalidRange: S3's answer about that object, retryable, never an outage) and with
+// ErrUnavailable when it is the world's (everything else: 403, 5xx, throttling, timeouts,
+// resets, the codes of worldCodes). The cancellation of ctx (a shutdown) is returned as it is.
 func Classify(ctx context.Context, err error) error {
-	if err == nil || errors.Is(err, ErrPermanent) || errors.Is(err, ErrUnavailable) {
+	if err == nil || errors.Is(err, ErrPermanent) || errors.Is(err, ErrUnavailable) || errors.Is(err, ErrRangeRefused) {
 		return err
 	}
 	if ctx.Err() != nil && errors.Is(err, ctx.Err()) {
 		return err
+	}
+	if invalidRange(err) {
+		return fmt.Errorf("%w: %w", ErrRangeRefused, err)
 	}
 	var api smithy.APIError
 	if errors.As(err, &api) {

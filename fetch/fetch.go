@@ -126,9 +126,10 @@ func (f *Fetcher) get(ctx context.Context, in *s3.GetObjectInput) (*s3.GetObject
 }
 
 // Open starts a GetObject and returns the streaming body: one stream, or ranges for an object
-// the event says is larger than PartSize.
+// the event says is larger than PartSize, or whose size the event does not give (its first
+// answer tells it). Every answer is checked (answer.go) before a byte of it is handed out.
 func (f *Fetcher) Open(ctx context.Context, r Request) (*Object, error) {
-	if f.PartSize > 0 && r.Size > f.PartSize && f.PartsInFlight > 1 {
+	if f.PartSize > 0 && (r.Size > f.PartSize || r.Size <= 0) && f.PartsInFlight > 1 {
 		return f.openRanged(ctx, r)
 	}
 	return f.openSingle(ctx, r)
@@ -137,15 +138,11 @@ func (f *Fetcher) Open(ctx context.Context, r Request) (*Object, error) {
 func (f *Fetcher) openSingle(ctx context.Context, r Request) (*Object, error) {
 	in := &s3.GetObjectInput{Bucket: &r.Bucket, Key: &r.Key}
 	pin(in, r.VersionID, r.ETag)
-	out, wd, cancel, err := f.get(ctx, in)
+	out, wd, cancel, size, err := f.first(ctx, r, in, expect{end: -1, size: eventSize(r), etag: r.ETag, version: r.VersionID})
 	if err != nil {
 		return nil, Classify(ctx, fmt.Errorf("s3 GetObject s3://%s/%s: %w", r.Bucket, r.Key, err))
 	}
-	size := int64(-1)
-	if out.ContentLength != nil {
-		size = *out.ContentLength
-	}
-	obj := &Object{Size: size, ETag: strings.Trim(aws.ToString(out.ETag), "\""), VersionID: aws.ToString(out.VersionId)}
+	obj := newObject(r, out, size)
 	obj.Body = &resumingBody{ctx: ctx, f: f, req: r, obj: obj, body: out.Body, wd: wd, cancel: cancel, end: -1}
 	return obj, nil
 }
@@ -250,6 +247,9 @@ func (b *resumingBody) Read(p []byte) (int, error) {
 			if b.wd != nil {
 				b.wd.timer.Stop() // the deadline is the body's, not the reader's: a slow consumer is no stall
 			}
+			if w := b.want(); w >= 0 && b.off+int64(n) > w { // none of it is handed out: read again from off
+				n, err = 0, fmt.Errorf("%w: s3 GetObject s3://%s/%s: the body goes on past byte %d, the end of its answer", ErrBadAnswer, b.req.Bucket, b.req.Key, w)
+			}
 			b.off += int64(n)
 			if err == io.EOF && b.want() >= 0 && b.off < b.want() {
 				err = io.ErrUnexpectedEOF // the server or a proxy cut the body short
@@ -331,8 +331,16 @@ func (b *resumingBody) open(ctx context.Context, cause error) error {
 		}
 		return err
 	}
+	e := expect{start: b.off, end: b.end, size: b.obj.Size, etag: b.obj.ETag, version: b.obj.VersionID}
+	if _, err := e.check(out); err != nil { // retried as a cut body is: none of it is handed out
+		wd.timer.Stop()
+		out.Body.Close()
+		cancel()
+		b.pending = fmt.Errorf("s3 GetObject %s (%s): %w", where, rng, err)
+		return nil
+	}
 	b.body, b.wd, b.cancel = out.Body, wd, cancel
-	if out.ContentRange == nil && b.off > 0 { // a server that ignored Range sent it all again
+	if out.ContentRange == nil { // a server that ignored Range sent it all again (check found its size right)
 		if _, err := io.CopyN(io.Discard, out.Body, b.off); err != nil {
 			b.pending = err
 		}

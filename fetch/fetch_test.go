@@ -64,3 +64,18 @@ func TestCancelledIsNeitherClass(t *testing.T) {
 		t.Fatalf("a shutdown became %v", err)
 	}
 }
+
+// TestRangeRefusedIsNeitherClass: a 416 (InvalidRange) is S3's answer about one object: not an
+// outage (which pauses every object), not the object's permanent fault; a probe that gets it
+// (an empty object) finds S3 answering.
+func TestRangeRefusedIsNeitherClass(t *testing.T) {
+	for _, cause := range []error{codedRespErr(416, "InvalidRange"), respErr(416), &smithy.GenericAPIError{Code: "InvalidRange"}} {
+		err := Classify(context.Background(), fmt.Errorf("s3 GetObject b/k: %w", cause))
+		if !errors.Is(err, ErrRangeRefused) || errors.Is(err, ErrUnavailable) || errors.Is(err, ErrPermanent) || !errors.Is(err, cause) {
+			t.Errorf("%v became %v, want ErrRangeRefused only", cause, err)
+		}
+	}
+	if err := New(&rangeS3{data: nil, etag: "e"}).Probe(context.Background(), "b", "empty"); err != nil {
+		t.Errorf("a probe answered 416: %v, want S3 seen answering", err)
+	}
+}

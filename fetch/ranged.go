@@ -7,8 +7,6 @@ import (
 	"io"
 	"math"
 	"slices"
-	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -163,33 +161,38 @@ type RangeInfo struct {
 	Ahead       bool  // read ahead into the budget, not streamed by the reader
 }
 
-// openRanged opens an object expected to be larger than PartSize: its first range, then the
-// rest as the reader goes.
+// openRanged opens an object expected to be larger than PartSize, or of unknown size: its
+// first range, then the rest as the reader goes. With no size in the event, the first range is
+// PartSize (as the AWS CRT does): an object no larger is one GET, as when its size is known.
 func (f *Fetcher) openRanged(ctx context.Context, r Request) (*Object, error) {
 	first := min(int64(firstRange), f.PartSize)
+	if r.Size <= 0 {
+		first = f.PartSize
+	}
 	in := &s3.GetObjectInput{Bucket: &r.Bucket, Key: &r.Key, Range: aws.String(fmt.Sprintf("bytes=0-%d", first-1))}
 	pin(in, r.VersionID, r.ETag)
 	asked := f.clock()
-	out, wd, cancel, err := f.get(ctx, in)
+	out, wd, cancel, size, err := f.first(ctx, r, in, expect{end: first, size: eventSize(r), etag: r.ETag, version: r.VersionID})
 	answered := f.clock().Sub(asked)
 	if err != nil {
-		var api interface{ ErrorCode() string }
-		if errors.As(err, &api) && api.ErrorCode() == "InvalidRange" { // an empty object
+		if invalidRange(err) { // an empty object
 			return f.openSingle(ctx, r)
 		}
 		return nil, Classify(ctx, fmt.Errorf("s3 GetObject s3://%s/%s (range 0-%d): %w", r.Bucket, r.Key, first-1, err))
 	}
-	obj := &Object{ETag: strings.Trim(aws.ToString(out.ETag), "\""), VersionID: aws.ToString(out.VersionId)}
-	total, ok := totalOf(aws.ToString(out.ContentRange))
-	if !ok { // the server sent the whole object: read it as one stream
-		obj.Size = aws.ToInt64(out.ContentLength)
+	obj := newObject(r, out, size)
+	if out.ContentRange == nil { // the server sent the whole object: read it as one stream
 		obj.Body = &resumingBody{ctx: ctx, f: f, req: r, obj: obj, body: out.Body, wd: wd, cancel: cancel, end: -1}
 		return obj, nil
 	}
-	obj.Size = total
-	f.onRange(RangeInfo{Bucket: r.Bucket, Key: r.Key, Start: 0, End: min(first, total)})
-	head := &resumingBody{ctx: ctx, f: f, req: r, obj: obj, body: out.Body, wd: wd, cancel: cancel, end: min(first, total)}
-	rr := &rangedReader{f: f, req: r, obj: obj, head: head, next: min(first, total), answer: answered}
+	end := min(first, size)
+	f.onRange(RangeInfo{Bucket: r.Bucket, Key: r.Key, Start: 0, End: end})
+	head := &resumingBody{ctx: ctx, f: f, req: r, obj: obj, body: out.Body, wd: wd, cancel: cancel, end: end}
+	if end == size { // the object is all in its first range
+		obj.Body = head
+		return obj, nil
+	}
+	rr := &rangedReader{f: f, req: r, obj: obj, head: head, next: end, answer: answered}
 	if f.AheadWhenWaiting <= 0 || f.slowStream.Load() {
 		rr.aheadOn, rr.k = true, 1 // the first range was the first of the first wave
 	}
@@ -197,16 +200,6 @@ func (f *Fetcher) openRanged(ctx context.Context, r Request) (*Object, error) {
 	obj.Body = rr
 	rr.fill() // with ranges ahead, they start now: for an object opened before its reader comes to it (the worker's next), while the object before ends
 	return obj, nil
-}
-
-// totalOf reads the object's size from a Content-Range ("bytes 0-1048575/734003200").
-func totalOf(cr string) (int64, bool) {
-	_, total, ok := strings.Cut(cr, "/")
-	if !ok {
-		return 0, false
-	}
-	n, err := strconv.ParseInt(total, 10, 64)
-	return n, err == nil
 }
 
 func (f *Fetcher) onRange(ri RangeInfo) {

@@ -91,7 +91,7 @@ func randomData(n int) []byte {
 
 // TestRangedReadsGiveTheObjectInOrder: objects of 0 and 1 byte, exactly one part, one part and
 // one byte, and many parts, read with ranges ahead and without budget, give their bytes exactly;
-// the budget is all back afterwards.
+// the budget is all back afterwards. (Their events give no size: each is opened with a range.)
 func TestRangedReadsGiveTheObjectInOrder(t *testing.T) {
 	for _, size := range []int{0, 1, 64 << 10, 64<<10 + 1, 3<<20 + 17} {
 		for _, budget := range []int64{0, 512 << 10} {
@@ -105,7 +105,7 @@ func TestRangedReadsGiveTheObjectInOrder(t *testing.T) {
 						ahead++
 					}
 				}
-				obj, err := f.Open(context.Background(), Request{Bucket: "b", Key: "k", ETag: "e1", Size: int64(size) + 1e6})
+				obj, err := f.Open(context.Background(), Request{Bucket: "b", Key: "k", ETag: "e1"})
 				if err != nil {
 					t.Fatal(err)
 				}

@@ -30,7 +30,7 @@ fuzz() {
   rm -f "$out"
   return 1
 }
-fuzz -fuzz '^FuzzPath$' ./sink
+fuzz -fuzz '^FuzzPath$' ./store/dir
 fuzz -fuzz '^FuzzParse$' ./notify
 fuzz -fuzz '^FuzzDecode$' ./decode
 fuzz -fuzz '^FuzzDecode$' -tags isal ./decode

@@ -11,7 +11,9 @@ import (
 )
 
 // GroupWriter writes a group of results in one transaction: all of them or none. It is what a
-// grouped store (SQLite, PostgreSQL) implements; the Committer does the grouping.
+// grouped store (SQLite, PostgreSQL) implements; the Committer does the grouping. Its error wraps
+// ErrBadData when the store refused the group for the data of (some of) its results; any other
+// error is taken for the store being unavailable.
 type GroupWriter interface {
 	WriteGroup(ctx context.Context, rs []Result) error
 }
@@ -56,8 +58,10 @@ type pending struct {
 // written in one transaction once it holds Size results or its first result has waited
 // Timeout; then each result's done is called. A group whose commit fails is held and written
 // again (after 1s, doubling to 10s) until it works: no done is called meanwhile, so no message
-// is deleted, and Put blocks once MaxPending results are held. Close commits what is pending
-// (one more try each) and fails what still cannot be written.
+// is deleted, and Put blocks once MaxPending results are held. A group refused for its data
+// (ErrBadData) is split in halves, each written on its own, down to the results at fault: their
+// done gets the error, the others are committed. Close commits what is pending (one more try
+// each) and fails what still cannot be written.
 type Committer struct {
 	w      GroupWriter
 	cfg    GroupConfig
@@ -149,7 +153,29 @@ func (c *Committer) run() {
 	}
 }
 
+// commit writes group and calls the done of each of its results.
 func (c *Committer) commit(group []pending) {
+	err := c.write(group)
+	if errors.Is(err, ErrBadData) && len(group) > 1 {
+		// Find the results at fault: each half on its own, so that the healthy ones commit.
+		mid := len(group) / 2
+		c.commit(group[:mid])
+		c.commit(group[mid:])
+		return
+	}
+	if errors.Is(err, ErrBadData) {
+		c.cfg.Logger.Warn("result refused by the results store for its data; the object fails, the other results are committed",
+			"bucket", group[0].r.Bucket, "key", group[0].r.Key, "error", err)
+	}
+	for _, p := range group {
+		p.done(err)
+	}
+}
+
+// write writes group in one transaction, again and again while the store is unavailable. It
+// returns nil once the group is committed, the store's refusal of its data (ErrBadData), or,
+// when the committer is closing and one more try failed, the store's unavailability.
+func (c *Committer) write(group []pending) error {
 	rs := make([]Result, len(group))
 	for i, p := range group {
 		rs[i] = p.r
@@ -169,10 +195,10 @@ func (c *Committer) commit(group []pending) {
 			}
 			c.groups.Add(1)
 			c.results.Add(int64(len(rs)))
-			for _, p := range group {
-				p.done(nil)
-			}
-			return
+			return nil
+		}
+		if errors.Is(err, ErrBadData) {
+			return err
 		}
 		if !errors.Is(err, ErrUnavailable) {
 			err = fmt.Errorf("%w: %w", ErrUnavailable, err)
@@ -185,10 +211,7 @@ func (c *Committer) commit(group []pending) {
 		}
 		if closing && attempt >= 2 {
 			c.cfg.Logger.Error("results store commit failed at shutdown; the messages of these results are kept and come back", "results", len(rs), "error", err)
-			for _, p := range group {
-				p.done(err)
-			}
-			return
+			return err
 		}
 		if !c.failing.Swap(true) {
 			c.cfg.Logger.Error("RESULTS STORE COMMIT FAILED: no message of the group is deleted; the results are held and written again until it works",

@@ -1,7 +1,8 @@
 // Package store is the seam between the daemon and where results go: a Store of results and
-// failure records. The directory store (package sink) is one; every Store passes the same
-// conformance suite (storetest). The daemon decides what to store; a Store only keeps it, finds
-// it again, and says when it is durable.
+// failure records, chosen by the form of --out through the drivers registered here (Register,
+// Open: store/dir, store/sqlstore, store/s3store). Every Store passes the same conformance suite
+// (storetest). The daemon decides what to store; a Store only keeps it, finds it again, and says
+// when it is durable.
 package store
 
 import (
@@ -18,6 +19,24 @@ import (
 // ErrUnavailable is wrapped by the errors of a store that cannot take or give data (disk full,
 // directory not writable, database unreachable): a failure of the world, never of an object.
 var ErrUnavailable = errors.New("results store unavailable")
+
+// ErrBadData is wrapped by the error of a result (or a failure record) that the store cannot
+// hold for what it contains: a processor field JSON cannot encode (NaN, +Inf, a channel), data
+// the database refuses (a NUL byte in a key for PostgreSQL, a \u0000 in its JSON). It is the
+// object's own failure, never the store's: waiting does not fix it, and the other results are
+// not held up by it. An error never wraps both ErrBadData and ErrUnavailable.
+var ErrBadData = errors.New("result cannot be stored")
+
+// Encode returns r's JSON (the directory store's file format), or an error wrapping ErrBadData
+// when r cannot be encoded. A store calls it (or checks the same) in Put, so that such a result
+// fails alone and at once.
+func Encode(r Result) ([]byte, error) {
+	data, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		return nil, fmt.Errorf("%w: s3://%s/%s (processor %s): %w", ErrBadData, r.Bucket, r.Key, r.Processor, err)
+	}
+	return data, nil
+}
 
 // Result is what Palleto stores for a processed object. Its JSON form is the directory store's
 // file format and a contract: add fields, never rename them.
@@ -131,7 +150,8 @@ type Store interface {
 	// later event (by Sequencer): that one is kept. It removes the object's failure record. It
 	// calls done exactly once: with nil once r is durable (or superseded), or with the error that
 	// stopped it; a synchronous store calls it before Put returns. where names the result for
-	// the log (a path, a row).
+	// the log (a path, a row). A result the store cannot hold for its content gets an error
+	// wrapping ErrBadData, and only that result: the others are stored as if it were not there.
 	Put(ctx context.Context, r Result, done func(error)) (where string)
 	// PutFailure stores f durably before it returns.
 	PutFailure(ctx context.Context, f Failure) (where string, err error)

@@ -20,7 +20,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/palleto/palleto/devstack"
 	"github.com/palleto/palleto/internal/testenv"
-	"github.com/palleto/palleto/sink"
+	"github.com/palleto/palleto/store/dir"
 )
 
 // countGzipLines decompresses with the standard library and counts lines: an independent check
@@ -47,7 +47,7 @@ func TestDemoProcessesEveryObject(t *testing.T) {
 	for i := 0; i < 50; i++ {
 		key, gz, _, _ := devstack.SampleObject(i)
 		wantLines, wantBytes := countGzipLines(t, gz)
-		data, err := os.ReadFile(filepath.Join(out, sink.Path("uploads", key)))
+		data, err := os.ReadFile(filepath.Join(out, dir.Path("uploads", key)))
 		if err != nil {
 			t.Fatalf("no result for %s: %v", key, err)
 		}
@@ -151,7 +151,7 @@ func TestRunAgainstDevstack(t *testing.T) {
 		t.Fatalf("palleto run exited %d: %s", code, tail(stderr, 3000))
 	}
 	for k, lines := range want {
-		data, err := os.ReadFile(filepath.Join(out, sink.Path("uploads", k)))
+		data, err := os.ReadFile(filepath.Join(out, dir.Path("uploads", k)))
 		var res struct{ Lines int }
 		if err != nil || json.Unmarshal(data, &res) != nil || res.Lines != lines {
 			t.Errorf("result of %q: %s %v; want %d lines", k, data, err, lines)

@@ -22,7 +22,7 @@ import (
 	"github.com/klauspost/compress/zstd"
 	"github.com/palleto/palleto/devstack"
 	"github.com/palleto/palleto/internal/testenv"
-	"github.com/palleto/palleto/sink"
+	"github.com/palleto/palleto/store/dir"
 )
 
 // bzip2 of "hello\nworld\n", made with the bzip2 command (Go has no bzip2 writer).
@@ -85,7 +85,7 @@ func sendEvent(t *testing.T, sqsc *sqs.Client, queueURL, bucket, key, etag strin
 
 func readResult(t *testing.T, out, bucket, key string) map[string]any {
 	t.Helper()
-	data, err := os.ReadFile(filepath.Join(out, sink.Path(bucket, key)))
+	data, err := os.ReadFile(filepath.Join(out, dir.Path(bucket, key)))
 	if err != nil {
 		t.Fatalf("no result for %q: %v", key, err)
 	}
@@ -130,8 +130,8 @@ func TestFormatsAndProcessorsMinIO(t *testing.T) {
 			}
 		}},
 		{"copy", nil, func(t *testing.T, out string, o inputObject, res map[string]any) {
-			got, err := os.ReadFile(filepath.Join(out, sink.CopyPath(bucket, o.key)))
-			if err != nil || !bytes.Equal(got, o.plain) || res["copy"] != sink.CopyPath(bucket, o.key) {
+			got, err := os.ReadFile(filepath.Join(out, dir.CopyPath(bucket, o.key)))
+			if err != nil || !bytes.Equal(got, o.plain) || res["copy"] != dir.CopyPath(bucket, o.key) {
 				t.Errorf("%s: copy %v holds %d bytes (%v), want %d", o.key, res["copy"], len(got), err, len(o.plain))
 			}
 		}},
@@ -157,7 +157,7 @@ func TestFormatsAndProcessorsMinIO(t *testing.T) {
 				t.Fatalf("exit %d\n%s", code, tail(stderr, 3000))
 			}
 			for _, o := range objs {
-				if _, err := os.Stat(filepath.Join(out, sink.Path(bucket, o.key))); err != nil {
+				if _, err := os.Stat(filepath.Join(out, dir.Path(bucket, o.key))); err != nil {
 					t.Fatalf("no result for %s\n%s\n%s", o.key, tail(stderr, 4000), tail(stdout, 4000))
 				}
 				res := readResult(t, out, bucket, o.key)
@@ -222,16 +222,16 @@ func TestHostileKeysAndOverwrittenObjectMinIO(t *testing.T) {
 			}
 			continue
 		}
-		data, err := os.ReadFile(filepath.Join(out, sink.FailedDir, sink.Path(bucket, key)))
+		data, err := os.ReadFile(filepath.Join(out, dir.FailedDir, dir.Path(bucket, key)))
 		if err != nil || !strings.Contains(string(data), `"class": "permanent"`) {
 			t.Errorf("key %q that MinIO refused: record %s %v", key, data, err)
 		}
 	}
-	failed, err := os.ReadFile(filepath.Join(out, sink.FailedDir, sink.Path(bucket, "overwritten.log")))
+	failed, err := os.ReadFile(filepath.Join(out, dir.FailedDir, dir.Path(bucket, "overwritten.log")))
 	if err != nil || !strings.Contains(string(failed), "overwritten since the event") {
 		t.Errorf("overwritten object: record %s %v", failed, err)
 	}
-	if _, err := os.Stat(filepath.Join(out, sink.Path(bucket, "overwritten.log"))); err == nil {
+	if _, err := os.Stat(filepath.Join(out, dir.Path(bucket, "overwritten.log"))); err == nil {
 		t.Error("the overwritten object was read as its new version")
 	}
 	// Nothing outside --out: the parent holds only it.
@@ -299,7 +299,7 @@ func TestBombStoppedWithFlatMemoryMinIO(t *testing.T) {
 	if rss <= 0 || rss > 100 {
 		t.Errorf("peak RSS %.1f MiB, want (0, 100]", rss)
 	}
-	data, err := os.ReadFile(filepath.Join(out, sink.FailedDir, sink.Path(bucket, "bomb.gz")))
+	data, err := os.ReadFile(filepath.Join(out, dir.FailedDir, dir.Path(bucket, "bomb.gz")))
 	if err != nil || !strings.Contains(string(data), `"class": "permanent"`) || !strings.Contains(string(data), "max-decompressed-bytes") {
 		t.Errorf("bomb record: %s %v", data, err)
 	}

@@ -18,7 +18,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 	"github.com/palleto/palleto/internal/testenv"
-	"github.com/palleto/palleto/sink"
+	"github.com/palleto/palleto/store/dir"
 )
 
 var palletoBin string
@@ -155,7 +155,7 @@ func TestEndToEndMinIO(t *testing.T) {
 		t.Fatalf("palleto run exited %d\nstderr:\n%s", code, tail(stderr, 5000))
 	}
 	for key, lines := range want {
-		data, err := os.ReadFile(filepath.Join(out, sink.Path(name, key)))
+		data, err := os.ReadFile(filepath.Join(out, dir.Path(name, key)))
 		if err != nil {
 			t.Errorf("no result for %q: %v", key, err)
 			continue
@@ -174,11 +174,11 @@ func TestEndToEndMinIO(t *testing.T) {
 		}
 	}
 	// The corrupt object and the malformed message are recorded, not lost, and did not stop anything.
-	failed, err := os.ReadFile(filepath.Join(out, sink.FailedDir, sink.Path(name, badKey)))
+	failed, err := os.ReadFile(filepath.Join(out, dir.FailedDir, dir.Path(name, badKey)))
 	if err != nil || !strings.Contains(string(failed), `"class": "permanent"`) || !strings.Contains(string(failed), "corrupt") {
 		t.Errorf("failure record of the corrupt object: %s %v", failed, err)
 	}
-	msgs, _ := filepath.Glob(filepath.Join(out, sink.FailedDir, "_messages", "*.json"))
+	msgs, _ := filepath.Glob(filepath.Join(out, dir.FailedDir, "_messages", "*.json"))
 	if len(msgs) != 1 {
 		t.Errorf("want 1 failure record for the malformed message, got %v", msgs)
 	} else if data, _ := os.ReadFile(msgs[0]); !strings.Contains(string(data), "malformed notification") {

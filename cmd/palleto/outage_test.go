@@ -16,7 +16,7 @@ import (
 	"github.com/palleto/palleto/devstack"
 	"github.com/palleto/palleto/internal/faultproxy"
 	"github.com/palleto/palleto/internal/testenv"
-	"github.com/palleto/palleto/sink"
+	"github.com/palleto/palleto/store/dir"
 )
 
 // cpuSeconds is the user+system CPU time a process has used so far, from /proc.
@@ -34,7 +34,7 @@ func cpuSeconds(t *testing.T, pid int) float64 {
 
 func failureRecords(out string) []string {
 	var recs []string
-	filepath.Walk(filepath.Join(out, sink.FailedDir), func(p string, info os.FileInfo, err error) error {
+	filepath.Walk(filepath.Join(out, dir.FailedDir), func(p string, info os.FileInfo, err error) error {
 		if err == nil && !info.IsDir() {
 			recs = append(recs, p)
 		}
@@ -160,7 +160,7 @@ func TestZstdBombStaysUnder100MiBMinIO(t *testing.T) {
 		t.Errorf("peak RSS %.1f MiB, want (0, 100]", rss)
 	}
 	for i := range 8 {
-		data, err := os.ReadFile(filepath.Join(out, sink.FailedDir, sink.Path(bucket, fmt.Sprintf("z/%d.zst", i))))
+		data, err := os.ReadFile(filepath.Join(out, dir.FailedDir, dir.Path(bucket, fmt.Sprintf("z/%d.zst", i))))
 		if err != nil || !strings.Contains(string(data), `"class": "permanent"`) || !strings.Contains(string(data), "zstd-max-window") {
 			t.Errorf("record of z/%d.zst: %s %v", i, data, err)
 		}

@@ -24,7 +24,7 @@ import (
 	"github.com/klauspost/compress/zstd"
 	"github.com/palleto/palleto/internal/faultproxy"
 	"github.com/palleto/palleto/internal/testenv"
-	"github.com/palleto/palleto/sink"
+	"github.com/palleto/palleto/store/dir"
 )
 
 // storedGzip is a gzip member of plain at level 0, whose compressed size is exactly size (plain
@@ -179,11 +179,11 @@ func TestOverwrittenBetweenRangesMinIO(t *testing.T) {
 	if overwrites.Load() == 0 {
 		t.Fatalf("no second range was asked for: the object was not read in ranges\n%s", tail(trace, 2000))
 	}
-	failed, err := os.ReadFile(filepath.Join(out, sink.FailedDir, sink.Path(bucket, key)))
+	failed, err := os.ReadFile(filepath.Join(out, dir.FailedDir, dir.Path(bucket, key)))
 	if err != nil || !strings.Contains(string(failed), "overwritten since the event") || !strings.Contains(string(failed), `"class": "permanent"`) {
 		t.Errorf("failure record: %s %v", failed, err)
 	}
-	if res, err := os.ReadFile(filepath.Join(out, sink.Path(bucket, key))); err == nil {
+	if res, err := os.ReadFile(filepath.Join(out, dir.Path(bucket, key))); err == nil {
 		t.Errorf("a result was stored for an object that changed mid-read: %s", res)
 	}
 	if v, f := testenv.QueueCounts(t, env.SQS(), queueURL); v+f != 0 {

@@ -21,7 +21,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 	"github.com/palleto/palleto/internal/faultproxy"
 	"github.com/palleto/palleto/internal/testenv"
-	"github.com/palleto/palleto/sink"
+	"github.com/palleto/palleto/store/dir"
 	"golang.org/x/sync/errgroup"
 )
 
@@ -66,7 +66,7 @@ func checkResults(t *testing.T, out string, objs map[string]want) int {
 	t.Helper()
 	bad := 0
 	for key, w := range objs {
-		data, err := os.ReadFile(filepath.Join(out, sink.Path(w.Bucket, key)))
+		data, err := os.ReadFile(filepath.Join(out, dir.Path(w.Bucket, key)))
 		var got want
 		if err == nil {
 			err = json.Unmarshal(data, &got)
@@ -257,7 +257,7 @@ func TestFaultsLoseNothingMinIO(t *testing.T) {
 	if bad := checkResults(t, out, objs); bad > 0 {
 		t.Errorf("%d of %d objects have no correct result", bad, n)
 	}
-	if left, _ := filepath.Glob(filepath.Join(out, sink.FailedDir, "*", "*", "*")); len(left) > 0 {
+	if left, _ := filepath.Glob(filepath.Join(out, dir.FailedDir, "*", "*", "*")); len(left) > 0 {
 		t.Errorf("failure records left although every object succeeded in the end: %v", left[:min(len(left), 5)])
 	}
 	expectEmptyQueue(t, env.SQS(), queueURL)
@@ -313,7 +313,7 @@ func TestPoisonAndCorruptEndInTheDLQMinIO(t *testing.T) {
 		t.Errorf("poison message's dead letter: %v", poison)
 	}
 	for _, key := range []string{"poison.log", "corrupt.gz"} {
-		data, err := os.ReadFile(filepath.Join(out, sink.FailedDir, sink.Path(bucket, key)))
+		data, err := os.ReadFile(filepath.Join(out, dir.FailedDir, dir.Path(bucket, key)))
 		if err != nil || !strings.Contains(string(data), `"action": "dead-lettered"`) {
 			t.Errorf("failure record of %s: %s %v", key, data, err)
 		}

@@ -21,7 +21,6 @@ import (
 	"github.com/palleto/palleto"
 	"github.com/palleto/palleto/devstack"
 	"github.com/palleto/palleto/internal/testenv"
-	"github.com/palleto/palleto/sink"
 	"github.com/palleto/palleto/store"
 	_ "modernc.org/sqlite"
 )
@@ -302,7 +301,7 @@ func TestCopyToS3StoreMinIO(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("exit %d\n%s", code, tail(stderr, 3000))
 	}
-	key := "pal/_copy/" + strings.TrimSuffix(sink.Path(bucket, "c/big.log.gz"), ".json") + ".data"
+	key := "pal/_copy/" + bucket + "/c/big.log.gz.data"
 	obj, err := env.S3().GetObject(context.Background(), &s3.GetObjectInput{Bucket: &results, Key: &key})
 	if err != nil {
 		t.Fatalf("the copy at s3://%s/%s: %v\n%s", results, key, err, tail(stderr, 2000))

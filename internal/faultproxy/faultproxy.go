@@ -3,7 +3,7 @@
 // (after a random number of bytes), connections reset after a random lifetime (in the middle of
 // a long poll, say), added latency, an outage (every connection refused, SetDown), and a peer
 // that stops sending mid-response while keeping the connection open (StallNext). It knows just
-// enough HTTP to answer 503.
+// enough HTTP to answer 503, unless a test asks it to change answers (Config.Exchange).
 package faultproxy
 
 import (
@@ -38,6 +38,12 @@ type Config struct {
 	// stream carries some 25-100 MB/s and answers in 10-50 ms, unlike loopback.
 	Bandwidth int64
 	FirstByte time.Duration
+	// Exchange, when set, makes the proxy speak HTTP/1.1 on each connection (exchange.go) and
+	// lets a test change what the server answers: rewrite a Content-Range, halve a total, change
+	// an eTag, serve other bytes. The byte-level faults (MeanBytes, MeanLife, CutAt, Latency,
+	// Bandwidth, FirstByte, StallNext) do not apply to such connections; Reset, Err503 and
+	// SetDown do.
+	Exchange Exchange
 }
 
 // Stats count the faults injected so far.
@@ -172,6 +178,10 @@ func (p *Proxy) serve(client net.Conn) {
 	server, err := net.Dial("tcp", p.cfg.Target)
 	if err != nil {
 		client.Close()
+		return
+	}
+	if p.cfg.Exchange != nil {
+		p.serveHTTP(client, server)
 		return
 	}
 	cutAfter := int64(-1)

@@ -91,3 +91,68 @@ func TestBandwidthIsPacedPerResponse(t *testing.T) {
 		t.Errorf("%d connections, want the one kept alive", s.Conns)
 	}
 }
+
+// TestExchangeChangesAnswersOnAKeptAliveConnection: through one kept-alive connection, the
+// first answer passes untouched, the second has its Content-Range and body changed, the third
+// is replaced by another answer while the server's body is left unread by the test; the
+// fourth, untouched again, is the server's own (the connection stayed in step).
+func TestExchangeChangesAnswersOnAKeptAliveConnection(t *testing.T) {
+	data := []byte("0123456789abcdefghijklmnopqrstuvwxyz")
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.ServeContent(w, r, "o", time.Time{}, bytes.NewReader(data))
+	}))
+	defer srv.Close()
+	var mu sync.Mutex
+	n := 0
+	p, err := Start(Config{Target: strings.TrimPrefix(srv.URL, "http://"), Exchange: func(req *http.Request, resp *http.Response) *http.Response {
+		mu.Lock()
+		defer mu.Unlock()
+		n++
+		switch n {
+		case 2: // the range asked, labelled and served 5 bytes earlier
+			start, end, total, ok := ContentRange(resp)
+			if !ok {
+				t.Errorf("answer 2 has no Content-Range: %v", resp.Header)
+				return resp
+			}
+			SetContentRange(resp, start-5, end-5, total)
+			Body(resp, data[start-5:end-5+1])
+		case 3:
+			return Partial(req, []byte("new!"), 0, 4, "e2")
+		}
+		return resp
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	tr := &http.Transport{MaxConnsPerHost: 1}
+	defer tr.CloseIdleConnections() // before the proxy's Close, which waits for its connections
+	c := &http.Client{Transport: tr}
+	get := func(rng string) (string, string, string) {
+		req, _ := http.NewRequest(http.MethodGet, p.URL(), nil)
+		req.Header.Set("Range", rng)
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return string(b), resp.Header.Get("Content-Range"), resp.Header.Get("ETag")
+	}
+	for i, want := range [][3]string{
+		{"abcd", "bytes 10-13/36", ""},
+		{"56789", "bytes 5-9/36", ""},
+		{"new!", "bytes 0-3/4", `"e2"`},
+		{"uvwxyz", "bytes 30-35/36", ""},
+	} {
+		rng := []string{"bytes=10-13", "bytes=10-14", "bytes=0-", "bytes=30-"}[i]
+		body, cr, etag := get(rng)
+		if body != want[0] || cr != want[1] || etag != want[2] {
+			t.Errorf("answer %d to %s: %q %q %q, want %q", i+1, rng, body, cr, etag, want)
+		}
+	}
+	if st := p.Stats(); st.Conns != 1 {
+		t.Errorf("%d connections, want the 4 answers on one", st.Conns)
+	}
+}

@@ -17,6 +17,9 @@ type Env struct {
 	Send   func(body string)
 	// DLQ says whether the source has a dead-letter queue configured.
 	DLQ bool
+	// NoDeliveryCount says the transport counts no deliveries (Kafka): its messages have
+	// ReceiveCount 0, and the poison guard reads the store's failure records instead.
+	NoDeliveryCount bool
 }
 
 // Run runs the conformance tests of a queue.Source. fresh returns a source on a new, empty
@@ -83,7 +86,7 @@ func testReceiveAtMostMax(t *testing.T, e Env) {
 			t.Fatalf("asked for 3, got %d", len(msgs))
 		}
 		for _, m := range msgs {
-			if m.ID == "" || m.ReceiveCount < 1 || len(m.Body) == 0 {
+			if m.ID == "" || (m.ReceiveCount < 1 && !e.NoDeliveryCount) || len(m.Body) == 0 {
 				t.Fatalf("message %+v", m)
 			}
 		}
@@ -130,7 +133,7 @@ func testRelease(t *testing.T, e Env) {
 		t.Fatal(err)
 	}
 	again := receiveAll(t, e.Source, 1, 5*time.Second)
-	if len(again) != 1 || again[0].ReceiveCount < 2 {
+	if len(again) != 1 || (again[0].ReceiveCount < 2 && !e.NoDeliveryCount) {
 		t.Fatalf("after release: %+v", again)
 	}
 	e.Source.Delete(again[0])

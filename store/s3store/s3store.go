@@ -1,30 +1,28 @@
 // Package s3store is the results store in S3 (`--out s3://BUCKET/PREFIX`): one JSON object per
-// result at PREFIX/<bucket>/<key>.json (the key escaped as the directory store escapes it, so
-// that the layout is the same), failure records under PREFIX/_failed/, the same JSON the
-// directory store writes. Every replica of a scaled-out deployment writes to one place, next to
-// the data. A result is durable when PutObject returns (S3 is strongly consistent), so Put is
-// synchronous; an older event's result never replaces a newer one's (by sequencer, read back
-// before the write).
+// result at PREFIX/<bucket>/<key>.json, the object's key as it is (see objectKey for the few
+// keys that take a hashed name), failure records at PREFIX/_failed/<bucket>/<key>.json, the
+// same JSON the directory store writes. Every replica of a scaled-out deployment writes to one
+// place, next to the data. A result is durable when PutObject returns (S3 is strongly
+// consistent), so Put is synchronous; an older event's result never replaces a newer one's (by
+// sequencer: read, compared, and written on the condition that nothing changed meanwhile).
 package s3store
 
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"net/url"
+	"log/slog"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/feature/s3/transfermanager"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/smithy-go"
-	"github.com/palleto/palleto/sink"
 	"github.com/palleto/palleto/store"
 )
 
@@ -40,6 +38,10 @@ type Store struct {
 	bucket, prefix string // prefix is "" or ends with "/"
 	callTimeout    time.Duration
 	up             *transfermanager.Client
+	log            *slog.Logger
+	// unconditional is set once the server refused a conditional write (501): results are then
+	// written without If-Match / If-None-Match.
+	unconditional atomic.Bool
 }
 
 var _ store.Store = (*Store)(nil)
@@ -64,70 +66,64 @@ func Open(api API, url string) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Store{api: api, bucket: bucket, prefix: prefix, callTimeout: 30 * time.Second,
+	return &Store{api: api, bucket: bucket, prefix: prefix, callTimeout: 30 * time.Second, log: slog.Default(),
 		up: transfermanager.New(api, func(o *transfermanager.Options) { o.Concurrency = 2 })}, nil
 }
 
 func (s *Store) String() string { return "s3://" + s.bucket + "/" + s.prefix }
 
-// objectKey is where the JSON of bucket/key goes under dir ("", "_failed/" or "_copy/"): the
-// directory store's path of the object (sink.Path: each key component escaped, so that "..",
-// "." and empty components, which S3-compatible servers refuse, cannot occur, and injective),
-// under the prefix. A path too long for S3 (1,024 bytes) is named by the key's SHA-256.
-func (s *Store) objectKey(dir, bucket, key, suffix string) string {
-	p := sink.Path(bucket, key)
-	p = strings.TrimSuffix(p, ".json") + suffix
-	k := s.prefix + dir + p
-	if len(k) > 1024 {
-		sum := sha256.Sum256([]byte(key))
-		k = s.prefix + dir + sink.Path(bucket, "%long/"+hex.EncodeToString(sum[:])) // "%" is escaped in keys: no clash
-		k = strings.TrimSuffix(k, ".json") + suffix
-	}
-	return k
-}
-
-func (s *Store) failureKey(bucket, key, messageID string) string {
-	if bucket == "" {
-		return s.prefix + "_failed/_messages/" + url.PathEscape(messageID) + ".json"
-	}
-	return s.objectKey("_failed/", bucket, key, ".json")
-}
-
 func unavailable(op, key string, err error) error {
 	return fmt.Errorf("%w: s3 %s %s: %w", store.ErrUnavailable, op, key, err)
 }
 
-// get reads a JSON object into v; false when there is none.
+// get reads a JSON object into v; false when there is none (or it is not JSON).
 func (s *Store) get(ctx context.Context, key string, v any) (bool, error) {
+	data, _, found, err := s.getRaw(ctx, key)
+	if !found || err != nil {
+		return false, err
+	}
+	return json.Unmarshal(data, v) == nil, nil
+}
+
+// maxJSON bounds what is read of an object the store wrote: a result is a few hundred bytes.
+const maxJSON = 64 << 20
+
+// getRaw reads an object and its ETag; found is false when there is none.
+func (s *Store) getRaw(ctx context.Context, key string) (data []byte, etag string, found bool, err error) {
 	ctx, cancel := context.WithTimeout(ctx, s.callTimeout)
 	defer cancel()
 	out, err := s.api.GetObject(ctx, &s3.GetObjectInput{Bucket: &s.bucket, Key: &key})
 	var api smithy.APIError
 	if errors.As(err, &api) && (api.ErrorCode() == "NoSuchKey" || api.ErrorCode() == "NotFound") {
-		return false, nil
+		return nil, "", false, nil
 	}
 	if err != nil {
-		return false, unavailable("GetObject", s.bucket+"/"+key, err)
+		return nil, "", false, unavailable("GetObject", s.bucket+"/"+key, err)
 	}
 	defer out.Body.Close()
-	data, err := io.ReadAll(io.LimitReader(out.Body, 64<<20))
+	data, err = io.ReadAll(io.LimitReader(out.Body, maxJSON))
 	if err != nil {
-		return false, unavailable("GetObject", s.bucket+"/"+key, err)
+		return nil, "", false, unavailable("GetObject", s.bucket+"/"+key, err)
 	}
-	return json.Unmarshal(data, v) == nil, nil
+	return data, aws.ToString(out.ETag), true, nil
 }
 
 func (s *Store) put(ctx context.Context, key string, v any) error {
 	data, err := json.MarshalIndent(v, "", "  ")
 	if err != nil {
-		return err
+		return fmt.Errorf("%w: s3 PutObject %s/%s: %w", store.ErrBadData, s.bucket, key, err)
 	}
+	return s.putIf(ctx, key, data, nil, nil)
+}
+
+// putIf writes data (JSON) at key; with ifMatch or ifNoneMatch, only under that condition.
+func (s *Store) putIf(ctx context.Context, key string, data []byte, ifMatch, ifNoneMatch *string) error {
 	ctx, cancel := context.WithTimeout(ctx, s.callTimeout)
 	defer cancel()
-	_, err = s.api.PutObject(ctx, &s3.PutObjectInput{Bucket: &s.bucket, Key: &key, Body: bytes.NewReader(append(data, '\n')),
-		ContentType: aws.String("application/json")})
+	_, err := s.api.PutObject(ctx, &s3.PutObjectInput{Bucket: &s.bucket, Key: &key, Body: bytes.NewReader(append(data, '\n')),
+		ContentType: aws.String("application/json"), IfMatch: ifMatch, IfNoneMatch: ifNoneMatch})
 	if err != nil {
-		return unavailable("PutObject", s.bucket+"/"+key, err)
+		return putErr(s.bucket, key, ifMatch != nil || ifNoneMatch != nil, err)
 	}
 	return nil
 }
@@ -150,36 +146,6 @@ func (s *Store) Result(ctx context.Context, bucket, key, processor string) (*sto
 	return &r, nil
 }
 
-// Put writes r (calling done before it returns), unless the result there is a later event's,
-// and removes the object's failure record.
-func (s *Store) Put(ctx context.Context, r store.Result, done func(error)) string {
-	key := s.objectKey("", r.Bucket, r.Key, ".json")
-	done(s.write(ctx, key, r))
-	return "s3://" + s.bucket + "/" + key
-}
-
-func (s *Store) write(ctx context.Context, key string, r store.Result) error {
-	if r.Sequencer != "" {
-		old, err := s.Result(ctx, r.Bucket, r.Key, r.Processor)
-		if err != nil {
-			return err
-		}
-		if old != nil && store.Later(old.Sequencer, r.Sequencer) {
-			return nil
-		}
-	}
-	if err := s.put(ctx, key, r); err != nil {
-		return err
-	}
-	fk := s.failureKey(r.Bucket, r.Key, "")
-	dctx, cancel := context.WithTimeout(ctx, s.callTimeout)
-	defer cancel()
-	if _, err := s.api.DeleteObject(dctx, &s3.DeleteObjectInput{Bucket: &s.bucket, Key: &fk}); err != nil {
-		return unavailable("DeleteObject", s.bucket+"/"+fk, err)
-	}
-	return nil
-}
-
 // Failure returns the failure record of bucket/key, or of message messageID when bucket is "".
 func (s *Store) Failure(ctx context.Context, bucket, key, messageID string) (*store.Failure, error) {
 	var f store.Failure
@@ -196,10 +162,13 @@ func (s *Store) PutFailure(ctx context.Context, f store.Failure) (string, error)
 	return "s3://" + s.bucket + "/" + key, s.put(ctx, key, f)
 }
 
-// CopyKey is where the copy processor's output of bucket/key goes: PREFIX/_copy/<bucket>/<key>.data.
-func (s *Store) CopyKey(bucket, key string) string {
-	return s.objectKey("_copy/", bucket, key, ".data")
+// CopyPath is where the copy processor's output of bucket/key goes: PREFIX/_copy/<bucket>/<key>.data.
+func (s *Store) CopyPath(bucket, key string) string {
+	return s.objectKey(copyDir, bucket, key, ".data")
 }
+
+// CopyKey is CopyPath, by its former name.
+func (s *Store) CopyKey(bucket, key string) string { return s.CopyPath(bucket, key) }
 
 // WriteFrom uploads what r yields to rel (a CopyKey), streamed in parts: memory stays bounded
 // whatever the size. An error of r is returned as it is; an error of S3 wraps ErrUnavailable.

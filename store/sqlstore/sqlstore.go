@@ -28,6 +28,9 @@ type Store struct {
 	com   *store.Committer
 	// The lookups every object makes, prepared once (database/sql keeps one per connection).
 	selectResult, selectFailure *sql.Stmt
+	// file is the SQLite database file this store opened (nil for PostgreSQL, or a database
+	// with no file): see checkFile.
+	file *dbFile
 }
 
 var _ store.Store = (*Store)(nil)
@@ -46,7 +49,7 @@ func OpenSQLite(ctx context.Context, path string, cfg store.GroupConfig) (*Store
 	if err != nil {
 		return nil, fmt.Errorf("%w: sqlite %s: %w", store.ErrUnavailable, path, err)
 	}
-	return open(ctx, db, sqlite, "sqlite:"+path, cfg)
+	return open(ctx, db, sqlite, "sqlite:"+path, path, cfg)
 }
 
 // OpenPostgres connects to the PostgreSQL database url (postgres://user:pass@host/db?...) and
@@ -56,7 +59,7 @@ func OpenPostgres(ctx context.Context, url string, cfg store.GroupConfig) (*Stor
 	if err != nil {
 		return nil, fmt.Errorf("%w: postgres: %w", store.ErrUnavailable, err)
 	}
-	return open(ctx, db, postgres, redact(url), cfg)
+	return open(ctx, db, postgres, redact(url), "", cfg)
 }
 
 // redact hides a password in a connection URL, for the log.
@@ -76,7 +79,8 @@ func redact(url string) string {
 // maxConns bounds the connections of a Store: the workers' lookups and the committer's writes.
 const maxConns = 16
 
-func open(ctx context.Context, db *sql.DB, d dialect, where string, cfg store.GroupConfig) (*Store, error) {
+// open prepares the store on db; file, when not "", is the SQLite database's path.
+func open(ctx context.Context, db *sql.DB, d dialect, where, file string, cfg store.GroupConfig) (*Store, error) {
 	// Keep the connections the workers use between their lookups: database/sql keeps 2 idle by
 	// default, so with more workers than that every lookup would open a connection (a new
 	// PostgreSQL backend; for SQLite, the file, its pragmas, its schema) and prepare its
@@ -100,6 +104,9 @@ func open(ctx context.Context, db *sql.DB, d dialect, where string, cfg store.Gr
 		db.Close()
 		return nil, unavailable(where+" prepare", err)
 	}
+	if file != "" {
+		s.file = openedFile(file)
+	}
 	s.com = store.NewCommitter(s, cfg)
 	return s, nil
 }
@@ -115,6 +122,9 @@ func unavailable(op string, err error) error {
 
 // Ready writes to the database: it answers and takes a write.
 func (s *Store) Ready(ctx context.Context) error {
+	if err := s.checkFile(); err != nil {
+		return err
+	}
 	_, err := s.db.ExecContext(ctx, s.d.readyWrite, time.Now().UTC())
 	return unavailable(s.where+" not writable", err)
 }
@@ -128,19 +138,28 @@ func (s *Store) Close() error {
 // Stats returns the groups and results committed so far.
 func (s *Store) Stats() (groups, results int64) { return s.com.Stats() }
 
-// Put hands r to the committer; done is called once its group is committed.
+// Put hands r to the committer; done is called once its group is committed. A result whose
+// fields cannot be encoded fails at once, alone.
 func (s *Store) Put(ctx context.Context, r store.Result, done func(error)) string {
+	where := s.where + " results " + r.Bucket + "/" + r.Key
+	if _, err := fieldsJSON(r); err != nil {
+		done(err)
+		return where
+	}
 	s.com.Put(ctx, r, done)
-	return s.where + " results " + r.Bucket + "/" + r.Key
+	return where
 }
 
 // WriteGroup writes rs in one transaction: an upsert of every result (an older event never
 // replaces a newer one's result), and the removal of their objects' failure records.
 func (s *Store) WriteGroup(ctx context.Context, rs []store.Result) error {
+	if err := s.checkFile(); err != nil {
+		return err
+	}
 	rs = latest(rs)
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
-		return unavailable("begin", err)
+		return unavailable(s.where+" begin", err)
 	}
 	defer tx.Rollback()
 	const perStmt = 500 // rows per INSERT: well under both databases' bound on parameters
@@ -155,17 +174,21 @@ func (s *Store) WriteGroup(ctx context.Context, rs []store.Result) error {
 			args = append(args, row...)
 		}
 		if _, err := tx.ExecContext(ctx, s.d.upsert(len(chunk)), args...); err != nil {
-			return unavailable("insert results", err)
+			return dbErr(s.where+" insert results", err)
 		}
 		subjects := make([]any, len(chunk))
 		for i, r := range chunk {
 			subjects[i] = subject(r.Bucket, r.Key, "")
 		}
 		if _, err := tx.ExecContext(ctx, s.d.deleteFailures(len(chunk)), subjects...); err != nil {
-			return unavailable("delete failures", err)
+			return dbErr(s.where+" delete failures", err)
 		}
 	}
-	return unavailable("commit", tx.Commit())
+	if err := tx.Commit(); err != nil {
+		return dbErr(s.where+" commit", err)
+	}
+	// Committed, but to the file the path names? One deleted meanwhile takes the group with it.
+	return s.checkFile()
 }
 
 // latest keeps one result per object and processor, the one of the latest event, in order.
@@ -199,16 +222,25 @@ func (s *Store) row(r store.Result) ([]any, error) {
 			lines = int64(v)
 		}
 	}
-	fields := "{}"
-	if len(r.Fields) > 0 {
-		b, err := json.Marshal(r.Fields)
-		if err != nil {
-			return nil, fmt.Errorf("result fields of s3://%s/%s: %w", r.Bucket, r.Key, err)
-		}
-		fields = string(b)
+	fields, err := fieldsJSON(r)
+	if err != nil {
+		return nil, err
 	}
 	return []any{r.Bucket, r.Key, r.Processor, r.VersionID, r.ETag, r.Sequencer, r.Size, r.Bytes, lines, r.Encoding,
 		r.MessageID, r.ReceiveCount, nullTime(r.EventTime), r.StartedAt.UTC(), r.FinishedAt.UTC(), fields}, nil
+}
+
+// fieldsJSON is the `fields` column of r: its processor's fields as a JSON object, or an error
+// wrapping store.ErrBadData.
+func fieldsJSON(r store.Result) (string, error) {
+	if len(r.Fields) == 0 {
+		return "{}", nil
+	}
+	b, err := json.Marshal(r.Fields)
+	if err != nil {
+		return "", fmt.Errorf("%w: result fields of s3://%s/%s: %w", store.ErrBadData, r.Bucket, r.Key, err)
+	}
+	return string(b), nil
 }
 
 func nullTime(t time.Time) any {
@@ -229,8 +261,11 @@ func (s *Store) Result(ctx context.Context, bucket, key, processor string) (*sto
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, nil
 	}
+	if badData(err) { // a key the database cannot hold (a NUL byte): no result can be stored under it
+		return nil, nil
+	}
 	if err != nil {
-		return nil, unavailable("select result", err)
+		return nil, unavailable(s.where+" select result", err)
 	}
 	r.EventTime = eventTime.Time
 	if fields != "" && fields != "{}" {
@@ -243,34 +278,4 @@ func (s *Store) Result(ctx context.Context, bucket, key, processor string) (*sto
 		r.Fields["lines"] = lines.Int64
 	}
 	return &r, nil
-}
-
-// subject identifies a failure record: the object, or the message when the object is unknown.
-func subject(bucket, key, messageID string) string {
-	if bucket == "" {
-		return "message:" + messageID
-	}
-	return "s3://" + bucket + "/" + key
-}
-
-// Failure returns the failure record of bucket/key, or of message messageID when bucket is "".
-func (s *Store) Failure(ctx context.Context, bucket, key, messageID string) (*store.Failure, error) {
-	var f store.Failure
-	err := s.selectFailure.QueryRowContext(ctx, subject(bucket, key, messageID)).Scan(&f.Bucket, &f.Key, &f.VersionID, &f.ETag,
-		&f.Sequencer, &f.MessageID, &f.Class, &f.Error, &f.Action, &f.ReceiveCount, &f.Attempts, &f.At, &f.Body)
-	if errors.Is(err, sql.ErrNoRows) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, unavailable("select failure", err)
-	}
-	return &f, nil
-}
-
-// PutFailure stores f in its own transaction before it returns.
-func (s *Store) PutFailure(ctx context.Context, f store.Failure) (string, error) {
-	sub := subject(f.Bucket, f.Key, f.MessageID)
-	_, err := s.db.ExecContext(ctx, s.d.upsertFailure, sub, f.Bucket, f.Key, f.VersionID, f.ETag, f.Sequencer, f.MessageID,
-		f.Class, f.Error, f.Action, f.ReceiveCount, f.Attempts, f.At.UTC(), f.Body)
-	return s.where + " failures " + sub, unavailable("insert failure", err)
 }

@@ -27,6 +27,7 @@ func Run(t *testing.T, fresh func(t *testing.T) Opener) {
 	t.Run("Failures", func(t *testing.T) { testFailures(t, fresh(t)) })
 	t.Run("ConcurrentWriters", func(t *testing.T) { testConcurrent(t, fresh(t)) })
 	t.Run("ReopenKeepsWhatWasDone", func(t *testing.T) { testReopen(t, fresh(t)) })
+	t.Run("BadDataFailsAlone", func(t *testing.T) { testBadData(t, fresh) })
 }
 
 func open(t *testing.T, o Opener) store.Store {

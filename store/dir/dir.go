@@ -1,15 +1,14 @@
-// Package sink is the directory store: one JSON file per object at a deterministic path under the
-// output directory (see Path), written atomically: temp file, fsync, rename, fsync of the
-// directory and of every directory it created. All file operations go through an os.Root, so
-// neither a hostile key nor a symlink planted in the output directory can make Palleto write
-// outside it. When the output directory is replaced (removed and made again, or moved away), the
-// next write notices and writes to the directory that now has the name.
-package sink
+// Package dir is the directory store (`--out DIR`, any --out that is not a URL): one JSON file
+// per object at a deterministic path under the output directory (see Path), written atomically:
+// temp file, fsync, rename, fsync of the directory and of every directory it created. All file
+// operations go through an os.Root, so neither a hostile key nor a symlink planted in the output
+// directory can make Palleto write outside it. When the output directory is replaced (removed and
+// made again, or moved away), the next write notices and writes to the directory that now has
+// the name.
+package dir
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -35,8 +34,8 @@ type (
 	Failure = store.Failure
 )
 
-// Disk is the directory store. It is safe for concurrent use.
-type Disk struct {
+// Store is the directory store. It is safe for concurrent use.
+type Store struct {
 	dir string
 
 	mu     sync.RWMutex // guards root, id and closed: writers hold it for reading, a reopen for writing
@@ -57,13 +56,13 @@ type Disk struct {
 	beforeWrite func(Result) // a test's hook: called by a background write before it writes
 }
 
-var _ store.Store = (*Disk)(nil)
+var _ store.Store = (*Store)(nil)
 
 // Open returns a store rooted at dir. An existing dir is opened now; a missing one is made at
 // the first write or readiness check, so that a command that fails its other checks leaves
 // nothing behind.
-func Open(dir string) (*Disk, error) {
-	d := &Disk{dir: dir, handles: map[string]*dirHandle{}}
+func Open(dir string) (*Store, error) {
+	d := &Store{dir: dir, handles: map[string]*dirHandle{}}
 	if _, err := os.Stat(dir); errors.Is(err, fs.ErrNotExist) {
 		return d, nil
 	}
@@ -74,9 +73,9 @@ func Open(dir string) (*Disk, error) {
 }
 
 // Dir is the output directory.
-func (d *Disk) Dir() string { return d.dir }
+func (d *Store) Dir() string { return d.dir }
 
-func (d *Disk) String() string { return d.dir }
+func (d *Store) String() string { return d.dir }
 
 // fileID identifies a directory across renames: a new directory made under the old name differs.
 type fileID struct{ dev, ino uint64 }
@@ -89,7 +88,7 @@ func idOf(fi os.FileInfo) fileID {
 }
 
 // reopen (re)creates the output directory and opens it, dropping the handles of the old one.
-func (d *Disk) reopen() error {
+func (d *Store) reopen() error {
 	if err := os.MkdirAll(d.dir, 0o755); err != nil {
 		return fmt.Errorf("%w: output directory: %w", store.ErrUnavailable, err)
 	}
@@ -126,7 +125,7 @@ func (d *Disk) reopen() error {
 
 // current returns the root of the directory that has the output directory's name now, reopening
 // it when the one open was removed or moved away. The caller must call the returned release.
-func (d *Disk) current() (*os.Root, func(), error) {
+func (d *Store) current() (*os.Root, func(), error) {
 	fi, err := os.Stat(d.dir)
 	d.mu.RLock()
 	same := err == nil && d.root != nil && idOf(fi) == d.id
@@ -151,7 +150,7 @@ func (d *Disk) current() (*os.Root, func(), error) {
 // Close waits for the results being written in the background (up to closeWait: then their
 // done is never called), then releases the directory handles. No other write may be in progress
 // or start after.
-func (d *Disk) Close() error {
+func (d *Store) Close() error {
 	waited := make(chan struct{})
 	go func() { d.writes.Wait(); close(waited) }()
 	select {
@@ -182,10 +181,10 @@ func (d *Disk) Close() error {
 
 // Ready creates, syncs and removes a small file in the output directory: the check that the disk
 // takes writes (not full, not read-only, permitted, still there).
-func (d *Disk) Ready(context.Context) error { return d.CheckWritable() }
+func (d *Store) Ready(context.Context) error { return d.CheckWritable() }
 
 // CheckWritable is Ready without a context.
-func (d *Disk) CheckWritable() error {
+func (d *Store) CheckWritable() error {
 	root, release, err := d.current()
 	if err != nil {
 		return err
@@ -210,7 +209,7 @@ func (d *Disk) CheckWritable() error {
 	return nil
 }
 
-func (d *Disk) read(rel string) ([]byte, error) {
+func (d *Store) read(rel string) ([]byte, error) {
 	root, release, err := d.current()
 	if err != nil {
 		return nil, err
@@ -227,7 +226,7 @@ func (d *Disk) read(rel string) ([]byte, error) {
 }
 
 // Result returns the result stored for bucket/key when it was written by processor.
-func (d *Disk) Result(_ context.Context, bucket, key, processor string) (*Result, error) {
+func (d *Store) Result(_ context.Context, bucket, key, processor string) (*Result, error) {
 	data, err := d.read(Path(bucket, key))
 	if data == nil {
 		return nil, err
@@ -240,7 +239,7 @@ func (d *Disk) Result(_ context.Context, bucket, key, processor string) (*Result
 }
 
 // Failure returns the failure record of bucket/key, or of message messageID when bucket is "".
-func (d *Disk) Failure(_ context.Context, bucket, key, messageID string) (*Failure, error) {
+func (d *Store) Failure(_ context.Context, bucket, key, messageID string) (*Failure, error) {
 	data, err := d.read(failurePath(bucket, key, messageID))
 	if data == nil {
 		return nil, err
@@ -265,18 +264,23 @@ func failurePath(bucket, key, messageID string) string {
 // grouped stores: a result's fsyncs (file and directory) took some 16 ms on the bench's VM, a
 // worker's whole time for a small object and 7% of it for a 100 MiB one. Close waits for the
 // writes. Call it before the first Put.
-func (d *Disk) WriteInBackground(n int) { d.writing = make(chan struct{}, max(n, 1)) }
+func (d *Store) WriteInBackground(n int) { d.writing = make(chan struct{}, max(n, 1)) }
 
 // Put stores r durably, unless the result there is a later event's for the same processor, and
 // removes the object's failure record; done is called once it is durable, or with the error that
 // stopped it. It calls done before it returns, unless WriteInBackground was called.
-func (d *Disk) Put(ctx context.Context, r Result, done func(error)) string {
-	if d.writing == nil {
-		p, err := d.WriteResult(r)
+func (d *Store) Put(ctx context.Context, r Result, done func(error)) string {
+	p := Path(r.Bucket, r.Key)
+	data, err := store.Encode(r) // a result that cannot be encoded fails alone, at once
+	if err != nil {
 		done(err)
 		return p
 	}
-	p := Path(r.Bucket, r.Key)
+	if d.writing == nil {
+		p, err := d.write(r, data)
+		done(err)
+		return p
+	}
 	select {
 	case d.writing <- struct{}{}:
 	case <-ctx.Done():
@@ -289,7 +293,7 @@ func (d *Disk) Put(ctx context.Context, r Result, done func(error)) string {
 		if d.beforeWrite != nil {
 			d.beforeWrite(r)
 		}
-		_, err := d.WriteResult(r)
+		_, err := d.write(r, data)
 		<-d.writing
 		d.doneMu.RLock()
 		defer d.doneMu.RUnlock()
@@ -307,11 +311,16 @@ const closeWait = 10 * time.Second
 
 // WriteResult is Put without the callback: it returns the result's path relative to the output
 // directory, or the error.
-func (d *Disk) WriteResult(r Result) (string, error) {
-	data, err := json.MarshalIndent(r, "", "  ")
+func (d *Store) WriteResult(r Result) (string, error) {
+	data, err := store.Encode(r)
 	if err != nil {
-		return "", err
+		return Path(r.Bucket, r.Key), err
 	}
+	return d.write(r, data)
+}
+
+// write stores r, whose JSON is data.
+func (d *Store) write(r Result, data []byte) (string, error) {
 	p := Path(r.Bucket, r.Key)
 	lock := d.lock(p)
 	lock.Lock()
@@ -335,7 +344,7 @@ func (d *Disk) WriteResult(r Result) (string, error) {
 	return p, nil
 }
 
-func (d *Disk) lock(p string) *sync.Mutex {
+func (d *Store) lock(p string) *sync.Mutex {
 	h := fnv.New32a()
 	h.Write([]byte(p))
 	return &d.locks[h.Sum32()%uint32(len(d.locks))]
@@ -344,7 +353,7 @@ func (d *Disk) lock(p string) *sync.Mutex {
 // PutFailure stores f durably and returns its path relative to the output directory: under
 // _failed/ at the object's path when the bucket and key are known, else under
 // _failed/_messages/ by message ID.
-func (d *Disk) PutFailure(_ context.Context, f Failure) (string, error) {
+func (d *Store) PutFailure(_ context.Context, f Failure) (string, error) {
 	data, err := json.MarshalIndent(f, "", "  ")
 	if err != nil {
 		return "", err
@@ -357,7 +366,7 @@ func (d *Disk) PutFailure(_ context.Context, f Failure) (string, error) {
 // CopyPath gives) with the same atomic protocol as results, and returns the bytes written. Nothing
 // is left at rel when r fails: the temp file is removed. An error of r is returned as it is; an
 // error of the disk wraps store.ErrUnavailable.
-func (d *Disk) WriteFrom(rel string, r io.Reader) (n int64, err error) {
+func (d *Store) WriteFrom(rel string, r io.Reader) (n int64, err error) {
 	if !fs.ValidPath(rel) || rel == "." || strings.HasPrefix(rel, FailedDir+"/") {
 		return 0, fmt.Errorf("write %q: not a path Palleto writes", rel)
 	}
@@ -388,170 +397,4 @@ func (e *readErr) Read(p []byte) (int, error) {
 
 func bytesWriter(data []byte) func(io.Writer) error {
 	return func(w io.Writer) error { _, err := w.Write(data); return err }
-}
-
-// diskErr wraps err with store.ErrUnavailable unless it is about the name itself (too long,
-// invalid), which no amount of waiting fixes.
-func diskErr(op, rel string, err error) error {
-	if errors.Is(err, syscall.ENAMETOOLONG) || errors.Is(err, syscall.EINVAL) || errors.Is(err, syscall.EILSEQ) {
-		return fmt.Errorf("%s %s: %w", op, rel, err)
-	}
-	return fmt.Errorf("%w: %s %s: %w", store.ErrUnavailable, op, rel, err)
-}
-
-// writeAtomic writes what fill writes to rel: a temp file in the same directory, fsync, rename,
-// fsync of the directory. Temp names start with "%tmp-", which Path never produces.
-func (d *Disk) writeAtomic(rel string, fill func(io.Writer) error) (err error) {
-	dir, base := path.Split(rel)
-	dir = path.Clean(dir)
-	h, release, err := d.dirHandle(dir)
-	if err != nil {
-		return diskErr("write", rel, err)
-	}
-	defer release()
-	tmp := tempName()
-	f, err := h.root.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
-	if (errors.Is(err, fs.ErrNotExist) || errors.Is(err, fs.ErrClosed)) && d.forget(dir, h) {
-		// The directory was removed since it was opened (an operator cleaning up): open it again.
-		release()
-		if h, release, err = d.dirHandle(dir); err != nil {
-			return diskErr("write", rel, err)
-		}
-		defer release()
-		f, err = h.root.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
-	}
-	if err != nil {
-		return diskErr("write", rel, err)
-	}
-	defer func() {
-		if err != nil {
-			f.Close()
-			h.root.Remove(tmp)
-		}
-	}()
-	if err = fill(f); err != nil {
-		return diskErr("write", rel, err)
-	}
-	if err = f.Sync(); err != nil {
-		return diskErr("fsync", rel, err)
-	}
-	if err = f.Close(); err != nil {
-		return diskErr("close", rel, err)
-	}
-	if err = h.root.Rename(tmp, base); err != nil {
-		return diskErr("rename", rel, err)
-	}
-	if err = h.dir.Sync(); err != nil && !errors.Is(err, fs.ErrInvalid) {
-		return diskErr("fsync dir of", rel, err)
-	}
-	return nil
-}
-
-// tempName is a fresh name for a file being written: "%tmp-" and 16 hex digits, a name Path never
-// produces.
-func tempName() string {
-	var rnd [8]byte
-	rand.Read(rnd[:])
-	return "%tmp-" + hex.EncodeToString(rnd[:])
-}
-
-// dirHandle is an open directory under the output directory: a Root for the operations inside
-// it (one openat each, instead of one per path component) and the directory itself, to fsync.
-type dirHandle struct {
-	root *os.Root
-	dir  *os.File
-}
-
-func (h *dirHandle) close() {
-	h.dir.Close()
-	h.root.Close()
-}
-
-// forget drops h from the open handles, if it is still there; it reports whether it was. The
-// handle is not closed: writers may still hold it (a deleted directory's descriptors are few).
-func (d *Disk) forget(rel string, h *dirHandle) bool {
-	d.hmu.Lock()
-	defer d.hmu.Unlock()
-	if d.handles[rel] != h {
-		return false
-	}
-	delete(d.handles, rel)
-	return true
-}
-
-// maxDirHandles bounds the directories kept open (two descriptors each).
-const maxDirHandles = 256
-
-// dirHandle returns the handle of rel (created when missing, each new directory made durable
-// in its parent) and the function to call when done with it. Handles of recently used
-// directories stay open for the next write; results of one prefix land in few directories, so
-// most writes skip the walk from the output directory down.
-func (d *Disk) dirHandle(rel string) (*dirHandle, func(), error) {
-	root, release, err := d.current()
-	if err != nil {
-		return nil, nil, err
-	}
-	defer release()
-	d.hmu.Lock()
-	if h, ok := d.handles[rel]; ok {
-		d.hmu.Unlock()
-		return h, func() {}, nil
-	}
-	d.hmu.Unlock()
-	if err := mkdirAllSync(root, rel); err != nil {
-		return nil, nil, err
-	}
-	sub, err := root.OpenRoot(rel)
-	if err != nil {
-		return nil, nil, err
-	}
-	dir, err := sub.Open(".")
-	if err != nil {
-		sub.Close()
-		return nil, nil, err
-	}
-	h := &dirHandle{root: sub, dir: dir}
-	d.hmu.Lock()
-	defer d.hmu.Unlock()
-	if old, ok := d.handles[rel]; ok { // another writer opened it meanwhile
-		h.close()
-		return old, func() {}, nil
-	}
-	if d.handles == nil || len(d.handles) >= maxDirHandles {
-		return h, h.close, nil // not kept: closed after this write
-	}
-	d.handles[rel] = h
-	return h, func() {}, nil
-}
-
-// mkdirAllSync makes rel and its missing parents under root, and fsyncs the parent of each
-// directory it makes, so that a result's directory survives a power loss with the result.
-func mkdirAllSync(root *os.Root, rel string) error {
-	if rel == "." || rel == "" {
-		return nil
-	}
-	if fi, err := root.Stat(rel); err == nil {
-		if !fi.IsDir() {
-			return &fs.PathError{Op: "mkdir", Path: rel, Err: syscall.ENOTDIR}
-		}
-		return nil
-	}
-	parent := path.Dir(rel)
-	if err := mkdirAllSync(root, parent); err != nil {
-		return err
-	}
-	// Made by another writer meanwhile (fs.ErrExist): its parent is synced here too, since this
-	// writer's result must not depend on that writer's fsync.
-	if err := root.Mkdir(rel, 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
-		return err
-	}
-	pd, err := root.Open(parent)
-	if err != nil {
-		return err
-	}
-	defer pd.Close()
-	if err := pd.Sync(); err != nil && !errors.Is(err, fs.ErrInvalid) {
-		return err
-	}
-	return nil
 }

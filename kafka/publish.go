@@ -1,0 +1,52 @@
+package kafka
+
+import (
+	"context"
+	"fmt"
+	"net/url"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// Publisher produces notifications to the topic of a kafka:// source URL: what `palleto
+// backfill --to kafka://...` sends the objects' events with.
+type Publisher struct {
+	cl      *kgo.Client
+	topic   string
+	timeout time.Duration
+}
+
+// NewPublisher connects to the brokers of a kafka:// URL (its group is not used).
+func NewPublisher(u *url.URL, callTimeout time.Duration) (*Publisher, error) {
+	cfg, err := parseURL(u)
+	if err != nil {
+		return nil, err
+	}
+	if callTimeout <= 0 {
+		callTimeout = 30 * time.Second
+	}
+	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(cfg.brokers...), kgo.DialTimeout(min(callTimeout, 10*time.Second)),
+		kgo.RetryTimeout(callTimeout)}, cfg.opts...)...)
+	if err != nil {
+		return nil, fmt.Errorf("kafka client: %w", err)
+	}
+	return &Publisher{cl: cl, topic: cfg.topic, timeout: callTimeout}, nil
+}
+
+// Publish produces each body as one record and returns once the brokers have them all.
+func (p *Publisher) Publish(ctx context.Context, bodies []string) error {
+	ctx, cancel := context.WithTimeout(ctx, p.timeout)
+	defer cancel()
+	rs := make([]*kgo.Record, len(bodies))
+	for i, b := range bodies {
+		rs[i] = &kgo.Record{Topic: p.topic, Value: []byte(b)}
+	}
+	if err := p.cl.ProduceSync(ctx, rs...).FirstErr(); err != nil {
+		return fmt.Errorf("kafka produce to %s: %w", p.topic, err)
+	}
+	return nil
+}
+
+// Close closes the client.
+func (p *Publisher) Close() { p.cl.Close() }
