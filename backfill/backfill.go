@@ -68,6 +68,9 @@ type Config struct {
 	// same eTag is skipped).
 	Processor string
 	DryRun    bool
+	// Publisher, when set, is where the notifications go instead of the SQS queue QueueURL
+	// (`--to URL` of a source that is not SQS).
+	Publisher Publisher
 	// Checkpoint, when set, is the file that records how far the listing got.
 	Checkpoint string
 	PageSize   int // objects per ListObjectsV2 page (1-1000, default 1000)
@@ -80,7 +83,7 @@ func (c Config) Validate() error {
 	switch {
 	case c.Bucket == "":
 		return errors.New("bucket: required (the bucket to list)")
-	case c.QueueURL == "" && !c.DryRun:
+	case c.QueueURL == "" && c.Publisher == nil && !c.DryRun:
 		return errors.New("queue-url: required unless --dry-run (the queue palleto run consumes)")
 	case c.PageSize < 0 || c.PageSize > 1000:
 		return fmt.Errorf("page-size: %d is out of range [1, 1000]", c.PageSize)
@@ -207,7 +210,7 @@ func Run(ctx context.Context, cfg Config, lister ListAPI, sender SendAPI, st sto
 			}
 		}
 		if len(bodies) > 0 {
-			if err := sendAll(ctx, sender, cfg.QueueURL, bodies); err != nil {
+			if err := send(ctx, cfg, sender, bodies); err != nil {
 				sum.Sent -= int64(len(bodies)) // this page does not count: it is sent again on resume
 				return sum, err
 			}
@@ -255,6 +258,12 @@ func check(ctx context.Context, cfg Config, lister ListAPI, sender SendAPI) erro
 	if cfg.DryRun {
 		return nil
 	}
+	if cfg.Publisher != nil {
+		if c, ok := cfg.Publisher.(checker); ok {
+			return c.Check(ctx)
+		}
+		return nil
+	}
 	_, err := sender.GetQueueAttributes(ctx, &awssqs.GetQueueAttributesInput{QueueUrl: &cfg.QueueURL,
 		AttributeNames: []types.QueueAttributeName{types.QueueAttributeNameQueueArn}})
 	if err != nil {
@@ -276,6 +285,14 @@ func hint(err error) string {
 		}
 	}
 	return ""
+}
+
+// send sends bodies to the publisher, when there is one, or to the SQS queue.
+func send(ctx context.Context, cfg Config, sender SendAPI, bodies []string) error {
+	if cfg.Publisher != nil {
+		return cfg.Publisher.Publish(ctx, bodies)
+	}
+	return sendAll(ctx, sender, cfg.QueueURL, bodies)
 }
 
 // sendAll sends bodies in SendMessageBatch calls of up to 10 messages (and MaxMessage bytes),

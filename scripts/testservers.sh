@@ -3,6 +3,8 @@
 #   SQS: npm local-aws-sqs (testservers/sqs, from its committed lock file)
 #   S3:  MinIO, built with `go install` once and cached outside the repo ($PALLETO_CACHE)
 #   webhookbridge: forwards MinIO's bucket notifications to the SQS queue named like the bucket
+#     (target PALLETO); a second webhook target, PALLETOHOOK, posts to Palleto's own webhook source
+#     on $PALLETO_TEST_WEBHOOK_PORT, queueing in a directory while nothing listens there
 #   RabbitMQ: Debian's rabbitmq-server, a fresh node per start in a temp directory, run as its
 #     own `rabbitmq` user when this runs as root; MinIO's AMQP target publishes to it
 #   Kafka: franz-go's kfake (a Kafka-protocol cluster; no Kafka broker is packaged for Debian) as
@@ -19,6 +21,7 @@ SQS_PORT="${PALLETO_TEST_SQS_PORT:-19324}"
 S3_PORT="${PALLETO_TEST_S3_PORT:-19000}"
 BRIDGE_PORT="${PALLETO_TEST_BRIDGE_PORT:-19400}"
 PG_PORT="${PALLETO_TEST_PG_PORT:-15432}"
+WEBHOOK_PORT="${PALLETO_TEST_WEBHOOK_PORT:-19480}" # Palleto's own webhook source, in the tests that run it
 PG_DATA="${TMPDIR:-/tmp}/palleto-pg-$PG_PORT"
 AMQP_PORT="${PALLETO_TEST_AMQP_PORT:-19672}"
 KAFKA_PORT="${PALLETO_TEST_KAFKA_PORT:-19092}"
@@ -133,7 +136,7 @@ wait_http() { # url name
 start() {
   stop >/dev/null 2>&1 || true
   mkdir -p "$STATE"
-  rm -rf "$STATE/minio-data"
+  rm -rf "$STATE/minio-data" "$STATE/minio-webhook-queue"
   (cd "$ROOT/testservers/sqs" && PORT="$SQS_PORT" exec node launch.mjs) >"$STATE/sqs.log" 2>&1 &
   echo $! >"$STATE/sqs.pid"
   wait_http "http://127.0.0.1:$SQS_PORT/" sqs
@@ -149,6 +152,9 @@ start() {
   MINIO_ROOT_USER=palleto MINIO_ROOT_PASSWORD=palleto-secret \
     MINIO_NOTIFY_WEBHOOK_ENABLE_PALLETO=on \
     MINIO_NOTIFY_WEBHOOK_ENDPOINT_PALLETO="http://127.0.0.1:$BRIDGE_PORT/" \
+    MINIO_NOTIFY_WEBHOOK_ENABLE_PALLETOHOOK=on \
+    MINIO_NOTIFY_WEBHOOK_ENDPOINT_PALLETOHOOK="http://127.0.0.1:$WEBHOOK_PORT/minio" \
+    MINIO_NOTIFY_WEBHOOK_QUEUE_DIR_PALLETOHOOK="$STATE/minio-webhook-queue" \
     MINIO_NOTIFY_AMQP_ENABLE_PALLETO=on MINIO_NOTIFY_AMQP_URL_PALLETO="amqp://guest:guest@127.0.0.1:$AMQP_PORT" \
     MINIO_NOTIFY_AMQP_EXCHANGE_PALLETO=palleto-minio MINIO_NOTIFY_AMQP_EXCHANGE_TYPE_PALLETO=direct \
     MINIO_NOTIFY_AMQP_ROUTING_KEY_PALLETO=minio MINIO_NOTIFY_AMQP_DURABLE_PALLETO=on \
@@ -166,6 +172,8 @@ export PALLETO_TEST_S3_ENDPOINT=http://127.0.0.1:$S3_PORT
 export PALLETO_TEST_S3_ACCESS_KEY=palleto
 export PALLETO_TEST_S3_SECRET_KEY=palleto-secret
 export PALLETO_TEST_MINIO_QUEUE_ARN=arn:minio:sqs::PALLETO:webhook
+export PALLETO_TEST_WEBHOOK_PORT=$WEBHOOK_PORT
+export PALLETO_TEST_MINIO_WEBHOOK_ARN=arn:minio:sqs::PALLETOHOOK:webhook
 export PALLETO_TEST_AMQP_URL=amqp://guest:guest@127.0.0.1:$AMQP_PORT/
 export PALLETO_TEST_MINIO_AMQP_ARN=arn:minio:sqs::PALLETO:amqp
 export PALLETO_TEST_MINIO_AMQP_EXCHANGE=palleto-minio

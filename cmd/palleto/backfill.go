@@ -12,6 +12,7 @@ import (
 
 	"github.com/palleto/palleto"
 	"github.com/palleto/palleto/backfill"
+	"github.com/palleto/palleto/queue"
 	"github.com/palleto/palleto/sqs"
 	"github.com/palleto/palleto/store"
 )
@@ -37,12 +38,13 @@ func (f rfc3339) Set(v string) error {
 
 func cmdBackfill(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var cfg backfill.Config
-	var out, progress string
+	var out, progress, to string
 	var asJSON bool
 	fs := flag.NewFlagSet("palleto backfill", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.StringVar(&cfg.Bucket, "bucket", "", "the bucket whose objects to announce (required)")
 	fs.StringVar(&cfg.QueueURL, "queue-url", "", "the queue palleto run consumes (required unless --dry-run)")
+	fs.StringVar(&to, "to", "", "where palleto run consumes, as its --source: an SQS queue URL (as --queue-url), or a webhook http(s)://HOST:PORT/PATH[?token=T] (one POST per object)")
 	fs.StringVar(&cfg.Prefix, "prefix", "", "list only keys that start with this")
 	fs.Var(rfc3339{&cfg.Since}, "since", "only objects last modified at or after this time (RFC 3339)")
 	fs.Var(rfc3339{&cfg.Until}, "until", "only objects last modified before this time (RFC 3339)")
@@ -78,6 +80,21 @@ Flags:
 	}
 	if err := parseFlags(fs, args); err != nil {
 		return err
+	}
+	if to != "" {
+		if cfg.QueueURL != "" {
+			return usageError{errors.New("to: give --to or --queue-url, not both")}
+		}
+		if name, _, _, err := queue.Lookup(to); err == nil && name == "sqs" {
+			cfg.QueueURL = to
+		} else {
+			pub, err := backfill.OpenPublisher(ctx, to)
+			if err != nil {
+				return usageError{err}
+			}
+			defer pub.Close()
+			cfg.Publisher = pub
+		}
 	}
 	if err := cfg.Validate(); err != nil {
 		return usageError{err}

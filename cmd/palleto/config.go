@@ -26,6 +26,7 @@ var flagGroups = []struct {
 	{"Filters and limits (a refused or oversized object is recorded as a permanent failure)", []string{"bucket", "include", "exclude", "max-object-bytes", "max-decompressed-bytes", "zstd-max-window"}},
 	{"Failures (an object's own: recorded, retried with backoff, permanent after --max-receives; the world's (S3, SQS, disk down): never counted, never deleted, receiving pauses until it is back)", []string{"max-receives", "retry-backoff", "dlq-url"}},
 	{"Deadlines (every remote call has one; the defaults rarely need a change)", []string{"sqs-timeout", "s3-connect-timeout", "s3-first-byte-timeout", "s3-read-timeout"}},
+	{"Webhook source (--source http://127.0.0.1:PORT/PATH: MinIO and Ceph POST their events, spooled to disk before the 200)", []string{"spool", "spool-max-messages", "tls-cert", "tls-key", "webhook-token"}},
 	{"Lifecycle", []string{"exit-when-idle", "shutdown-timeout", "hard-stop-timeout"}},
 	{"Observability", []string{"metrics-addr", "progress", "log-level", "log-format", "trace"}},
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/palleto/palleto/decode"
 	"github.com/palleto/palleto/process"
+	_ "github.com/palleto/palleto/webhook" // the webhook source: --source http://127.0.0.1:PORT/PATH
 )
 
 // Exit codes.

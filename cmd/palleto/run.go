@@ -15,6 +15,7 @@ import (
 	"github.com/palleto/palleto"
 	"github.com/palleto/palleto/metrics"
 	"github.com/palleto/palleto/process"
+	"github.com/palleto/palleto/webhook"
 )
 
 var errHelp = flag.ErrHelp
@@ -54,9 +55,19 @@ func runFlags(fs *flag.FlagSet, c *palleto.Config, logLevel, logFormat *string) 
 	fs.DurationVar(&c.S3FirstByteTimeout, "s3-first-byte-timeout", c.S3FirstByteTimeout, "deadline of each S3 GET's answer; past it the GET counts as S3 unavailable")
 	fs.DurationVar(&c.S3ReadTimeout, "s3-read-timeout", c.S3ReadTimeout, "an S3 body that sends nothing this long is abandoned and resumed with a Range GET")
 	fs.DurationVar(&c.Engine.HardStopTimeout, "hard-stop-timeout", 10*time.Second, "after --shutdown-timeout, how long to wait for work that was cancelled before exiting anyway")
+	webhookFlags(fs, c)
 	fs.String("config", "", "YAML file of settings, keyed by these flag names (queue-url: ..., workers: 16); flags and PALLETO_* win over it")
 	fs.StringVar(logLevel, "log-level", *logLevel, "debug, info, warn or error")
 	fs.StringVar(logFormat, "log-format", *logFormat, "text or json (default: text on a terminal, json otherwise)")
+}
+
+// webhookFlags binds the settings of a webhook source (--source http://127.0.0.1:PORT/PATH).
+func webhookFlags(fs *flag.FlagSet, c *palleto.Config) {
+	fs.StringVar(&c.SourceOptions.Spool, "spool", webhook.DefaultSpool, "webhook source: the spool file (SQLite) every event is written to before it is answered 200; it belongs to one process")
+	fs.IntVar(&c.SourceOptions.SpoolMaxMessages, "spool-max-messages", webhook.DefaultMaxMessages, "webhook source: past this many spooled messages, events are answered 503 with Retry-After (the sender keeps them)")
+	fs.StringVar(&c.SourceOptions.TLSCert, "tls-cert", c.SourceOptions.TLSCert, "webhook source: certificate (PEM) to listen with, for an https:// --source")
+	fs.StringVar(&c.SourceOptions.TLSKey, "tls-key", c.SourceOptions.TLSKey, "webhook source: private key (PEM) of --tls-cert")
+	fs.StringVar(&c.SourceOptions.Token, "webhook-token", c.SourceOptions.Token, "webhook source: the bearer token every POST must bring (Authorization: Bearer T, or ?token=T); required to listen beyond loopback")
 }
 
 func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {

@@ -32,6 +32,10 @@ type Env struct {
 	SQSEndpoint, S3Endpoint string
 	AccessKey, SecretKey    string
 	MinioQueueARN           string // the webhook target MinIO was started with
+	// MinioWebhookARN is MinIO's second webhook target, which posts to Palleto's own webhook
+	// source on 127.0.0.1:WebhookPort (queueing its events while nothing listens there).
+	MinioWebhookARN string
+	WebhookPort     string
 }
 
 // FromEnv returns the servers' addresses from the PALLETO_TEST_* variables that
@@ -40,7 +44,8 @@ func FromEnv() (Env, bool) {
 	e := Env{
 		SQSEndpoint: os.Getenv("PALLETO_TEST_SQS_ENDPOINT"), S3Endpoint: os.Getenv("PALLETO_TEST_S3_ENDPOINT"),
 		AccessKey: os.Getenv("PALLETO_TEST_S3_ACCESS_KEY"), SecretKey: os.Getenv("PALLETO_TEST_S3_SECRET_KEY"),
-		MinioQueueARN: os.Getenv("PALLETO_TEST_MINIO_QUEUE_ARN"),
+		MinioQueueARN:   os.Getenv("PALLETO_TEST_MINIO_QUEUE_ARN"),
+		MinioWebhookARN: os.Getenv("PALLETO_TEST_MINIO_WEBHOOK_ARN"), WebhookPort: os.Getenv("PALLETO_TEST_WEBHOOK_PORT"),
 	}
 	return e, e.SQSEndpoint != "" && e.S3Endpoint != ""
 }
