@@ -8,8 +8,14 @@ import (
 
 	amqp091 "github.com/rabbitmq/amqp091-go"
 
+	"github.com/palleto/palleto/backfill"
 	"github.com/palleto/palleto/queue"
 )
+
+func init() {
+	backfill.RegisterPublisher("amqp", func(_ context.Context, u *url.URL) (backfill.Publisher, error) { return NewPublisher(u, 0) })
+	backfill.RegisterPublisher("amqps", func(_ context.Context, u *url.URL) (backfill.Publisher, error) { return NewPublisher(u, 0) })
+}
 
 // Publisher publishes notifications to the queue of an amqp:// source URL (or to its exchange
 // and routing key when the URL names them): what `palleto backfill --to amqp://...` sends the

@@ -7,7 +7,13 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/palleto/palleto/backfill"
 )
+
+func init() {
+	backfill.RegisterPublisher("kafka", func(_ context.Context, u *url.URL) (backfill.Publisher, error) { return NewPublisher(u, 0) })
+}
 
 // Publisher produces notifications to the topic of a kafka:// source URL: what `palleto
 // backfill --to kafka://...` sends the objects' events with.

@@ -44,7 +44,7 @@ func cmdBackfill(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	fs.SetOutput(stderr)
 	fs.StringVar(&cfg.Bucket, "bucket", "", "the bucket whose objects to announce (required)")
 	fs.StringVar(&cfg.QueueURL, "queue-url", "", "the queue palleto run consumes (required unless --dry-run)")
-	fs.StringVar(&to, "to", "", "where palleto run consumes, as its --source: an SQS queue URL (as --queue-url), or a webhook http(s)://HOST:PORT/PATH[?token=T] (one POST per object)")
+	fs.StringVar(&to, "to", "", "where palleto run consumes, as its --source: an SQS queue URL (as --queue-url), a webhook http(s)://HOST:PORT/PATH[?token=T] (one POST per object), kafka://BROKER/TOPIC (one record per object) or amqp://USER:PASS@HOST/VHOST?queue=Q (one persistent message per object)")
 	fs.StringVar(&cfg.Prefix, "prefix", "", "list only keys that start with this")
 	fs.Var(rfc3339{&cfg.Since}, "since", "only objects last modified at or after this time (RFC 3339)")
 	fs.Var(rfc3339{&cfg.Until}, "until", "only objects last modified before this time (RFC 3339)")

@@ -13,6 +13,8 @@ import (
 
 	"github.com/palleto/palleto/decode"
 	"github.com/palleto/palleto/process"
+	_ "github.com/palleto/palleto/amqp"    // the RabbitMQ source: --source amqp://USER:PASS@HOST:5672/VHOST?queue=Q
+	_ "github.com/palleto/palleto/kafka"   // the Kafka source: --source kafka://HOST:9092/TOPIC?group=G
 	_ "github.com/palleto/palleto/webhook" // the webhook source: --source http://127.0.0.1:PORT/PATH
 )
 
