@@ -11,10 +11,10 @@ import (
 	"os/signal"
 	"syscall"
 
+	_ "github.com/palleto/palleto/amqp" // the RabbitMQ source: --source amqp://USER:PASS@HOST:5672/VHOST?queue=Q
 	"github.com/palleto/palleto/decode"
+	_ "github.com/palleto/palleto/kafka" // the Kafka source: --source kafka://HOST:9092/TOPIC?group=G
 	"github.com/palleto/palleto/process"
-	_ "github.com/palleto/palleto/amqp"    // the RabbitMQ source: --source amqp://USER:PASS@HOST:5672/VHOST?queue=Q
-	_ "github.com/palleto/palleto/kafka"   // the Kafka source: --source kafka://HOST:9092/TOPIC?group=G
 	_ "github.com/palleto/palleto/webhook" // the webhook source: --source http://127.0.0.1:PORT/PATH
 )
 
