@@ -16,6 +16,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	awssqs "github.com/aws/aws-sdk-go-v2/service/sqs"
+	"github.com/aws/smithy-go/logging"
 )
 
 // ClientOptions shape the SDK clients AWSClientsWith builds.
@@ -52,7 +53,7 @@ func AWSClientsWith(ctx context.Context, o ClientOptions) (*awssqs.Client, *s3.C
 			t.TLSHandshakeTimeout = o.ConnectTimeout
 		}).WithDialerOptions(func(d *net.Dialer) { d.Timeout = o.ConnectTimeout })
 	}
-	cfg, err := config.LoadDefaultConfig(ctx, config.WithHTTPClient(httpClient()))
+	cfg, err := config.LoadDefaultConfig(ctx, config.WithHTTPClient(httpClient()), config.WithLogger(sdkLogger{o.Logger}))
 	if err != nil {
 		return nil, nil, fmt.Errorf("aws config: %w", err)
 	}
@@ -109,4 +110,24 @@ func sqsEndpoint(cfg aws.Config, o ClientOptions) string {
 
 func isAWSHost(host string) bool {
 	return strings.HasSuffix(host, ".amazonaws.com") || strings.HasSuffix(host, ".amazonaws.com.cn") || strings.HasSuffix(host, ".api.aws")
+}
+
+// sdkLogger passes the SDK's own log lines (such as "falling back to IMDSv1" on a machine with
+// no instance metadata) to Palleto's logger, so they come out in its format, text or JSON, with
+// its level; without a logger, to slog's default.
+type sdkLogger struct{ l *slog.Logger }
+
+func (s sdkLogger) Logf(c logging.Classification, format string, v ...any) {
+	l := s.l
+	if l == nil {
+		l = slog.Default()
+	}
+	level := slog.LevelInfo
+	switch c {
+	case logging.Warn:
+		level = slog.LevelWarn
+	case logging.Debug:
+		level = slog.LevelDebug
+	}
+	l.Log(context.Background(), level, "aws sdk: "+fmt.Sprintf(format, v...))
 }

@@ -71,10 +71,8 @@ them exactly as new ones. Notifications carry configurationId "palleto-backfill"
 Settings come from these flags, PALLETO_<FLAG> environment variables, the YAML file of --config.
 Exit codes: 0 everything listed was sent or skipped, 1 a listing or send failed (start again with
 the same --checkpoint to go on), 2 bad usage.
-
-Flags:
 `)
-		fs.PrintDefaults()
+		printFlags(fs, fs.Output())
 	}
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -128,21 +126,21 @@ Flags:
 		if out != "" {
 			what = "have no result in " + out + " and would be sent"
 		}
-		fmt.Fprintf(stdout, "dry run: %d objects (%.1f MB) %s:\n", sum.Sent, float64(sum.Bytes)/1e6, what)
+		fmt.Fprintf(stdout, "dry run: %s (%s) %s:\n", count(sum.Sent, "object"), size(sum.Bytes), what)
 		for _, p := range prefixes {
 			name := p + "/"
 			if p == "" {
 				name = "(top level)"
 			}
-			fmt.Fprintf(stdout, "  %-40s %10d objects %14.1f MB\n", name, sum.ByPrefix[p].Objects, float64(sum.ByPrefix[p].Bytes)/1e6)
+			fmt.Fprintf(stdout, "  %-40s %10d objects %12s\n", name, sum.ByPrefix[p].Objects, size(sum.ByPrefix[p].Bytes))
 		}
 	}
 	verb := "sent"
 	if cfg.DryRun {
 		verb = "to send"
 	}
-	line := fmt.Sprintf("backfill s3://%s/%s: %d listed, %d filtered, %d already done, %d %s (%.1f MB) in %s",
-		cfg.Bucket, cfg.Prefix, sum.Listed, sum.Filtered, sum.SkippedDone, sum.Sent, verb, float64(sum.Bytes)/1e6, time.Since(start).Round(time.Millisecond))
+	line := fmt.Sprintf("backfill s3://%s/%s: %d listed, %d filtered, %d already done, %d %s (%s) in %s",
+		cfg.Bucket, cfg.Prefix, sum.Listed, sum.Filtered, sum.SkippedDone, sum.Sent, verb, size(sum.Bytes), time.Since(start).Round(time.Millisecond))
 	if sum.Resumed {
 		line += fmt.Sprintf(" (resumed from %s)", cfg.Checkpoint)
 	}

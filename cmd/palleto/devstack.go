@@ -27,10 +27,8 @@ Runs an embedded S3 and SQS on 127.0.0.1 until interrupted, FOR DEVELOPMENT ONLY
 authentication). Objects created in the bucket send S3 event notifications to the queue, as AWS
 does. Paste the printed export lines into another shell to point palleto run, or any AWS SDK or
 tool, at it.
-
-Flags:
 `)
-		fs.PrintDefaults()
+		printFlags(fs, fs.Output())
 	}
 	if err := parseFlags(fs, args); err != nil {
 		return err

@@ -11,7 +11,6 @@ import (
 	"os/signal"
 	"syscall"
 
-	"github.com/palleto/palleto/decode"
 	"github.com/palleto/palleto/process"
 )
 
@@ -42,8 +41,6 @@ Usage:
 AWS settings come the standard way: credential chain, AWS_REGION, AWS_PROFILE, and
 AWS_ENDPOINT_URL / AWS_ENDPOINT_URL_SQS / AWS_ENDPOINT_URL_S3 for local or S3-compatible servers.
 `
-
-var version = "dev"
 
 func main() {
 	os.Exit(realMain(os.Args[1:], os.Stdout, os.Stderr))
@@ -80,11 +77,7 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 	case "devstack":
 		err = cmdDevstack(ctx, args[1:], stdout, stderr)
 	case "version", "--version":
-		if len(args) > 1 {
-			err = usageError{fmt.Errorf("version takes no arguments, got %q", args[1])}
-			break
-		}
-		fmt.Fprintf(stdout, "palleto %s inflate=%s\n", version, decode.Inflater)
+		err = cmdVersion(args[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, mainUsage)
 	default:

@@ -62,8 +62,8 @@ func startProgress(d *palleto.Daemon, w io.Writer) (stop func()) {
 				}
 				s := d.Stats()
 				secs := now.Sub(prevAt).Seconds()
-				fmt.Fprintf(w, "\r\033[Kpalleto: %.1f objects/s, %.1f MB/s | %d done, %d failed, %d in flight | queue: %s",
-					float64(s.Objects+s.AlreadyDone-prev.Objects-prev.AlreadyDone)/secs, float64(s.Bytes-prev.Bytes)/1e6/secs,
+				fmt.Fprintf(w, "\r\033[Kpalleto: %.1f objects/s, %s | %d done, %d failed, %d in flight | queue: %s",
+					float64(s.Objects+s.AlreadyDone-prev.Objects-prev.AlreadyDone)/secs, rate(s.Bytes-prev.Bytes, now.Sub(prevAt)),
 					s.Objects+s.AlreadyDone, s.Failed, d.InFlight(), depth)
 				prev, prevAt = s, now
 			}

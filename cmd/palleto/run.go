@@ -199,14 +199,18 @@ func printSummary(w io.Writer, s palleto.Summary) {
 	if busy <= 0 {
 		busy = s.Elapsed
 	}
-	secs := max(busy.Seconds(), 1e-9)
 	deferred := ""
 	if s.Deferred > 0 {
 		deferred = fmt.Sprintf(", %d deferred while S3 or the store was unavailable", s.Deferred)
 	}
-	fmt.Fprintf(w, "palleto: %d objects processed (%d already done, %d failed%s), %d lines, %.1f MB decompressed from %.1f MB fetched in %s (%s busy): %.1f objects/s, %.1f MB/s; %d messages deleted; peak RSS %.1f MiB; results in %s\n",
-		s.Objects, s.AlreadyDone, s.Failed, deferred, s.Lines, float64(s.Bytes)/1e6, float64(s.Fetched)/1e6, s.Elapsed.Round(time.Millisecond),
-		busy.Round(time.Millisecond), float64(s.Objects)/secs, float64(s.Bytes)/1e6/secs, s.Deleted, float64(peakRSS())/(1<<20), s.OutDir)
+	// Rates only over work done: with no object processed there is no busy time to speak of.
+	rates := ""
+	if s.Objects > 0 {
+		rates = fmt.Sprintf(" (%s busy): %.1f objects/s, %s", busy.Round(time.Millisecond), float64(s.Objects)/max(busy.Seconds(), 1e-9), rate(s.Bytes, busy))
+	}
+	fmt.Fprintf(w, "palleto: %s processed (%d already done, %d failed%s), %s, %s decompressed from %s fetched in %s%s; %s deleted; peak RSS %.1f MiB; results in %s\n",
+		count(s.Objects, "object"), s.AlreadyDone, s.Failed, deferred, count(s.Lines, "line"), size(s.Bytes), size(s.Fetched), s.Elapsed.Round(time.Millisecond),
+		rates, count(s.Deleted, "message"), float64(peakRSS())/(1<<20), s.OutDir)
 }
 
 // byteSize is an int64 flag of bytes that also takes a unit: 512KiB, 8MiB, 1GiB, 2GB, 10kB.
