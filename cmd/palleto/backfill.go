@@ -116,6 +116,11 @@ the same --checkpoint to go on), 2 bad usage.
 	if show {
 		fmt.Fprint(stderr, "\r\033[K")
 	}
+	if runErr != nil && (cfg.DryRun || sum.Listed == 0) {
+		// Counts of a listing that failed (a missing bucket, say) would read as its answer: the
+		// error alone. A backfill that sent some says how far it got, below.
+		return backfillError(ctx, runErr)
+	}
 	if cfg.DryRun {
 		prefixes := make([]string, 0, len(sum.ByPrefix))
 		for p := range sum.ByPrefix {
@@ -126,7 +131,7 @@ the same --checkpoint to go on), 2 bad usage.
 		if out != "" {
 			what = "have no result in " + out + " and would be sent"
 		}
-		fmt.Fprintf(stdout, "dry run: %s (%s) %s:\n", count(sum.Sent, "object"), size(sum.Bytes), what)
+		fmt.Fprintf(stdout, "dry run: %s (%s) %s:\n", count(sum.WouldSend, "object"), size(sum.Bytes), what)
 		for _, p := range prefixes {
 			name := p + "/"
 			if p == "" {
@@ -135,12 +140,12 @@ the same --checkpoint to go on), 2 bad usage.
 			fmt.Fprintf(stdout, "  %-40s %10d objects %12s\n", name, sum.ByPrefix[p].Objects, size(sum.ByPrefix[p].Bytes))
 		}
 	}
-	verb := "sent"
+	verb, n := "sent", sum.Sent
 	if cfg.DryRun {
-		verb = "to send"
+		verb, n = "to send", sum.WouldSend
 	}
 	line := fmt.Sprintf("backfill s3://%s/%s: %d listed, %d filtered, %d already done, %d %s (%s) in %s",
-		cfg.Bucket, cfg.Prefix, sum.Listed, sum.Filtered, sum.SkippedDone, sum.Sent, verb, size(sum.Bytes), time.Since(start).Round(time.Millisecond))
+		cfg.Bucket, cfg.Prefix, sum.Listed, sum.Filtered, sum.SkippedDone, n, verb, size(sum.Bytes), time.Since(start).Round(time.Millisecond))
 	if sum.Resumed {
 		line += fmt.Sprintf(" (resumed from %s)", cfg.Checkpoint)
 	}
@@ -151,11 +156,13 @@ the same --checkpoint to go on), 2 bad usage.
 	} else {
 		fmt.Fprintln(stdout, line)
 	}
-	if runErr != nil {
-		if errors.Is(runErr, context.Canceled) {
-			return fmt.Errorf("stopped: %w", runErr)
-		}
-		return runErr
+	return backfillError(ctx, runErr)
+}
+
+// backfillError is the error a backfill ends with; a stop says by what (the signal).
+func backfillError(ctx context.Context, err error) error {
+	if errors.Is(err, context.Canceled) {
+		return fmt.Errorf("stopped (%s): %w", stopReason(ctx), err)
 	}
-	return nil
+	return err
 }

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/signal"
 	"syscall"
@@ -59,11 +60,12 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 		stop()
 		again := make(chan os.Signal, 1)
 		signal.Notify(again, os.Interrupt, syscall.SIGTERM)
-		<-again
+		sig := <-again
 		// The exec processor's programs run in process groups of their own: kill them first,
 		// or they outlive this process.
 		n := process.KillAll()
-		fmt.Fprintf(stderr, "palleto: second signal; exiting now (%d running programs killed; messages in flight come back after their visibility timeout)\n", n)
+		say(stderr, slog.LevelError, fmt.Sprintf("palleto: second signal (%v); exiting now (%d running programs killed; messages in flight come back after their visibility timeout)", sig, n),
+			"signal", sig.String(), "programs_killed", n)
 		os.Exit(exitFatal)
 	}()
 	var err error
@@ -90,12 +92,12 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 		return exitOK
 	case errors.As(err, &ue):
 		if ue.error != nil && !errors.Is(ue.error, errHelp) {
-			fmt.Fprintf(stderr, "palleto %s: %v\n", args[0], ue.error)
+			say(stderr, slog.LevelError, fmt.Sprintf("palleto %s: %v", args[0], ue.error), "exit_code", exitUsage)
 			return exitUsage
 		}
 		return exitOK
 	default:
-		fmt.Fprintf(stderr, "palleto %s: %v\n", args[0], err)
+		say(stderr, slog.LevelError, fmt.Sprintf("palleto %s: %v", args[0], err), "exit_code", exitFatal)
 		return exitFatal
 	}
 }
