@@ -25,7 +25,8 @@ func cmdDevstack(ctx context.Context, args []string, stdout, stderr io.Writer) e
 
 Runs an embedded S3 and SQS on 127.0.0.1 until interrupted, FOR DEVELOPMENT ONLY (in memory, no
 authentication). Objects created in the bucket send S3 event notifications to the queue, as AWS
-does. Paste the printed export lines into another shell to point palleto run, or any AWS SDK or
+does; other buckets notify the queues their notification configuration names (aws s3api
+put-bucket-notification-configuration, with the queue's ARN). Paste the printed export lines into another shell to point palleto run, or any AWS SDK or
 tool, at it.
 `)
 		printFlags(fs, fs.Output())
