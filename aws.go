@@ -84,8 +84,8 @@ func AWSClientsWith(ctx context.Context, o ClientOptions) (*awssqs.Client, *s3.C
 
 // sqsEndpoint returns the endpoint to give the SQS client when the queue URL must provide it
 // (no endpoint configured and a host that is not AWS's), or "". With an endpoint configured
-// that names another host than the queue URL, it warns: the SDK calls the endpoint, and the
-// queue URL's host is ignored.
+// that names another host than the queue URL (AWS's too), it warns once, saying which is used:
+// the SDK calls the endpoint, and the queue URL's host is ignored.
 func sqsEndpoint(cfg aws.Config, o ClientOptions) string {
 	u, err := url.Parse(o.QueueURL)
 	if err != nil || u.Host == "" {
@@ -101,9 +101,15 @@ func sqsEndpoint(cfg aws.Config, o ClientOptions) string {
 		}
 		return u.Scheme + "://" + u.Host
 	}
-	if c, err := url.Parse(configured); err == nil && c.Host != u.Host && !isAWSHost(u.Hostname()) && o.Logger != nil {
-		o.Logger.Warn("the SQS endpoint configured and the queue URL's host differ; the SDK calls the endpoint",
-			"endpoint", configured, "queue_url", o.QueueURL)
+	if c, err := url.Parse(configured); err == nil && c.Host != u.Host {
+		// Said once, at start: an AWS_ENDPOINT_URL_SQS left exported from a devstack session
+		// would otherwise quietly take a real queue URL's calls.
+		l := o.Logger
+		if l == nil {
+			l = slog.Default()
+		}
+		l.Warn(fmt.Sprintf("the SQS endpoint configured (%s) and the queue URL's host (%s) differ: calls go to %s; unset AWS_ENDPOINT_URL_SQS (and AWS_ENDPOINT_URL) to call %s",
+			configured, u.Host, configured, u.Scheme+"://"+u.Host), "endpoint", configured, "queue_url", o.QueueURL)
 	}
 	return ""
 }

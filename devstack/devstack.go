@@ -28,12 +28,14 @@ type Config struct {
 	Bucket          string // created at start
 	Queue           string // receives the bucket's notifications (other buckets notify the queues their configuration names)
 	DLQ             string // dead-letter queue of Queue ("" for none)
-	MaxReceives     int    // the redrive policy's maxReceiveCount (default 5)
+	MaxReceives     int    // the redrive policy's maxReceiveCount (default 10)
 }
 
-// DefaultConfig listens on free ports with bucket and queue "uploads" and DLQ "uploads-dlq".
+// DefaultConfig listens on free ports with bucket and queue "uploads" and DLQ "uploads-dlq",
+// whose redrive moves a message after 10 receipts: twice palleto run's --max-receives (5), as
+// DEPLOY.md asks of a real queue, so that Palleto's own guard decides.
 func DefaultConfig() Config {
-	return Config{S3Addr: "127.0.0.1:0", SQSAddr: "127.0.0.1:0", Bucket: "uploads", Queue: "uploads", DLQ: "uploads-dlq", MaxReceives: 5}
+	return Config{S3Addr: "127.0.0.1:0", SQSAddr: "127.0.0.1:0", Bucket: "uploads", Queue: "uploads", DLQ: "uploads-dlq", MaxReceives: 10}
 }
 
 // Stack is a running embedded S3 + SQS.
@@ -59,7 +61,7 @@ func Start(cfg Config) (*Stack, error) {
 	if cfg.DLQ != "" {
 		st.DLQURL = sqsSrv.Queue(cfg.DLQ)
 		if cfg.MaxReceives == 0 {
-			cfg.MaxReceives = 5
+			cfg.MaxReceives = DefaultConfig().MaxReceives
 		}
 		if err := sqsSrv.SetRedrive(cfg.Queue, cfg.DLQ, cfg.MaxReceives); err != nil {
 			st.Close()

@@ -340,4 +340,11 @@ func TestQueueURLNamesTheEndpoint(t *testing.T) {
 	if code != 1 || !strings.Contains(stderr, "differ") || !strings.Contains(stderr, "queue-url") {
 		t.Errorf("an SQS endpoint that disagrees with the queue URL and does not answer: exit %d, want a warning and exit 1 naming queue-url:\n%s", code, tail(stderr, 2000))
 	}
+	// A real queue URL with a devstack's endpoint still exported: said once, at start, which
+	// one the calls go to.
+	code, _, stderr = runPalleto(t, append(env, "AWS_ENDPOINT_URL_SQS="+st.SQSEndpoint), time.Minute, "run", "--queue-url", "https://sqs.eu-west-1.amazonaws.com/123456789012/uploads",
+		"--out", t.TempDir(), "--wait-time", "1s", "--exit-when-idle", "1s", "--log-format", "text")
+	if n := strings.Count(stderr, "differ"); n != 1 || !strings.Contains(stderr, "calls go to "+st.SQSEndpoint) {
+		t.Errorf("an AWS queue URL with AWS_ENDPOINT_URL_SQS set: %d warnings (want 1 naming the endpoint used), exit %d:\n%s", n, code, tail(stderr, 2000))
+	}
 }

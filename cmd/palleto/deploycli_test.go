@@ -13,6 +13,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
+	"github.com/palleto/palleto"
 	"github.com/palleto/palleto/devstack"
 	"github.com/palleto/palleto/internal/testenv"
 )
@@ -75,5 +76,42 @@ func TestDeployNotificationCommandWorksOnDevstack(t *testing.T) {
 	}
 	if len(bodies) != 2 || !strings.Contains(bodies[0], "s3:TestEvent") || !strings.Contains(bodies[1], `"key":"new.log"`) {
 		t.Errorf("the configured queue received %q, want S3's test event and the upload's notification", bodies)
+	}
+}
+
+// TestComposeWaitsForAHealthyDevstack: palleto starts once the devstack service is healthy,
+// and the health check (palleto's own probe, the image having no shell) answers 0 for a running
+// devstack and 1 for none. The devstack's redrive stays well above --max-receives.
+func TestComposeWaitsForAHealthyDevstack(t *testing.T) {
+	doc := readYAML(t, "deploy/compose/compose.yaml")[0]
+	if dig(t, doc, "services", "palleto", "depends_on", "devstack", "condition") != "service_healthy" {
+		t.Error("the palleto service must wait for a healthy devstack (depends_on: condition: service_healthy)")
+	}
+	test, _ := dig(t, doc, "services", "devstack", "healthcheck", "test").([]any)
+	if len(test) < 3 || test[0] != "CMD" || test[1] != "/usr/local/bin/palleto" {
+		t.Fatalf("the devstack's health check %v does not run palleto", test)
+	}
+	args := make([]string, len(test)-2)
+	for i, a := range test[2:] {
+		args[i] = str(a)
+	}
+	st, err := devstack.Start(devstack.DefaultConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	addrs := strings.NewReplacer("127.0.0.1:9000", strings.TrimPrefix(st.S3Endpoint, "http://"), "127.0.0.1:9324", strings.TrimPrefix(st.SQSEndpoint, "http://"))
+	up := make([]string, len(args))
+	for i, a := range args {
+		up[i] = addrs.Replace(a)
+	}
+	if code, _, stderr := runPalleto(t, nil, time.Minute, up...); code != 0 {
+		t.Errorf("palleto %v against a running devstack: exit %d\n%s", up, code, stderr)
+	}
+	st.Close()
+	if code, _, _ := runPalleto(t, nil, time.Minute, up...); code != 1 {
+		t.Errorf("palleto %v with no devstack: exit %d, want 1", up, code)
+	}
+	if n := devstack.DefaultConfig().MaxReceives; n < 2*palleto.DefaultConfig().MaxReceives {
+		t.Errorf("the devstack's redrive maxReceiveCount %d: want at least twice --max-receives (%d)", n, palleto.DefaultConfig().MaxReceives)
 	}
 }
