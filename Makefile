@@ -1,8 +1,11 @@
 # Palleto. `make demo` shows the whole job with no AWS account; `make test` runs every test.
 .PHONY: demo test bench build servers-start servers-stop
 
+# The version from git (a tag, or the commit, "-dirty" with uncommitted changes); "dev" outside git.
+VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+
 build:
-	go build -o palleto ./cmd/palleto
+	go build -ldflags "-X main.version=$(VERSION)" -o palleto ./cmd/palleto
 
 demo:
 	go run ./cmd/palleto demo

@@ -16,6 +16,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	awssqs "github.com/aws/aws-sdk-go-v2/service/sqs"
+	"github.com/aws/smithy-go/logging"
 )
 
 // ClientOptions shape the SDK clients AWSClientsWith builds.
@@ -52,7 +53,7 @@ func AWSClientsWith(ctx context.Context, o ClientOptions) (*awssqs.Client, *s3.C
 			t.TLSHandshakeTimeout = o.ConnectTimeout
 		}).WithDialerOptions(func(d *net.Dialer) { d.Timeout = o.ConnectTimeout })
 	}
-	cfg, err := config.LoadDefaultConfig(ctx, config.WithHTTPClient(httpClient()))
+	cfg, err := config.LoadDefaultConfig(ctx, config.WithHTTPClient(httpClient()), config.WithLogger(sdkLogger{o.Logger}))
 	if err != nil {
 		return nil, nil, fmt.Errorf("aws config: %w", err)
 	}
@@ -83,8 +84,8 @@ func AWSClientsWith(ctx context.Context, o ClientOptions) (*awssqs.Client, *s3.C
 
 // sqsEndpoint returns the endpoint to give the SQS client when the queue URL must provide it
 // (no endpoint configured and a host that is not AWS's), or "". With an endpoint configured
-// that names another host than the queue URL, it warns: the SDK calls the endpoint, and the
-// queue URL's host is ignored.
+// that names another host than the queue URL (AWS's too), it warns once, saying which is used:
+// the SDK calls the endpoint, and the queue URL's host is ignored.
 func sqsEndpoint(cfg aws.Config, o ClientOptions) string {
 	u, err := url.Parse(o.QueueURL)
 	if err != nil || u.Host == "" {
@@ -100,13 +101,39 @@ func sqsEndpoint(cfg aws.Config, o ClientOptions) string {
 		}
 		return u.Scheme + "://" + u.Host
 	}
-	if c, err := url.Parse(configured); err == nil && c.Host != u.Host && !isAWSHost(u.Hostname()) && o.Logger != nil {
-		o.Logger.Warn("the SQS endpoint configured and the queue URL's host differ; the SDK calls the endpoint",
-			"endpoint", configured, "queue_url", o.QueueURL)
+	if c, err := url.Parse(configured); err == nil && c.Host != u.Host {
+		// Said once, at start: an AWS_ENDPOINT_URL_SQS left exported from a devstack session
+		// would otherwise quietly take a real queue URL's calls.
+		l := o.Logger
+		if l == nil {
+			l = slog.Default()
+		}
+		l.Warn(fmt.Sprintf("the SQS endpoint configured (%s) and the queue URL's host (%s) differ: calls go to %s; unset AWS_ENDPOINT_URL_SQS (and AWS_ENDPOINT_URL) to call %s",
+			configured, u.Host, configured, u.Scheme+"://"+u.Host), "endpoint", configured, "queue_url", o.QueueURL)
 	}
 	return ""
 }
 
 func isAWSHost(host string) bool {
 	return strings.HasSuffix(host, ".amazonaws.com") || strings.HasSuffix(host, ".amazonaws.com.cn") || strings.HasSuffix(host, ".api.aws")
+}
+
+// sdkLogger passes the SDK's own log lines (such as "falling back to IMDSv1" on a machine with
+// no instance metadata) to Palleto's logger, so they come out in its format, text or JSON, with
+// its level; without a logger, to slog's default.
+type sdkLogger struct{ l *slog.Logger }
+
+func (s sdkLogger) Logf(c logging.Classification, format string, v ...any) {
+	l := s.l
+	if l == nil {
+		l = slog.Default()
+	}
+	level := slog.LevelInfo
+	switch c {
+	case logging.Warn:
+		level = slog.LevelWarn
+	case logging.Debug:
+		level = slog.LevelDebug
+	}
+	l.Log(context.Background(), level, "aws sdk: "+fmt.Sprintf(format, v...))
 }

@@ -292,16 +292,16 @@ func (d *Daemon) fetchAndProcess(ctx context.Context, worker int, j *job, rec no
 	j.mu.Lock()
 	j.pending++
 	j.mu.Unlock()
-	where = d.store.Put(ctx, res, func(err error) { d.committed(j, rec, err) })
+	result := d.store.Put(ctx, res, func(err error) { d.committed(j, rec, err) })
 	d.stats.objects.Add(1)
 	d.stats.bytes.Add(decoded.n)
 	d.stats.fetched.Add(fetched.n)
 	if l, ok := fields["lines"].(int64); ok {
 		d.stats.lines.Add(l)
 	}
-	d.tracef("pipeline %d: processed %s: %d bytes %s -> %d bytes, %v; result %s", worker, where, fetched.n, dr.Encoding, decoded.n, fieldsSummary(fields), where)
+	d.tracef("pipeline %d: processed %s: %d bytes %s -> %d bytes, %v; result %s", worker, where, fetched.n, dr.Encoding, decoded.n, fieldsSummary(fields), result)
 	d.log.Info("object processed", "bucket", rec.Bucket, "key", rec.Key, "size", fetched.n, "bytes", decoded.n,
-		"encoding", dr.Encoding, "duration", time.Since(started).Round(time.Microsecond).String(), "outcome", "ok", "result", where, "message_id", m.ID)
+		"encoding", dr.Encoding, "duration", time.Since(started).Round(time.Microsecond).String(), "outcome", "ok", "result", result, "message_id", m.ID)
 	return nil
 }
 

@@ -238,10 +238,10 @@ type Daemon struct {
 		firstWork, lastWork                                                                   atomic.Int64 // unix nanos
 	}
 	// unrecorded holds the messages whose failure could not be recorded, until a later delivery
-	// of theirs is recorded or done.
+	// of theirs is recorded or done, or until they would have come back (see unrecordedAt).
 	unrecordedMu sync.Mutex
-	unrecorded   map[string]bool
-	sqsDown      atomic.Int64 // unix nanos since receives fail; 0 while they work
+	unrecorded   map[string]time.Time // message ID -> when it no longer counts
+	sqsDown      atomic.Int64         // unix nanos since receives fail; 0 while they work
 	testLog      sync.Once
 }
 
@@ -430,24 +430,63 @@ func (d *Daemon) busy() time.Duration {
 	return time.Duration(last - first)
 }
 
+// logStopping says, once, why the daemon stops (the signal), what the stop waits for and how
+// long at most: the objects in progress (up to the shutdown timeout, then cancelled, up to the
+// hard-stop timeout more) and the receives already out, which end within their wait time.
+func (d *Daemon) logStopping(ctx context.Context) {
+	why := "stop requested"
+	if c := context.Cause(ctx); c != nil && c != context.Canceled { // a signal's cause also Is Canceled
+		why = c.Error() // signal.NotifyContext's: "interrupt signal received"
+	}
+	e := d.cfg.Engine
+	hard := e.HardStopTimeout
+	if hard <= 0 {
+		hard = 10 * time.Second // the engine's default
+	}
+	polls := min(d.cfg.SQS.WaitTime+time.Second, e.ShutdownTimeout)
+	atMost := max(e.ShutdownTimeout+hard, polls)
+	n := d.pl.InFlight()
+	d.log.Info(fmt.Sprintf("stopping (%s): no more receives; waiting for %d objects in progress (up to %s, then cancelled) and the receives already out (up to %s), then handing back the messages not started; at most %s",
+		why, n, e.ShutdownTimeout, polls, atMost),
+		"cause", why, "in_progress", n, "shutdown_timeout", e.ShutdownTimeout.String(), "waits_at_most", atMost.String(),
+		"polls_in_flight_end_within", polls.String())
+}
+
 // noteUnrecorded says whether message id's failure could not be recorded (true) or is now
 // recorded or done (false).
 func (d *Daemon) noteUnrecorded(id string, unrecorded bool) {
-	d.unrecordedMu.Lock()
-	defer d.unrecordedMu.Unlock()
-	if unrecorded {
-		if d.unrecorded == nil {
-			d.unrecorded = map[string]bool{}
-		}
-		d.unrecorded[id] = true
-	} else {
-		delete(d.unrecorded, id)
-	}
+	d.noteUnrecordedAt(id, unrecorded, time.Now())
 }
 
-func (d *Daemon) unrecordedCount() int64 {
+func (d *Daemon) noteUnrecordedAt(id string, unrecorded bool, now time.Time) {
 	d.unrecordedMu.Lock()
 	defer d.unrecordedMu.Unlock()
+	if !unrecorded {
+		delete(d.unrecorded, id)
+		return
+	}
+	if d.unrecorded == nil {
+		d.unrecorded = map[string]time.Time{}
+	}
+	// Such a message is retried after RetryBackoff (at most a minute) or, if even that failed,
+	// after its visibility timeout. Once it is that long overdue by one more visibility timeout
+	// and has not come back here, another replica has it or finished it (or the queue's redrive
+	// moved it): it is not this process's to report.
+	vt := max(d.cfg.SQS.VisibilityTimeout, 30*time.Second)
+	d.unrecorded[id] = now.Add(max(min(d.cfg.RetryBackoff, time.Minute), vt) + vt)
+}
+
+func (d *Daemon) unrecordedCount() int64 { return d.unrecordedAt(time.Now()) }
+
+// unrecordedAt drops the messages no longer counted at now, and counts the rest.
+func (d *Daemon) unrecordedAt(now time.Time) int64 {
+	d.unrecordedMu.Lock()
+	defer d.unrecordedMu.Unlock()
+	for id, until := range d.unrecorded {
+		if now.After(until) {
+			delete(d.unrecorded, id)
+		}
+	}
 	return int64(len(d.unrecorded))
 }
 
@@ -499,9 +538,7 @@ func (d *Daemon) Run(ctx context.Context) (Summary, error) {
 	go func() { // say at once what a stop waits for, and for how long at most
 		select {
 		case <-ctx.Done():
-			d.log.Info("stopping: no new messages; finishing the objects in progress, handing back the rest",
-				"in_progress", d.pl.InFlight(), "waits_at_most", d.cfg.Engine.ShutdownTimeout.String(),
-				"polls_in_flight_end_within", (d.cfg.SQS.WaitTime + time.Second).String())
+			d.logStopping(ctx)
 		case <-stopped:
 		}
 	}()

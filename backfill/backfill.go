@@ -105,8 +105,9 @@ type Summary struct {
 	Listed      int64 `json:"listed"`       // objects listed
 	Filtered    int64 `json:"filtered"`     // left out by --since, --until, --include, --exclude
 	SkippedDone int64 `json:"skipped_done"` // their result is in --out for the same eTag
-	Sent        int64 `json:"sent"`         // notifications sent (with --dry-run: that would be sent)
-	Bytes       int64 `json:"bytes"`        // bytes of the objects sent
+	Sent        int64 `json:"sent"`         // notifications sent (0 with --dry-run)
+	Bytes       int64 `json:"bytes"`        // bytes of the objects sent (with --dry-run: that would be sent)
+	WouldSend   int64 `json:"would_send"`   // with --dry-run: the notifications that would be sent
 	// ByPrefix counts what is (or would be) sent per top-level prefix ("" for keys with no '/').
 	ByPrefix map[string]*Count `json:"-"`
 	Resumed  bool              `json:"-"` // started from a checkpoint
@@ -191,7 +192,11 @@ func Run(ctx context.Context, cfg Config, lister ListAPI, sender SendAPI, st sto
 				}
 			}
 			size := aws.ToInt64(o.Size)
-			sum.Sent++
+			if cfg.DryRun {
+				sum.WouldSend++
+			} else {
+				sum.Sent++
+			}
 			sum.Bytes += size
 			top, _, ok := strings.Cut(key, "/")
 			if !ok {

@@ -1,6 +1,8 @@
 // Package devstack runs an S3 and an SQS endpoint inside the process, on 127.0.0.1, wired the way
 // AWS wires them: every object created in the embedded S3 (PUT, copy, multipart completion)
-// sends an AWS-format S3 event notification to the configured queue. It is for development, the
+// sends an AWS-format S3 event notification to the queues its bucket's notification
+// configuration names (PutBucketNotificationConfiguration, queue ARNs, events and key filters,
+// as on AWS); the configured bucket notifies the configured queue from the start. It is for development, the
 // demo and tests ONLY: everything is in memory, there is no authentication, and only what Palleto
 // uses is implemented. S3 is github.com/johannesboyne/gofakes3; SQS is devstack/localsqs.
 package devstack
@@ -24,14 +26,16 @@ import (
 type Config struct {
 	S3Addr, SQSAddr string // host:port; port 0 picks a free one
 	Bucket          string // created at start
-	Queue           string // receives the bucket's notifications
+	Queue           string // receives the bucket's notifications (other buckets notify the queues their configuration names)
 	DLQ             string // dead-letter queue of Queue ("" for none)
-	MaxReceives     int    // the redrive policy's maxReceiveCount (default 5)
+	MaxReceives     int    // the redrive policy's maxReceiveCount (default 10)
 }
 
-// DefaultConfig listens on free ports with bucket and queue "uploads" and DLQ "uploads-dlq".
+// DefaultConfig listens on free ports with bucket and queue "uploads" and DLQ "uploads-dlq",
+// whose redrive moves a message after 10 receipts: twice palleto run's --max-receives (5), as
+// DEPLOY.md asks of a real queue, so that Palleto's own guard decides.
 func DefaultConfig() Config {
-	return Config{S3Addr: "127.0.0.1:0", SQSAddr: "127.0.0.1:0", Bucket: "uploads", Queue: "uploads", DLQ: "uploads-dlq", MaxReceives: 5}
+	return Config{S3Addr: "127.0.0.1:0", SQSAddr: "127.0.0.1:0", Bucket: "uploads", Queue: "uploads", DLQ: "uploads-dlq", MaxReceives: 10}
 }
 
 // Stack is a running embedded S3 + SQS.
@@ -57,7 +61,7 @@ func Start(cfg Config) (*Stack, error) {
 	if cfg.DLQ != "" {
 		st.DLQURL = sqsSrv.Queue(cfg.DLQ)
 		if cfg.MaxReceives == 0 {
-			cfg.MaxReceives = 5
+			cfg.MaxReceives = DefaultConfig().MaxReceives
 		}
 		if err := sqsSrv.SetRedrive(cfg.Queue, cfg.DLQ, cfg.MaxReceives); err != nil {
 			st.Close()
@@ -65,14 +69,20 @@ func Start(cfg Config) (*Stack, error) {
 		}
 	}
 
-	backend := &notifying{Backend: s3mem.New(), send: func(body string) { sqsSrv.Send(cfg.Queue, body) }}
+	backend := &notifying{Backend: s3mem.New(), routes: newNotifications(sqsSrv)}
+	if cfg.Bucket != "" && cfg.Queue != "" {
+		// The default wiring (the demo's): the bucket's ObjectCreated events go to the queue.
+		backend.routes.set(cfg.Bucket, notificationConfiguration{Queues: []queueConfiguration{
+			{ID: "devstack", Queue: sqsSrv.QueueARN(cfg.Queue), Events: []string{"s3:ObjectCreated:*"}}}})
+	}
 	faker := gofakes3.New(backend, gofakes3.WithTimeSkewLimit(0), gofakes3.WithLogger(gofakes3.DiscardLog()))
 	ln, err := net.Listen("tcp", cfg.S3Addr)
 	if err != nil {
 		st.Close()
 		return nil, fmt.Errorf("devstack S3 on %s: %w", cfg.S3Addr, err)
 	}
-	hs := &http.Server{Handler: faker.Server(), ReadHeaderTimeout: 10 * time.Second}
+	exists := func(bucket string) bool { ok, err := backend.BucketExists(bucket); return ok && err == nil }
+	hs := &http.Server{Handler: backend.routes.handler(faker.Server(), exists), ReadHeaderTimeout: 10 * time.Second}
 	done := make(chan struct{})
 	go func() { defer close(done); hs.Serve(ln) }()
 	st.stops = append(st.stops, func() { hs.Close(); <-done })
@@ -106,12 +116,22 @@ func (s *Stack) Close() {
 	s.stops = nil
 }
 
-// notifying wraps a gofakes3 backend so that every object creation sends an S3 event. It does
-// not implement gofakes3.MultipartBackend, so gofakes3 assembles multipart uploads itself and
-// stores them with PutObject: a completed multipart upload is notified too.
+// notifying wraps a gofakes3 backend so that every object creation sends an S3 event to the
+// queues its bucket's notification configuration names (routes). It does not implement
+// gofakes3.MultipartBackend, so gofakes3 assembles multipart uploads itself and stores them with
+// PutObject: a completed multipart upload is notified too.
 type notifying struct {
 	gofakes3.Backend
-	send func(body string)
+	routes *notifications
+}
+
+// DeleteBucket forgets the bucket's notification configuration with it, as S3 does.
+func (n *notifying) DeleteBucket(name string) error {
+	err := n.Backend.DeleteBucket(name)
+	if err == nil {
+		n.routes.set(name, notificationConfiguration{})
+	}
+	return err
 }
 
 func (n *notifying) PutObject(bucket, key string, meta map[string]string, input io.Reader, size int64, cond *gofakes3.PutConditions) (gofakes3.PutObjectResult, error) {
@@ -143,7 +163,11 @@ func (n *notifying) emit(event, bucket, key, version string) {
 			obj.Contents.Close()
 		}
 	}
-	n.send(EventBody(event, bucket, key, version, etag, size))
+	seq := fmt.Sprintf("%016X", time.Now().UnixNano())
+	n.routes.deliver(bucket, key, event, func(configurationID string) string {
+		return notify.Body(notify.Record{EventName: event, Bucket: bucket, Key: key, VersionID: version, ETag: etag, Size: size, Sequencer: seq},
+			configurationID, "devstack")
+	})
 }
 
 // EventBody is an S3 event notification for one object, as S3 sends it to SQS.

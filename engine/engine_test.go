@@ -25,6 +25,9 @@ type fakeSource struct {
 	gate   chan struct{}
 	active int
 	peak   int
+	// reached, when set, is closed once at least want items have been handed out.
+	want    int
+	reached chan struct{}
 }
 
 func (s *fakeSource) Receive(ctx context.Context, max int) ([]int, error) {
@@ -54,6 +57,10 @@ func (s *fakeSource) Receive(ctx context.Context, max int) ([]int, error) {
 	for i := range out {
 		out[i] = s.next
 		s.next++
+	}
+	if s.reached != nil && s.want > 0 && s.next >= s.want {
+		close(s.reached)
+		s.reached = nil
 	}
 	if n == 0 {
 		// An empty long poll: wait a little, as SQS would, or the producer spins.
@@ -411,16 +418,20 @@ func TestWorkersBoundInFlightAndDemand(t *testing.T) {
 }
 
 func TestShutdownFinishesInFlightAndReleasesTheRest(t *testing.T) {
-	src := &fakeSource{}
+	// Prefetch 3: items beyond the 2 workers wait in the pipeline, and must be handed back. The
+	// stop comes once both workers are busy and at least 5 items were received, so at least 3
+	// wait unstarted whatever the scheduling; the workers finish only after the stop.
+	reached := make(chan struct{})
+	src := &fakeSource{want: 5, reached: reached}
 	started := make(chan int, 10)
+	proceed := make(chan struct{})
 	var mu sync.Mutex
 	var ok, released []int
-	// Prefetch 3: items beyond the 2 workers wait in the producer, and must be handed back.
 	cfg := Config{Producer: ProducerConfig{Pollers: 1, MaxBatch: 10}, Workers: 2, Prefetch: 3, ShutdownTimeout: 5 * time.Second}
 	pl := New[int](src, cfg, Handler[int]{
 		Handle: func(ctx context.Context, w int, item int) error {
 			started <- item
-			time.Sleep(100 * time.Millisecond)
+			<-proceed
 			return ctx.Err()
 		},
 		Settle: func(item int, err error) {
@@ -430,10 +441,10 @@ func TestShutdownFinishesInFlightAndReleasesTheRest(t *testing.T) {
 				ok = append(ok, item)
 			}
 		},
-		Release: func(items []int) { released = append(released, items...) },
+		Release: func(items []int) { mu.Lock(); released = append(released, items...); mu.Unlock() },
 	})
 	ctx, cancel := context.WithCancel(context.Background())
-	go func() { <-started; <-started; cancel() }()
+	go func() { <-started; <-started; <-reached; cancel(); close(proceed) }()
 	if err := pl.Run(ctx); !errors.Is(err, context.Canceled) {
 		t.Fatalf("Run: %v", err)
 	}

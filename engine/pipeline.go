@@ -85,7 +85,8 @@ type Handler[T any] struct {
 	// error; a panic in Handle is settled with a *PanicError (errors.Is ErrPanic). Required.
 	Settle func(item T, err error)
 	// Release is given the items that were received but never handed to a worker, once, when Run
-	// stops, and an item taken early (TakeNext) by a worker that then stopped. Optional.
+	// stops, and an item taken early (TakeNext) by a worker that then stopped or taken by a worker
+	// as Run stopped; the last two from the worker's goroutine. Optional.
 	Release func(items []T)
 	// Prepare is told of an item a worker took early with TakeNext, the one it handles next,
 	// on that worker's goroutine, within the Handle that called TakeNext. It must not block:
@@ -409,6 +410,14 @@ func (p *Pipeline[T]) work(pollCtx, workCtx context.Context, w *worker[T]) (cras
 			case item = <-p.prod.Out():
 			}
 			p.idleWorkers.Add(-1)
+			if pollCtx.Err() != nil && !p.idleStop.Load() {
+				// Stopped as the item came: it was never started, so it goes back as the
+				// producer's undelivered items do (an idle stop handles them instead).
+				if p.h.Release != nil {
+					p.h.Release([]T{item})
+				}
+				return false
+			}
 			p.inFlight.Add(1)
 		}
 		if err := p.handleCounted(ctx, w.i, item); errors.Is(err, ErrPanic) {

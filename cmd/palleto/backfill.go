@@ -73,10 +73,8 @@ them exactly as new ones. Notifications carry configurationId "palleto-backfill"
 Settings come from these flags, PALLETO_<FLAG> environment variables, the YAML file of --config.
 Exit codes: 0 everything listed was sent or skipped, 1 a listing or send failed (start again with
 the same --checkpoint to go on), 2 bad usage.
-
-Flags:
 `)
-		fs.PrintDefaults()
+		printFlags(fs, fs.Output())
 	}
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -135,6 +133,11 @@ Flags:
 	if show {
 		fmt.Fprint(stderr, "\r\033[K")
 	}
+	if runErr != nil && (cfg.DryRun || sum.Listed == 0) {
+		// Counts of a listing that failed (a missing bucket, say) would read as its answer: the
+		// error alone. A backfill that sent some says how far it got, below.
+		return backfillError(ctx, runErr)
+	}
 	if cfg.DryRun {
 		prefixes := make([]string, 0, len(sum.ByPrefix))
 		for p := range sum.ByPrefix {
@@ -145,21 +148,21 @@ Flags:
 		if out != "" {
 			what = "have no result in " + out + " and would be sent"
 		}
-		fmt.Fprintf(stdout, "dry run: %d objects (%.1f MB) %s:\n", sum.Sent, float64(sum.Bytes)/1e6, what)
+		fmt.Fprintf(stdout, "dry run: %s (%s) %s:\n", count(sum.WouldSend, "object"), size(sum.Bytes), what)
 		for _, p := range prefixes {
 			name := p + "/"
 			if p == "" {
 				name = "(top level)"
 			}
-			fmt.Fprintf(stdout, "  %-40s %10d objects %14.1f MB\n", name, sum.ByPrefix[p].Objects, float64(sum.ByPrefix[p].Bytes)/1e6)
+			fmt.Fprintf(stdout, "  %-40s %10d objects %12s\n", name, sum.ByPrefix[p].Objects, size(sum.ByPrefix[p].Bytes))
 		}
 	}
-	verb := "sent"
+	verb, n := "sent", sum.Sent
 	if cfg.DryRun {
-		verb = "to send"
+		verb, n = "to send", sum.WouldSend
 	}
-	line := fmt.Sprintf("backfill s3://%s/%s: %d listed, %d filtered, %d already done, %d %s (%.1f MB) in %s",
-		cfg.Bucket, cfg.Prefix, sum.Listed, sum.Filtered, sum.SkippedDone, sum.Sent, verb, float64(sum.Bytes)/1e6, time.Since(start).Round(time.Millisecond))
+	line := fmt.Sprintf("backfill s3://%s/%s: %d listed, %d filtered, %d already done, %d %s (%s) in %s",
+		cfg.Bucket, cfg.Prefix, sum.Listed, sum.Filtered, sum.SkippedDone, n, verb, size(sum.Bytes), time.Since(start).Round(time.Millisecond))
 	if sum.Resumed {
 		line += fmt.Sprintf(" (resumed from %s)", cfg.Checkpoint)
 	}
@@ -170,11 +173,13 @@ Flags:
 	} else {
 		fmt.Fprintln(stdout, line)
 	}
-	if runErr != nil {
-		if errors.Is(runErr, context.Canceled) {
-			return fmt.Errorf("stopped: %w", runErr)
-		}
-		return runErr
+	return backfillError(ctx, runErr)
+}
+
+// backfillError is the error a backfill ends with; a stop says by what (the signal).
+func backfillError(ctx context.Context, err error) error {
+	if errors.Is(err, context.Canceled) {
+		return fmt.Errorf("stopped (%s): %w", stopReason(ctx), err)
 	}
-	return nil
+	return err
 }

@@ -49,6 +49,7 @@ func putKeys(t *testing.T, env testenv.Env, bucket string, keys []string) {
 type backfillJSON struct {
 	Listed, Filtered, Sent, Bytes int64
 	SkippedDone                   int64 `json:"skipped_done"`
+	WouldSend                     int64 `json:"would_send"`
 }
 
 func runBackfill(t *testing.T, env testenv.Env, args ...string) (backfillJSON, string) {
@@ -103,8 +104,8 @@ func TestBackfillAnnouncesWhatWasThereMinIO(t *testing.T) {
 	if got.Listed != want.Listed || got.Filtered != want.Filtered || got.Sent != want.Sent || got.SkippedDone != 0 {
 		t.Errorf("backfill: %+v, want %+v", got, want)
 	}
-	if dry.Sent != got.Sent || dry.Bytes != got.Bytes {
-		t.Errorf("the dry run counted %d objects (%d bytes), the backfill sent %d (%d bytes)", dry.Sent, dry.Bytes, got.Sent, got.Bytes)
+	if dry.Sent != 0 || dry.WouldSend != got.Sent || dry.Bytes != got.Bytes {
+		t.Errorf("the dry run sent %d and counted %d objects (%d bytes) to send, the backfill sent %d (%d bytes)", dry.Sent, dry.WouldSend, dry.Bytes, got.Sent, got.Bytes)
 	}
 	out := t.TempDir()
 	code, _, stderr := runPalleto(t, env.AWSEnv(), 3*time.Minute, "run", "--queue-url", queueURL, "--out", out, "--wait-time", "1s", "--exit-when-idle", "3s")
@@ -127,8 +128,8 @@ func TestBackfillAnnouncesWhatWasThereMinIO(t *testing.T) {
 		t.Errorf("backfill against the results: %+v, want 0 sent and %d already done", again, len(selected))
 	}
 	audit, _ := runBackfill(t, env, append(args, "--dry-run", "--out", out)...)
-	if audit.Sent != 0 {
-		t.Errorf("the audit finds %d objects without a result, want 0", audit.Sent)
+	if audit.Sent != 0 || audit.WouldSend != 0 {
+		t.Errorf("the audit finds %d objects without a result (sent %d), want 0", audit.WouldSend, audit.Sent)
 	}
 }
 
@@ -195,13 +196,18 @@ func TestBackfillBadInputsExitAtOnceMinIO(t *testing.T) {
 		want string
 	}{
 		{[]string{"--bucket", "no-such-bucket-" + testenv.Name("x"), "--queue-url", queueURL}, "bucket"},
+		{[]string{"--bucket", "no-such-bucket-" + testenv.Name("x"), "--dry-run", "--json"}, "bucket"},
 		{[]string{"--bucket", bucket, "--queue-url", queueURL + "-missing"}, "queue-url"},
 	} {
 		mu.Lock()
-		code, _, stderr := runPalleto(t, env.AWSEnv(), time.Minute, append([]string{"backfill"}, tt.args...)...)
+		code, stdout, stderr := runPalleto(t, env.AWSEnv(), time.Minute, append([]string{"backfill"}, tt.args...)...)
 		mu.Unlock()
 		if code != 1 || !strings.Contains(stderr, tt.want) {
 			t.Errorf("backfill %v: exit %d, want 1 naming %s:\n%s", tt.args, code, tt.want, tail(stderr, 1000))
+		}
+		// Nothing was listed: no counts that read as the answer, only the error.
+		if strings.Contains(stdout+stderr, " listed, ") || strings.TrimSpace(stdout) != "" {
+			t.Errorf("backfill %v printed a summary before its error:\n%s\n%s", tt.args, stdout, tail(stderr, 1000))
 		}
 	}
 }

@@ -35,19 +35,33 @@ func printGroupedDefaults(fs *flag.FlagSet, w io.Writer) {
 	for _, g := range flagGroups {
 		fmt.Fprintf(w, "\n%s:\n", g.title)
 		for _, name := range g.names {
-			f := fs.Lookup(name)
-			if f == nil {
-				continue
+			if f := fs.Lookup(name); f != nil {
+				printFlag(w, f)
 			}
-			typ, usage := flag.UnquoteUsage(f)
-			fmt.Fprintf(w, "  --%s %s\n", name, typ)
-			fmt.Fprintf(w, "        %s", strings.ReplaceAll(usage, "\n", "\n        "))
-			if f.DefValue != "" && f.DefValue != "0" && f.DefValue != "0s" && f.DefValue != "false" {
-				fmt.Fprintf(w, " (default %s)", f.DefValue)
-			}
-			fmt.Fprintf(w, "\n        env PALLETO_%s\n", envName(name))
 		}
 	}
+}
+
+// printFlags prints every flag of fs under "Flags:", in the style of run's help: every command's
+// help shows its flags the same way, each with its default and environment variable.
+func printFlags(fs *flag.FlagSet, w io.Writer) {
+	fmt.Fprintf(w, "\nFlags:\n")
+	fs.VisitAll(func(f *flag.Flag) { printFlag(w, f) })
+}
+
+// printFlag prints one flag: --name TYPE, its usage and default, and its PALLETO_ variable.
+func printFlag(w io.Writer, f *flag.Flag) {
+	typ, usage := flag.UnquoteUsage(f)
+	if typ == "" {
+		fmt.Fprintf(w, "  --%s\n", f.Name)
+	} else {
+		fmt.Fprintf(w, "  --%s %s\n", f.Name, typ)
+	}
+	fmt.Fprintf(w, "        %s", strings.ReplaceAll(usage, "\n", "\n        "))
+	if f.DefValue != "" && f.DefValue != "0" && f.DefValue != "0s" && f.DefValue != "false" {
+		fmt.Fprintf(w, " (default %s)", f.DefValue)
+	}
+	fmt.Fprintf(w, "\n        env PALLETO_%s\n", envName(f.Name))
 }
 
 func envName(flagName string) string {

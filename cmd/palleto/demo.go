@@ -47,10 +47,8 @@ Runs the whole job with no AWS account: starts an embedded S3 and SQS on 127.0.0
 development only), uploads N generated gzip log files (packrat/data/20160721.gz, ...), whose
 ObjectCreated notifications reach the queue as S3 would send them, and runs the real pipeline
 against them through the AWS SDK, as palleto run does. Prints progress and a summary.
-
-Flags:
 `)
-		fs.PrintDefaults()
+		printFlags(fs, fs.Output())
 	}
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -148,9 +146,8 @@ Flags:
 			mu.Lock()
 			up := uploaded
 			mu.Unlock()
-			secs := time.Since(start).Seconds()
-			fmt.Fprintf(stderr, "demo: %d/%d uploaded, %d processed, %d lines, %.1f MB/s, %d in flight\n",
-				up, *objects, done, s.Lines, float64(s.Bytes)/1e6/secs, d.InFlight())
+			fmt.Fprintf(stderr, "demo: %d/%d uploaded, %d processed, %d lines, %s, %d in flight\n",
+				up, *objects, done, s.Lines, rate(s.Bytes, time.Since(start)), d.InFlight())
 			continue
 		}
 		break
@@ -168,15 +165,15 @@ Flags:
 	}
 	fmt.Fprintf(stdout, `
 Palleto demo: done.
-  objects:    %d processed, %d failed (uploaded %d gzip files to s3://%s)
+  objects:    %d processed, %d failed (uploaded %s to s3://%s)
   lines:      %d (expected %d)
-  bytes:      %.1f MB decompressed from %.1f MB of gzip
-  throughput: %.1f objects/s, %.1f MB/s over %s
+  bytes:      %s decompressed from %s of gzip
+  throughput: %.1f objects/s, %s over %s
   messages:   %d deleted from the queue
   results:    %s (one JSON file per object, e.g. %s)
-`, summary.Objects, summary.Failed, uploaded, st.Bucket, summary.Lines, wantLines,
-		float64(summary.Bytes)/1e6, float64(summary.Fetched)/1e6,
-		float64(summary.Objects)/secs, float64(summary.Bytes)/1e6/secs, summary.Elapsed.Round(time.Millisecond),
+`, summary.Objects, summary.Failed, count(uploaded, "gzip file"), st.Bucket, summary.Lines, wantLines,
+		size(summary.Bytes), size(summary.Fetched),
+		float64(summary.Objects)/secs, rate(summary.Bytes, summary.Elapsed), summary.Elapsed.Round(time.Millisecond),
 		summary.Deleted, *out, filepath.Join(*out, st.Bucket, "packrat", "data", "20160721.gz.json"))
 	if summary.Objects != int64(*objects) || summary.Lines != wantLines {
 		return fmt.Errorf("demo: %d of %d objects and %d of %d lines processed", summary.Objects, *objects, summary.Lines, wantLines)

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/palleto/palleto"
+	"github.com/palleto/palleto/backfill"
 	"github.com/palleto/palleto/fetch"
 	"github.com/palleto/palleto/sqs"
 	"go.yaml.in/yaml/v3"
@@ -34,6 +35,64 @@ var iamActions = map[string][]string{
 	"GetQueueAttributes":           {"sqs:GetQueueAttributes"},
 	"SendMessage":                  {"sqs:SendMessage"},
 	"GetObject":                    {"s3:GetObject", "s3:GetObjectVersion"}, // by versionId when the event has one
+	// palleto backfill (backfill.ListAPI, backfill.SendAPI)
+	"ListObjectsV2":    {"s3:ListBucket"},
+	"SendMessageBatch": {"sqs:SendMessage"},
+}
+
+// statements returns a policy's statements, those under a condition (Fn::If [cond, statement,
+// AWS::NoValue]) as the statement the condition adds, and checks no resource is a wildcard but
+// the objects of a named bucket.
+func statements(t *testing.T, policy any) []any {
+	t.Helper()
+	var out []any
+	for _, s := range policy.([]any) {
+		if c, ok := s.(map[string]any)["Fn::If"]; ok {
+			s = dig(t, c, 1)
+		}
+		if dig(t, s, "Effect") != "Allow" {
+			t.Errorf("statement %v is not Allow", s)
+		}
+		resources, ok := dig(t, s, "Resource").([]any)
+		if !ok {
+			resources = []any{dig(t, s, "Resource")}
+		}
+		for _, r := range resources {
+			if r := str(r); strings.Contains(r, "*") && !strings.HasSuffix(r, "/*]") {
+				t.Errorf("statement %v grants a wildcard resource", s)
+			}
+		}
+		out = append(out, s)
+	}
+	return out
+}
+
+// actions is the sorted actions of statements.
+func actions(t *testing.T, sts ...any) []string {
+	var got []string
+	for _, s := range sts {
+		for _, a := range dig(t, s, "Action").([]any) {
+			got = append(got, a.(string))
+		}
+	}
+	slices.Sort(got)
+	return slices.Compact(got)
+}
+
+// apiActions is the sorted IAM actions the methods of the interfaces need.
+func apiActions(t *testing.T, apis ...reflect.Type) []string {
+	var want []string
+	for _, api := range apis {
+		for i := range api.NumMethod() {
+			acts, ok := iamActions[api.Method(i).Name]
+			if !ok {
+				t.Errorf("%s.%s has no IAM action in iamActions", api, api.Method(i).Name)
+			}
+			want = append(want, acts...)
+		}
+	}
+	slices.Sort(want)
+	return slices.Compact(want)
 }
 
 func readYAML(t *testing.T, path string) []map[string]any {
@@ -118,33 +177,65 @@ func TestCloudFormationWiring(t *testing.T) {
 	if n, _ := dig(t, doc, "Parameters", "MaxReceiveCount", "Default").(int); n < 10*palleto.DefaultConfig().MaxReceives {
 		t.Errorf("MaxReceiveCount default %d: want at least 10 x --max-receives (%d)", n, palleto.DefaultConfig().MaxReceives)
 	}
-	// IAM: exactly what the code calls.
-	var want []string
-	for _, api := range []reflect.Type{reflect.TypeFor[sqs.API](), reflect.TypeFor[fetch.API]()} {
-		for i := range api.NumMethod() {
-			acts, ok := iamActions[api.Method(i).Name]
-			if !ok {
-				t.Errorf("%s.%s has no IAM action in iamActions", api, api.Method(i).Name)
-			}
-			want = append(want, acts...)
+	// IAM: exactly what the code calls. palleto run, with a directory or a database store:
+	var run, results []any
+	for _, st := range statements(t, res("PalletoPolicy", "Properties", "PolicyDocument", "Statement")) {
+		if strings.HasPrefix(str(dig(t, st, "Sid")), "Results") {
+			results = append(results, st)
+		} else {
+			run = append(run, st)
 		}
 	}
-	var got []string
-	for _, s := range res("PalletoPolicy", "Properties", "PolicyDocument", "Statement").([]any) {
-		if dig(t, s, "Effect") != "Allow" {
-			t.Errorf("statement %v is not Allow", s)
-		}
-		for _, a := range dig(t, s, "Action").([]any) {
-			got = append(got, a.(string))
-		}
-		if r := str(dig(t, s, "Resource")); strings.Contains(r, "*") && !strings.HasSuffix(r, "/*]") {
-			t.Errorf("statement %v grants a wildcard resource", s)
+	if got, want := actions(t, run...), apiActions(t, reflect.TypeFor[sqs.API](), reflect.TypeFor[fetch.API]()); !slices.Equal(got, want) {
+		t.Errorf("IAM actions %v, want exactly %v", got, want)
+	}
+	// With ResultsBucketName (--out s3://...): write, read back, delete a failure record, and
+	// list, on that bucket only, and only when it is set.
+	resultsArn := str(map[string]any{"Fn::Sub": "arn:${AWS::Partition}:s3:::${ResultsBucketName}"})
+	resultsObjects := str(map[string]any{"Fn::Sub": "arn:${AWS::Partition}:s3:::${ResultsBucketName}/*"})
+	if got := actions(t, results...); !slices.Equal(got, []string{"s3:DeleteObject", "s3:GetObject", "s3:ListBucket", "s3:PutObject"}) {
+		t.Errorf("the results bucket's actions %v, want s3:PutObject, s3:GetObject, s3:DeleteObject and s3:ListBucket", got)
+	}
+	for _, st := range results {
+		if r := str(dig(t, st, "Resource")); r != resultsArn && r != resultsObjects {
+			t.Errorf("results statement %v is not on the ResultsBucketName bucket", st)
 		}
 	}
-	slices.Sort(want)
-	slices.Sort(got)
-	if !slices.Equal(slices.Compact(want), got) {
-		t.Errorf("IAM actions %v, want exactly %v", got, slices.Compact(want))
+	for _, st := range res("PalletoPolicy", "Properties", "PolicyDocument", "Statement").([]any) {
+		if c, ok := st.(map[string]any)["Fn::If"]; ok && (dig(t, c, 0) != "HasResultsBucket" || str(dig(t, c, 2)) != str(map[string]any{"Ref": "AWS::NoValue"})) {
+			t.Errorf("a conditional statement %v is not HasResultsBucket's", st)
+		}
+	}
+	if str(dig(t, doc, "Conditions", "HasResultsBucket")) != str(map[string]any{"Fn::Not": []any{map[string]any{"Fn::Equals": []any{map[string]any{"Ref": "ResultsBucketName"}, ""}}}}) {
+		t.Error("HasResultsBucket must be: ResultsBucketName is set")
+	}
+	// With Backfill=true, a policy for palleto backfill: what backfill.ListAPI and SendAPI call,
+	// on the bucket and the queue, and reading the results bucket's results.
+	if res("BackfillPolicy", "Condition") != "WantBackfill" || dig(t, doc, "Outputs", "BackfillPolicyArn", "Condition") != "WantBackfill" {
+		t.Error("the backfill policy and its output must be created only with Backfill=true")
+	}
+	var bf, bfResults []any
+	for _, st := range statements(t, res("BackfillPolicy", "Properties", "PolicyDocument", "Statement")) {
+		if str(dig(t, st, "Sid")) == "ReadResults" {
+			bfResults = append(bfResults, st)
+		} else {
+			bf = append(bf, st)
+		}
+	}
+	if got, want := actions(t, bf...), apiActions(t, reflect.TypeFor[backfill.ListAPI](), reflect.TypeFor[backfill.SendAPI]()); !slices.Equal(got, want) {
+		t.Errorf("backfill's IAM actions %v, want exactly %v", got, want)
+	}
+	for _, st := range bf {
+		r := str(dig(t, st, "Resource"))
+		if slices.Contains(actions(t, st), "s3:ListBucket") && r != str(map[string]any{"Fn::Sub": "arn:${AWS::Partition}:s3:::${BucketName}"}) {
+			t.Errorf("backfill lists %s, want the BucketName bucket", r)
+		}
+		if slices.Contains(actions(t, st), "sqs:SendMessage") && !strings.Contains(r, "Queue Arn") {
+			t.Errorf("backfill sends to %s, want the queue", r)
+		}
+	}
+	if got := actions(t, bfResults...); !slices.Equal(got, []string{"s3:GetObject", "s3:ListBucket"}) {
+		t.Errorf("backfill's reading of the results: %v", got)
 	}
 }
 
@@ -267,6 +358,27 @@ func TestDockerfileBuildStage(t *testing.T) {
 	}
 	if !regexp.MustCompile(`(?m)^USER 65532:65532$`).Match(isal) || !strings.Contains(string(isal), "libisal.so.2") {
 		t.Error("Dockerfile.isal must run as user 65532 and ship libisal.so.2")
+	}
+	// The library is copied from and to this architecture's directory, named by gcc, not a
+	// hard-coded amd64 path: the build stage's copy, run here, lands it where the loader looks.
+	if strings.Contains(string(isal), "x86_64") || !strings.Contains(string(isal), "COPY --from=build /out/root/ /") {
+		t.Error("Dockerfile.isal hard-codes the amd64 library directory, or does not copy /out/root to /")
+	}
+	lib := regexp.MustCompile(`(?m)^RUN (mkdir -p /out/data/out .*libisal.*)$`).FindSubmatch(isal)
+	if lib == nil {
+		t.Fatal("no `RUN mkdir -p /out/data/out ... libisal.so.2` line in Dockerfile.isal")
+	}
+	root := t.TempDir()
+	lline := strings.ReplaceAll(strings.ReplaceAll(string(lib[1]), "/out/palleto", ibin), "/out/", root+"/")
+	if out, err := exec.Command("sh", "-c", lline).CombinedOutput(); err != nil {
+		t.Fatalf("%s: %v\n%s", lline, err, out)
+	}
+	arch, err := exec.Command("gcc", "-print-multiarch").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(root, "root", "usr", "lib", strings.TrimSpace(string(arch)), "libisal.so.2")); err != nil {
+		t.Errorf("the build stage does not put libisal.so.2 in this architecture's directory: %v", err)
 	}
 	// The compose file's env file exists and names the endpoints the devstack service serves.
 	env, err := os.ReadFile(filepath.Join(repoRoot, "deploy/compose/devstack.env"))

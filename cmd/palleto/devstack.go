@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"time"
 
 	"github.com/palleto/palleto/devstack"
 )
@@ -19,21 +20,26 @@ func cmdDevstack(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	fs.StringVar(&cfg.Bucket, "bucket", cfg.Bucket, "bucket to create; its ObjectCreated notifications go to --queue")
 	fs.StringVar(&cfg.Queue, "queue", cfg.Queue, "queue to create")
 	fs.StringVar(&cfg.DLQ, "dlq", cfg.DLQ, "dead-letter queue of --queue (\"\" for none)")
-	fs.IntVar(&cfg.MaxReceives, "max-receives", cfg.MaxReceives, "redrive policy: receipts before a message moves to --dlq")
+	fs.IntVar(&cfg.MaxReceives, "max-receives", cfg.MaxReceives, "redrive policy: receipts before a message moves to --dlq (keep it well above palleto run's --max-receives, which counts only the object's own failures)")
+	probe := fs.Bool("probe", false, "start nothing: exit 0 if a devstack answers at --s3-addr and --sqs-addr, 1 if not (a container health check)")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), `Usage: palleto devstack [flags]
 
 Runs an embedded S3 and SQS on 127.0.0.1 until interrupted, FOR DEVELOPMENT ONLY (in memory, no
 authentication). Objects created in the bucket send S3 event notifications to the queue, as AWS
-does. Paste the printed export lines into another shell to point palleto run, or any AWS SDK or
+does; other buckets notify the queues their notification configuration names (aws s3api
+put-bucket-notification-configuration, with the queue's ARN). Paste the printed export lines into another shell to point palleto run, or any AWS SDK or
 tool, at it.
-
-Flags:
 `)
-		fs.PrintDefaults()
+		printFlags(fs, fs.Output())
 	}
 	if err := parseFlags(fs, args); err != nil {
 		return err
+	}
+	if *probe {
+		pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		defer cancel()
+		return devstack.WaitReady(pctx, "http://"+cfg.S3Addr, "http://"+cfg.SQSAddr)
 	}
 	st, err := devstack.Start(cfg)
 	if err != nil {

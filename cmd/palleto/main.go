@@ -7,12 +7,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/signal"
 	"syscall"
 
-	_ "github.com/palleto/palleto/amqp" // the RabbitMQ source: --source amqp://USER:PASS@HOST:5672/VHOST?queue=Q
-	"github.com/palleto/palleto/decode"
+	_ "github.com/palleto/palleto/amqp"  // the RabbitMQ source: --source amqp://USER:PASS@HOST:5672/VHOST?queue=Q
 	_ "github.com/palleto/palleto/kafka" // the Kafka source: --source kafka://HOST:9092/TOPIC?group=G
 	"github.com/palleto/palleto/process"
 	_ "github.com/palleto/palleto/webhook" // the webhook source: --source http://127.0.0.1:PORT/PATH
@@ -46,8 +46,6 @@ AWS settings come the standard way: credential chain, AWS_REGION, AWS_PROFILE, a
 AWS_ENDPOINT_URL / AWS_ENDPOINT_URL_SQS / AWS_ENDPOINT_URL_S3 for local or S3-compatible servers.
 `
 
-var version = "dev"
-
 func main() {
 	os.Exit(realMain(os.Args[1:], os.Stdout, os.Stderr))
 }
@@ -67,11 +65,12 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 	go func() {
 		// A second signal exits at once; messages in flight come back by their visibility timeout.
 		<-signals
-		<-signals
+		sig := <-signals
 		// The exec processor's programs run in process groups of their own: kill them first,
 		// or they outlive this process.
 		n := process.KillAll()
-		fmt.Fprintf(stderr, "palleto: second signal; exiting now (%d running programs killed; messages in flight come back after their visibility timeout)\n", n)
+		say(stderr, slog.LevelError, fmt.Sprintf("palleto: second signal (%v); exiting now (%d running programs killed; messages in flight come back after their visibility timeout)", sig, n),
+			"signal", sig.String(), "programs_killed", n)
 		os.Exit(exitFatal)
 	}()
 	var err error
@@ -85,11 +84,7 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 	case "devstack":
 		err = cmdDevstack(ctx, args[1:], stdout, stderr)
 	case "version", "--version":
-		if len(args) > 1 {
-			err = usageError{fmt.Errorf("version takes no arguments, got %q", args[1])}
-			break
-		}
-		fmt.Fprintf(stdout, "palleto %s inflate=%s\n", version, decode.Inflater)
+		err = cmdVersion(args[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, mainUsage)
 	default:
@@ -102,12 +97,12 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 		return exitOK
 	case errors.As(err, &ue):
 		if ue.error != nil && !errors.Is(ue.error, errHelp) {
-			fmt.Fprintf(stderr, "palleto %s: %v\n", args[0], ue.error)
+			say(stderr, slog.LevelError, fmt.Sprintf("palleto %s: %v", args[0], ue.error), "exit_code", exitUsage)
 			return exitUsage
 		}
 		return exitOK
 	default:
-		fmt.Fprintf(stderr, "palleto %s: %v\n", args[0], err)
+		say(stderr, slog.LevelError, fmt.Sprintf("palleto %s: %v", args[0], err), "exit_code", exitFatal)
 		return exitFatal
 	}
 }

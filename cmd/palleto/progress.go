@@ -37,7 +37,7 @@ func isTerminal(w io.Writer) bool {
 // startProgress rewrites one status line on w every second: objects/s and MB/s over the last
 // second, totals, in flight, and the queue's depth (asked of SQS every 5 seconds). It returns
 // the function that stops it.
-func startProgress(d *palleto.Daemon, w io.Writer) (stop func()) {
+func startProgress(d *palleto.Daemon, w *progressOut) (stop func()) {
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -62,12 +62,50 @@ func startProgress(d *palleto.Daemon, w io.Writer) (stop func()) {
 				}
 				s := d.Stats()
 				secs := now.Sub(prevAt).Seconds()
-				fmt.Fprintf(w, "\r\033[Kpalleto: %.1f objects/s, %.1f MB/s | %d done, %d failed, %d in flight | queue: %s",
-					float64(s.Objects+s.AlreadyDone-prev.Objects-prev.AlreadyDone)/secs, float64(s.Bytes-prev.Bytes)/1e6/secs,
-					s.Objects+s.AlreadyDone, s.Failed, d.InFlight(), depth)
+				w.show(fmt.Sprintf("palleto: %.1f objects/s, %s | %d done, %d failed, %d in flight | queue: %s",
+					float64(s.Objects+s.AlreadyDone-prev.Objects-prev.AlreadyDone)/secs, rate(s.Bytes-prev.Bytes, now.Sub(prevAt)),
+					s.Objects+s.AlreadyDone, s.Failed, d.InFlight(), depth))
 				prev, prevAt = s, now
 			}
 		}
 	}()
 	return func() { cancel(); wg.Wait() }
+}
+
+// progressOut is the stderr that the log and the live progress line share: a log line first
+// clears the progress line, so that the two never share a line; the progress line is drawn
+// again at its next tick. Without a progress line, writes pass through.
+type progressOut struct {
+	mu    sync.Mutex
+	w     io.Writer
+	shown bool // a progress line is on the terminal's last line
+}
+
+// Write writes log output, after clearing the progress line.
+func (p *progressOut) Write(b []byte) (int, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.shown {
+		io.WriteString(p.w, "\r\033[K")
+		p.shown = false
+	}
+	return p.w.Write(b)
+}
+
+// show draws line as the progress line, in place of the one before.
+func (p *progressOut) show(line string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	io.WriteString(p.w, "\r\033[K"+line)
+	p.shown = true
+}
+
+// clear removes the progress line, if one is shown.
+func (p *progressOut) clear() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.shown {
+		io.WriteString(p.w, "\r\033[K")
+		p.shown = false
+	}
 }

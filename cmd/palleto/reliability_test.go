@@ -374,17 +374,15 @@ func TestSIGTERMHandsBackUnstartedMinIO(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	cmd.Process.Signal(syscall.SIGTERM)
-	start := time.Now()
-	if err := cmd.Wait(); err != nil {
+	if err := waitStopped(t, cmd, stderr); err != nil {
 		t.Fatalf("after SIGTERM: %v\n%s", err, tail(stderr.String(), 3000))
 	}
-	took := time.Since(start)
 	done := countResults(out, bucket)
 	// Visible at once: long before their 60s visibility timeout.
 	visible, inFlight := testenv.QueueCounts(t, env.SQS(), queueURL)
-	t.Logf("stopped in %s with %d results; %d visible, %d in flight", took.Round(time.Millisecond), done, visible, inFlight)
-	if took > 20*time.Second || inFlight != 0 || done+visible != n {
-		t.Errorf("after SIGTERM (%s): %d results + %d visible (want %d), %d in flight (want 0)", took, done, visible, n, inFlight)
+	t.Logf("stopped with %d results; %d visible, %d in flight", done, visible, inFlight)
+	if inFlight != 0 || done+visible != n {
+		t.Errorf("after SIGTERM: %d results + %d visible (want %d), %d in flight (want 0)", done, visible, n, inFlight)
 	}
 }
 
@@ -397,6 +395,9 @@ func TestDiskFullKeepsTheMessageMinIO(t *testing.T) {
 	env := testenv.Get(t)
 	out := t.TempDir()
 	if err := exec.Command("mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", out).Run(); err != nil {
+		if os.Geteuid() == 0 && os.Getenv("PALLETO_REQUIRE_SERVERS") == "1" {
+			t.Fatalf("cannot mount a small tmpfs to fill, as root with PALLETO_REQUIRE_SERVERS=1: %v", err)
+		}
 		t.Skipf("cannot mount a small tmpfs to fill (needs root): %v", err)
 	}
 	defer exec.Command("umount", "-l", out).Run()

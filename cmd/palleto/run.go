@@ -34,8 +34,8 @@ func runFlags(fs *flag.FlagSet, c *palleto.Config, logLevel, logFormat *string) 
 	fs.DurationVar(&c.SQS.VisibilityTimeout, "visibility-timeout", c.SQS.VisibilityTimeout, "visibility timeout asked for on receive; renewed every half of it while a message is worked on")
 	fs.DurationVar(&c.Engine.ExitWhenIdle, "exit-when-idle", c.Engine.ExitWhenIdle, "exit 0 once the queue has been empty this long with nothing in flight or waiting for a retry (0: run until stopped); polls then wait at most 1s, so the exit comes within about a second of this")
 	fs.DurationVar(&c.Engine.ShutdownTimeout, "shutdown-timeout", c.Engine.ShutdownTimeout, "on SIGINT/SIGTERM, how long in-flight objects may take to finish")
-	fs.IntVar(&c.MaxReceives, "max-receives", c.MaxReceives, "poison guard: a message received this many times fails permanently (0: off)")
-	fs.DurationVar(&c.RetryBackoff, "retry-backoff", c.RetryBackoff, "after a retryable failure the message is hidden this long, doubled per receive (max 15m)")
+	fs.IntVar(&c.MaxReceives, "max-receives", c.MaxReceives, "poison guard: an object (or message) that failed this many times by its own fault (processor error, panic) fails permanently; failures of the world (S3, SQS, the store down) never count, nor does SQS's receive count (0: off)")
+	fs.DurationVar(&c.RetryBackoff, "retry-backoff", c.RetryBackoff, "after an object's own retryable failure the message is hidden this long, doubled per failure of the object (max 15m); after a failure of the world, this long (max 1m)")
 	fs.StringVar(&c.DLQURL, "dlq-url", c.DLQURL, "dead-letter queue for permanent failures (the body, with the error in message attributes); without it they are recorded and deleted")
 	fs.StringVar(&c.Processor, "processor", c.Processor, "what to do with each object: "+strings.Join(process.Names(), ", "))
 	fs.StringVar(&c.ProcessorOptions.Grep, "grep", c.ProcessorOptions.Grep, "regular expression of --processor grep (counts matching lines)")
@@ -81,13 +81,7 @@ func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
 		}
 		return a
 	}}
-	if format == "" {
-		format = "json"
-		if isTerminal(w) {
-			format = "text"
-		}
-	}
-	switch format {
+	switch logFormatFor(format, w) {
 	case "text":
 		return slog.New(slog.NewTextHandler(w, opts)), nil
 	case "json":
@@ -128,9 +122,17 @@ Exit codes: 0 done (including a stop by SIGINT/SIGTERM), 1 fatal error, 2 bad us
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	log, err := newLogger(stderr, logLevel, logFormat)
+	// The log and the live progress line share stderr: a log line clears the progress line first.
+	logOut := &progressOut{w: stderr}
+	log, err := newLogger(logOut, logLevel, logFormatFor(logFormat, stderr))
 	if err != nil {
 		return usageError{err}
+	}
+	if logFormatFor(logFormat, stderr) == "json" {
+		jsonLogger.Store(log) // for main's last line too: kept after run returns
+		if progress == "auto" {
+			progress = "never" // every line JSON: no live line among them unless asked for
+		}
 	}
 	if trace {
 		cfg.Trace = stdout
@@ -166,17 +168,15 @@ Exit codes: 0 done (including a stop by SIGINT/SIGTERM), 1 fatal error, 2 bad us
 		defer func() { stopSrv(); wait() }() // served until the drain is over, not just until the signal
 	}
 	if showProgress {
-		stopProgress := startProgress(d, stderr)
+		stopProgress := startProgress(d, logOut)
 		defer stopProgress()
 	}
 	s, err := d.Run(ctx)
 	if err != nil && !errors.Is(err, context.Canceled) {
 		return err
 	}
-	if showProgress {
-		fmt.Fprint(stderr, "\r\033[K")
-	}
-	printSummary(stderr, s)
+	logOut.clear()
+	printSummary(logOut, s)
 	if cfg.Engine.ExitWhenIdle > 0 && s.Unrecorded > 0 {
 		return fmt.Errorf("%d messages failed and their failure could not be recorded (the results store was unavailable); they are kept in the queue", s.Unrecorded)
 	}
@@ -210,14 +210,21 @@ func printSummary(w io.Writer, s palleto.Summary) {
 	if busy <= 0 {
 		busy = s.Elapsed
 	}
-	secs := max(busy.Seconds(), 1e-9)
 	deferred := ""
 	if s.Deferred > 0 {
 		deferred = fmt.Sprintf(", %d deferred while S3 or the store was unavailable", s.Deferred)
 	}
-	fmt.Fprintf(w, "palleto: %d objects processed (%d already done, %d failed%s), %d lines, %.1f MB decompressed from %.1f MB fetched in %s (%s busy): %.1f objects/s, %.1f MB/s; %d messages deleted; peak RSS %.1f MiB; results in %s\n",
-		s.Objects, s.AlreadyDone, s.Failed, deferred, s.Lines, float64(s.Bytes)/1e6, float64(s.Fetched)/1e6, s.Elapsed.Round(time.Millisecond),
-		busy.Round(time.Millisecond), float64(s.Objects)/secs, float64(s.Bytes)/1e6/secs, s.Deleted, float64(peakRSS())/(1<<20), s.OutDir)
+	// Rates only over work done: with no object processed there is no busy time to speak of.
+	rates := ""
+	if s.Objects > 0 {
+		rates = fmt.Sprintf(" (%s busy): %.1f objects/s, %s", busy.Round(time.Millisecond), float64(s.Objects)/max(busy.Seconds(), 1e-9), rate(s.Bytes, busy))
+	}
+	rss := peakRSS()
+	say(w, slog.LevelInfo, fmt.Sprintf("palleto: %s processed (%d already done, %d failed%s), %s, %s decompressed from %s fetched in %s%s; %s deleted; peak RSS %.1f MiB; results in %s",
+		count(s.Objects, "object"), s.AlreadyDone, s.Failed, deferred, count(s.Lines, "line"), size(s.Bytes), size(s.Fetched), s.Elapsed.Round(time.Millisecond),
+		rates, count(s.Deleted, "message"), float64(rss)/(1<<20), s.OutDir),
+		"objects", s.Objects, "already_done", s.AlreadyDone, "failed", s.Failed, "deferred", s.Deferred, "lines", s.Lines, "bytes", s.Bytes,
+		"fetched", s.Fetched, "elapsed", s.Elapsed, "busy", s.Busy, "messages_deleted", s.Deleted, "peak_rss", rss, "out", s.OutDir)
 }
 
 // byteSize is an int64 flag of bytes that also takes a unit: 512KiB, 8MiB, 1GiB, 2GB, 10kB.

@@ -147,6 +147,21 @@ func (s *Server) createLocked(name string) *queue {
 	return q
 }
 
+// QueueARN returns the ARN of the queue called name, creating it if needed.
+func (s *Server) QueueARN(name string) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.createLocked(name).arn
+}
+
+// QueueNameByARN returns the name of the queue whose ARN is arn, if there is one.
+func (s *Server) QueueNameByARN(arn string) (string, bool) {
+	if q := s.queueByARN(arn); q != nil {
+		return q.name, true
+	}
+	return "", false
+}
+
 func (s *Server) queueByARN(arn string) *queue {
 	s.mu.Lock()
 	defer s.mu.Unlock()

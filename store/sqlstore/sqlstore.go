@@ -12,6 +12,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -44,6 +46,11 @@ func OpenSQLite(ctx context.Context, path string, cfg store.GroupConfig) (*Store
 	// synchronous=FULL: a committed group is on disk before its messages are deleted, so a
 	// deleted message's result survives a power loss. _txlock=immediate: a writer takes the
 	// lock when it begins, instead of failing on upgrade when another process writes.
+	if dir := filepath.Dir(path); dir != "" {
+		if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
+			return nil, fmt.Errorf("%w: sqlite %s: directory %s does not exist", store.ErrUnavailable, path, dir)
+		}
+	}
 	dsn := "file:" + path + "?_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)&_pragma=busy_timeout(10000)&_txlock=immediate"
 	db, err := sql.Open("sqlite", dsn)
 	if err != nil {
@@ -117,8 +124,27 @@ func unavailable(op string, err error) error {
 	if err == nil {
 		return nil
 	}
-	return fmt.Errorf("%w: %s: %w", store.ErrUnavailable, op, err)
+	return fmt.Errorf("%w: %s: %w", store.ErrUnavailable, op, onceEach{err})
 }
+
+// onceEach is an error whose repeated lines are said once: pgx names each address it tried,
+// and with sslmode=prefer (the default) it tries each twice, TLS then plain, with the same error.
+type onceEach struct{ error }
+
+func (e onceEach) Error() string {
+	lines := strings.Split(e.error.Error(), "\n")
+	seen := make(map[string]bool, len(lines))
+	out := lines[:0]
+	for _, l := range lines {
+		if !seen[l] {
+			seen[l] = true
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
+}
+
+func (e onceEach) Unwrap() error { return e.error }
 
 // Ready writes to the database: it answers and takes a write.
 func (s *Store) Ready(ctx context.Context) error {
