@@ -124,7 +124,9 @@ func TestReadCapped(t *testing.T) {
 // the run, but it does not outlive it either.
 func TestExecBackgroundJobIsKilled(t *testing.T) {
 	pidfile := filepath.Join(t.TempDir(), "pid")
-	p, _ := New("exec", Options{Exec: "sh -c 'echo $$ > " + pidfile + "; exec sleep 120' >/dev/null 2>&1 & wc -l"})
+	// The program waits for the job to have written its pid before it ends: otherwise the run
+	// could end, and the group be killed, before the job wrote it.
+	p, _ := New("exec", Options{Exec: "sh -c 'echo $$ > " + pidfile + ".tmp; mv " + pidfile + ".tmp " + pidfile + "; exec sleep 120' >/dev/null 2>&1 & while [ ! -s " + pidfile + " ]; do :; done; wc -l"})
 	f, err := p.Process(context.Background(), Object{Key: "k"}, strings.NewReader("a\nb\n"))
 	if err != nil || string(f["output"].(json.RawMessage)) != "2" {
 		t.Fatalf("fields %v, err %v; want output 2", f, err)
