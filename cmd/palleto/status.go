@@ -12,7 +12,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/palleto/palleto/status"
+	statuspage "github.com/palleto/palleto/status"
 	"golang.org/x/sys/unix"
 )
 
@@ -69,8 +69,8 @@ Flags:
 		}
 		return body, nil
 	}
-	parse := func(body []byte) (status.Status, error) {
-		var s status.Status
+	parse := func(body []byte) (statuspage.Status, error) {
+		var s statuspage.Status
 		if err := json.Unmarshal(body, &s); err != nil {
 			return s, fmt.Errorf("status %s: not the status JSON: %w", url, err)
 		}
@@ -89,7 +89,7 @@ Flags:
 		return err
 	}
 	if !isTerminal(stdout) {
-		status.Render(stdout, s, 0)
+		statuspage.Render(stdout, s, 0)
 		return nil
 	}
 	tick := time.NewTicker(*every)
@@ -100,7 +100,7 @@ Flags:
 		if err != nil {
 			fmt.Fprintf(&screen, "!! %v; showing what it said last\n", err)
 		}
-		status.Render(&screen, s, termWidth(stdout))
+		statuspage.Render(&screen, s, termWidth(stdout))
 		stdout.Write(screen.Bytes())
 		select {
 		case <-ctx.Done():
@@ -108,7 +108,7 @@ Flags:
 		case <-tick.C:
 		}
 		if body, err = get(); err == nil {
-			var next status.Status
+			var next statuspage.Status
 			if next, err = parse(body); err == nil {
 				s = next
 			}
