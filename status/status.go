@@ -132,6 +132,7 @@ const (
 type Tracker struct {
 	cfg     Config
 	started time.Time
+	now     func() time.Time // the clock (tests set it)
 
 	mu       sync.Mutex
 	slots    []*slot // by worker-1 (workers are numbered from 1), grown on first use
@@ -164,7 +165,7 @@ func New(cfg Config) *Tracker {
 	if cfg.Counts == nil {
 		cfg.Counts = func() Counts { return Counts{} }
 	}
-	t := &Tracker{cfg: cfg, started: time.Now()}
+	t := &Tracker{cfg: cfg, started: time.Now(), now: time.Now}
 	t.cfg.Source, t.cfg.Store = redactURL(cfg.Source), redactURL(cfg.Store)
 	for _, name := range cfg.Dependencies {
 		t.deps = append(t.deps, Dependency{Name: name, Up: true, Since: t.started})
@@ -184,7 +185,7 @@ func (t *Tracker) ObjectBegan(worker int, bucket, key string, size int64) {
 		t.slots = append(t.slots, &slot{})
 	}
 	s := t.slots[worker-1]
-	s.busy, s.bucket, s.key, s.size, s.started = true, bucket, key, size, time.Now()
+	s.busy, s.bucket, s.key, s.size, s.started = true, bucket, key, size, t.now()
 	s.read.Store(0)
 	t.mu.Unlock()
 }
@@ -216,7 +217,7 @@ func (t *Tracker) ObjectEnded(worker int) {
 
 // Failure records a failed object (bucket and key empty: a message); the last 50 are kept.
 func (t *Tracker) Failure(bucket, key, class, err, action string) {
-	f := Failure{At: time.Now().UTC(), Bucket: bucket, Key: key, Class: class, Error: Redact(err), Action: action}
+	f := Failure{At: t.now().UTC(), Bucket: bucket, Key: key, Class: class, Error: Redact(err), Action: action}
 	t.mu.Lock()
 	t.failures[t.nfail%maxFailures] = f
 	t.nfail++
@@ -225,7 +226,7 @@ func (t *Tracker) Failure(bucket, key, class, err, action string) {
 
 // DependencyChanged says dependency name went down (up false, with the reason) or came back.
 func (t *Tracker) DependencyChanged(name string, up bool, reason string) {
-	d := Dependency{Name: name, Up: up, Since: time.Now().UTC()}
+	d := Dependency{Name: name, Up: up, Since: t.now().UTC()}
 	if !up {
 		d.Reason = Redact(reason)
 	}
@@ -240,7 +241,7 @@ func (t *Tracker) DependencyChanged(name string, up bool, reason string) {
 
 // Snapshot returns the status now.
 func (t *Tracker) Snapshot() Status {
-	now := time.Now()
+	now := t.now()
 	c := t.cfg.Counts()
 	s := Status{Version: t.cfg.Version, Inflate: t.cfg.Inflate, Source: t.cfg.Source, Store: t.cfg.Store,
 		StartedAt: t.started.UTC(), UptimeSeconds: now.Sub(t.started).Seconds(), Counts: c,
