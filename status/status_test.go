@@ -300,7 +300,7 @@ func TestRenderForTheTerminal(t *testing.T) {
 	Render(&b, tr.Snapshot(), 120)
 	out := b.String()
 	for _, want := range []string{"DEGRADED", "received 12 · done 9", "failed 1", "S3", "DOWN", "connection refused",
-		"w3", "[##########          ]  50%  1.0 MB of 2.0 MB", "logs/big.gz", "logs/bad.gz", "object: permanent", "-> deleted: gzip: invalid header",
+		"w3", "[##########          ]  50%  1.0 MB of 2.0 MB", "logs/big.gz", "logs/bad.gz  object: permanent  -> deleted\n            gzip: invalid header",
 		"waiting ? · in flight ?", "amqp://palleto:xxxxx@"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("no %q in:\n%s", want, out)

@@ -63,7 +63,7 @@ func Render(w io.Writer, s Status, width int) {
 			HumanBytes(o.BytesRead), size, HumanDuration(now.Sub(o.StartedAt)), o.Bucket, o.Key)
 	}
 	line("")
-	room := max(3, 36-strings.Count(b.String(), "\n"))
+	room := max(2, (40-strings.Count(b.String(), "\n"))/2) // two lines each
 	line("LAST FAILURES (%d shown of the last %d, newest first)", min(room, len(s.Failures)), len(s.Failures))
 	for i, f := range s.Failures {
 		if i == room {
@@ -73,7 +73,8 @@ func Render(w io.Writer, s Status, width int) {
 		if f.Class == "unavailable" {
 			whose = "world"
 		}
-		line("  %s  %s/%s  %s: %s  -> %s: %s", f.At.Local().Format("15:04:05"), f.Bucket, f.Key, whose, f.Class, f.Action, oneLine(f.Error))
+		line("  %s  %s/%s  %s: %s  -> %s", f.At.Local().Format("15:04:05"), f.Bucket, f.Key, whose, f.Class, f.Action)
+		line("            %s", oneLine(f.Error))
 	}
 	io.WriteString(w, b.String())
 }
