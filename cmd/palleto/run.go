@@ -146,7 +146,7 @@ Exit codes: 0 done (including a stop by SIGINT/SIGTERM), 1 fatal error, 2 bad us
 		return err
 	}
 	if metricsAddr != "" {
-		stopStatus := d.StatusPage(version).Start(context.WithoutCancel(ctx)) // the page at / (status.go)
+		stopStatus := d.StatusPage(version).Start(context.WithoutCancel(ctx)) // the page at / (package status)
 		defer stopStatus()
 		srvCtx, stopSrv := context.WithCancel(context.WithoutCancel(ctx))
 		wait, err := metrics.Serve(srvCtx, metricsAddr, met.Handler(d.Ready), log)
