@@ -340,3 +340,41 @@ func get(t *testing.T, url string) (string, *http.Response) {
 	}
 	return string(body), resp
 }
+
+// BenchmarkObjectBookkeeping is what the tracker costs per object with the page on: began,
+// reading (8 reads stored), ended, on 8 workers at once.
+func BenchmarkObjectBookkeeping(b *testing.B) {
+	tr := New(Config{})
+	var next atomic.Int64
+	b.RunParallel(func(pb *testing.PB) {
+		w := int(next.Add(1)%8) + 1
+		for pb.Next() {
+			tr.ObjectBegan(w, "bucket", "key", 1024)
+			n := tr.ObjectReading(w, 1024)
+			for i := range int64(8) {
+				n.Store(i * 128)
+			}
+			tr.ObjectEnded(w)
+		}
+	})
+}
+
+// BenchmarkRefresh is what one refresh of an open page costs the daemon: a snapshot of 8
+// objects in flight and 50 failures, as JSON.
+func BenchmarkRefresh(b *testing.B) {
+	tr := New(Config{Dependencies: []string{"S3", "results store", "sqs"}})
+	for w := 1; w <= 8; w++ {
+		tr.ObjectBegan(w, "bucket", fmt.Sprintf("logs/2026/12/03/%d.gz", w), 1<<20)
+	}
+	for i := range 50 {
+		tr.Failure("bucket", fmt.Sprint(i), "permanent", strings.Repeat("corrupt compressed data ", 8), "deleted")
+	}
+	for range 90 {
+		tr.sample(time.Now())
+	}
+	srv := tr.Handler()
+	b.ReportAllocs()
+	for b.Loop() {
+		srv.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", "/status.json", nil))
+	}
+}
