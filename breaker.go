@@ -23,7 +23,7 @@ type breaker struct {
 	probeEvery    time.Duration
 	maxProbeEvery time.Duration
 	probeTimeout  time.Duration
-	onChange      func(dep string, open bool) // metrics; optional
+	onChange      func(dep string, open bool, why error) // metrics and the status page; optional
 
 	mu     sync.Mutex
 	deps   map[string]*dependency
@@ -82,7 +82,7 @@ func (b *breaker) failure(dep string, err error, probe func(ctx context.Context)
 	b.log.Error(fmt.Sprintf("%s UNAVAILABLE: receiving paused, messages kept; probing until it answers", dep),
 		"dependency", dep, "failures_in_a_row", d.inARow, "error", err)
 	if b.onChange != nil {
-		b.onChange(dep, true)
+		b.onChange(dep, true, err)
 	}
 	b.probes.Add(1)
 	go func() { defer b.probes.Done(); b.probeLoop(d) }()
@@ -108,7 +108,7 @@ func (b *breaker) closeLocked(d *dependency) {
 	d.open = false
 	b.log.Warn(fmt.Sprintf("%s available again: receiving resumed", d.name), "dependency", d.name, "down_for", time.Since(d.since).Round(time.Second).String())
 	if b.onChange != nil {
-		b.onChange(d.name, false)
+		b.onChange(d.name, false, nil)
 	}
 	if b.openCount() == 0 {
 		close(b.shut)

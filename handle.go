@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -115,6 +116,8 @@ func (d *Daemon) handle(ctx context.Context, worker int, j *job) error {
 	d.tracef("pipeline %d: got message %s (receive count %d)", worker, m.ID, m.ReceiveCount)
 	d.met.MessageStarted()
 	defer d.met.MessageDone()
+	d.met.MessageWaited(m.SentAt, m.ReceivedAt)
+	defer d.met.Idle(worker) // the status page's in-flight list
 	n, err := notify.Parse(m.Body)
 	if err != nil {
 		j.failures = []objectFailure{{Err: err}}
@@ -135,6 +138,7 @@ func (d *Daemon) handle(ctx context.Context, worker int, j *job) error {
 		j.last = i == len(n.Records)-1
 		var st objectStats
 		done := d.met.ObjectStarted(rec.EventTime)
+		d.met.Working(worker, rec.Bucket, rec.Key, rec.Size)
 		f := d.object(ctx, worker, j, rec, &st)
 		done(st.outcome(f), st.fetched, st.decoded)
 		if f != nil {
@@ -261,7 +265,8 @@ func (d *Daemon) fetchAndProcess(ctx context.Context, worker int, j *job, rec no
 	if err := d.checkObjectSize(where, obj.Size); err != nil { // the size may have changed since the event
 		return fail(err)
 	}
-	fetched := &countingReader{r: obj.Body, limit: d.cfg.MaxObjectBytes, what: "--max-object-bytes", near: takeNextNear(ctx, obj.Size, j.last)}
+	fetched := &countingReader{r: obj.Body, limit: d.cfg.MaxObjectBytes, what: "--max-object-bytes", near: takeNextNear(ctx, obj.Size, j.last),
+		live: d.met.Reading(worker, obj.Size)}
 	defer func() { st.fetched = fetched.n }()
 	dr, err := decode.Open(fetched, decode.Options{MaxWindow: d.cfg.ZstdMaxWindow})
 	if err != nil {
@@ -345,6 +350,8 @@ type countingReader struct {
 	what  string
 	// near, when set, is called after each read with the count, until it returns true.
 	near func(n int64) bool
+	// live, when set, is given the count after each read (the status page's progress bar).
+	live *atomic.Int64
 }
 
 func (c *countingReader) Read(p []byte) (int, error) {
@@ -353,6 +360,9 @@ func (c *countingReader) Read(p []byte) (int, error) {
 	}
 	n, err := c.r.Read(p)
 	c.n += int64(n)
+	if c.live != nil {
+		c.live.Store(c.n)
+	}
 	if c.near != nil && c.near(c.n) {
 		c.near = nil
 	}

@@ -255,7 +255,7 @@ func New(cfg Config, deps Deps) (*Daemon, error) {
 		d.log = slog.Default()
 	}
 	d.health = newBreaker(d.log)
-	d.health.onChange = d.met.DependencyDown
+	d.health.onChange = d.met.DependencyChanged
 	d.store = deps.Store
 	if d.store == nil {
 		group := cfg.Commit
@@ -299,6 +299,7 @@ func New(cfg Config, deps Deps) (*Daemon, error) {
 		}
 		d.tracef("s3: s3://%s/%s range %d-%d (%d bytes, %s)", ri.Bucket, ri.Key, ri.Start, ri.End-1, ri.End-ri.Start, how)
 	}
+	d.fetch.OnGet = d.met.GetAnswered
 	d.fetch.OnResume = func(bucket, key string, off int64, cause error) {
 		d.met.Resumed()
 		d.tracef("s3: s3://%s/%s broke at byte %d (%v); resuming with a Range request", bucket, key, off, cause)
@@ -357,10 +358,12 @@ func (d *Daemon) receiveState(err error) {
 	case err == nil:
 		if since := d.sqsDown.Swap(0); since != 0 {
 			d.log.Warn("SQS receives work again", "down_for", time.Since(time.Unix(0, since)).Round(time.Second).String())
+			d.met.DependencyChanged(d.sourceName(), false, nil)
 		}
 	case errors.Is(err, context.Canceled):
 	case d.sqsDown.CompareAndSwap(0, time.Now().UnixNano()):
 		d.log.Error("SQS receive failing: backing off (1s, doubling up to 30s) until it works; messages in flight are kept"+sqs.Hint(err), "error", err)
+		d.met.DependencyChanged(d.sourceName(), true, err)
 	default:
 		d.log.Debug("SQS receive still failing", "error", err)
 	}

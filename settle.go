@@ -189,6 +189,7 @@ func (d *Daemon) record(ctx context.Context, m *queue.Message, own []ownFailure,
 			continue
 		}
 		d.stats.failed.Add(1)
+		d.met.Failure(rec.Bucket, rec.Key, f.class, msg, act)
 		d.log.Warn("object failed", "bucket", rec.Bucket, "key", rec.Key, "class", f.class, "error", msg,
 			"attempts", f.attempts, "receive_count", m.ReceiveCount, "action", act, "record", where, "message_id", m.ID)
 	}
@@ -247,6 +248,7 @@ func (d *Daemon) defer1(ctx context.Context, m *queue.Message, delay time.Durati
 		if d.health.failure(f.dep, f.Err, probe) {
 			level = d.log.Debug
 		}
+		d.met.Failure(f.Record.Bucket, f.Record.Key, ClassUnavailable, f.Err.Error(), "kept: "+f.dep+" unavailable, back in "+delay.String())
 		level("object deferred: "+f.dep+" unavailable; the message comes back, nothing counted against it",
 			"bucket", f.Record.Bucket, "key", f.Record.Key, "error", f.Err, "retry_in", delay.String(), "message_id", m.ID)
 	}

@@ -32,6 +32,7 @@ import (
 	"github.com/palleto/palleto/fetch"
 	"github.com/palleto/palleto/internal/faultproxy"
 	"github.com/palleto/palleto/internal/testenv"
+	"github.com/palleto/palleto/metrics"
 	"github.com/palleto/palleto/notify"
 	"github.com/palleto/palleto/process"
 	"github.com/palleto/palleto/store/dir"
@@ -52,6 +53,8 @@ type bench struct {
 	traces     int          // traces written so far, for a BENCH_TRACE name with %d
 	goTraces   int          // the same for BENCH_GOTRACE
 	s3Endpoint string       // when set, the S3 endpoint of in-process runs (a fault proxy)
+	withPage   bool         // in-process runs have metrics and their status page open (statuspage.go)
+	pageHow    string       // how the page was open in the last such run
 }
 
 // tempDir makes an output directory under base (the system's temporary directory when empty).
@@ -251,15 +254,23 @@ func (b *bench) startDaemon(ctx context.Context, cfg palleto.Config) (d *palleto
 	}
 	counted := &countingSQS{API: sqsc}
 	b.lastSQS = counted
-	d, err = palleto.New(cfg, palleto.Deps{SQS: counted, S3: s3c, Logger: quiet})
+	var met *metrics.Metrics
+	if b.withPage {
+		met = metrics.New()
+	}
+	d, err = palleto.New(cfg, palleto.Deps{SQS: counted, S3: s3c, Logger: quiet, Metrics: met})
 	if err != nil {
 		b.tb.Fatalf("%v", err)
+	}
+	closePage := func() {}
+	if met != nil {
+		b.pageHow, closePage = b.openPage(ctx, d, met)
 	}
 	runCtx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
 	started = time.Now()
 	go func() { defer close(done); d.Run(runCtx) }()
-	return d, started, func() { cancel(); <-done; b.o.Log.Info("SQS requests", "run", counted.String()) }
+	return d, started, func() { cancel(); <-done; closePage(); b.o.Log.Info("SQS requests", "run", counted.String()) }
 }
 
 func last(xs []float64) float64 {
@@ -670,7 +681,7 @@ func (b *bench) p2(ctx context.Context) ([]Row, error) {
 	b.o.Log.Info("P2 data ready", "objects", len(objs), "bytes_each", objs[0].size)
 	def := palleto.DefaultConfig()
 	disk, shm := os.TempDir(), tmpfsDir()
-	var pal, bare, mem, files, perReceive, lite, pg, liteGroup, pgGroup []float64
+	var pal, bare, mem, files, perReceive, lite, pg, liteGroup, pgGroup, paged []float64
 	pgURL := os.Getenv("PALLETO_TEST_POSTGRES_URL")
 	for run := range b.o.Runs {
 		cfg := palleto.DefaultConfig()
@@ -688,14 +699,24 @@ func (b *bench) p2(ctx context.Context) ([]Row, error) {
 			fmt.Sscan(v, &cfg.Engine.Producer.Pollers)
 		}
 		rate := func(took time.Duration) float64 { return float64(len(objs)) / took.Seconds() }
-		cfg.SQS.QueueURL = b.queueOf(ctx, bucket, objs)
-		took, _ := b.runDaemon(ctx, cfg, disk, len(objs))
-		pal = append(pal, rate(took))
-		perReceive = append(perReceive, b.lastSQS.perReceive())
+		// The same with the status page open, first in every other run: what runs second
+		// finds the disk still writing back the first's files.
+		for _, page := range []bool{run%2 == 1, run%2 == 0} {
+			cfg.SQS.QueueURL = b.queueOf(ctx, bucket, objs)
+			b.withPage = page
+			took, _ := b.runDaemon(ctx, cfg, disk, len(objs))
+			b.withPage = false
+			if page {
+				paged = append(paged, rate(took))
+				continue
+			}
+			pal = append(pal, rate(took))
+			perReceive = append(perReceive, b.lastSQS.perReceive())
+		}
 		bare = append(bare, rate(b.bareLoop(ctx, b.queueOf(ctx, bucket, objs), len(objs), def.Engine.Workers)))
 		if shm != "" {
 			cfg.SQS.QueueURL = b.queueOf(ctx, bucket, objs)
-			took, _ = b.runDaemon(ctx, cfg, shm, len(objs))
+			took, _ := b.runDaemon(ctx, cfg, shm, len(objs))
 			mem = append(mem, rate(took))
 		}
 		files = append(files, rate(b.durableFiles(disk, len(objs), def.Engine.Workers)))
@@ -707,7 +728,7 @@ func (b *bench) p2(ctx context.Context) ([]Row, error) {
 			took, sum = b.runDaemon(ctx, cfg, b.freshPostgres(pgURL), len(objs))
 			pg, pgGroup = append(pg, rate(took)), append(pgGroup, sum.GroupSize())
 		}
-		b.o.Log.Info("P2 run", "run", run+1, "palleto_per_s", pal[run], "bare_per_s", bare[run], "palleto_tmpfs_per_s", last(mem),
+		b.o.Log.Info("P2 run", "run", run+1, "palleto_per_s", pal[run], "page_open_per_s", paged[run], "bare_per_s", bare[run], "palleto_tmpfs_per_s", last(mem),
 			"durable_files_per_s", files[run], "sqlite_per_s", last(lite), "sqlite_group", last(liteGroup), "postgres_per_s", last(pg), "postgres_group", last(pgGroup))
 	}
 	p, l, f := median(pal), median(bare), median(files)
@@ -716,6 +737,9 @@ func (b *bench) p2(ctx context.Context) ([]Row, error) {
 		Setting: fmt.Sprintf("%d × %d B gzip, defaults (%d workers, %d pollers, prefetch %d; %.1f messages per receive), results on %s",
 			len(objs), objs[0].size, def.Engine.Workers, def.Engine.Producer.Pollers, def.Engine.Prefetch, median(perReceive), fsName(disk)),
 		Value: fmt.Sprintf("%.0f objects/s", p), Limit: bareLimit, Ratio: ratio(pal, bare), Target: 0.90}}
+	rows = append(rows, Row{Scenario: "P2 small objects, status page open",
+		Setting: fmt.Sprintf("the same, with metrics and the status page %s", b.pageHow),
+		Value:   fmt.Sprintf("%.0f objects/s", median(paged)), Limit: fmt.Sprintf("%.0f objects/s, P2 without metrics or page in the same runs", p), Ratio: ratio(paged, pal)})
 	rows = append(rows, Row{Scenario: "P2 small objects, SQLite",
 		Setting: fmt.Sprintf("the same, --out sqlite: on %s, defaults (groups of up to %d or %s; %.0f results per commit seen)", fsName(disk), def.Commit.Size, def.Commit.Timeout, median(liteGroup)),
 		Value:   fmt.Sprintf("%.0f objects/s", median(lite)), Limit: bareLimit, Ratio: ratio(lite, bare), Target: 0.90})

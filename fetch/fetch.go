@@ -81,6 +81,8 @@ type Fetcher struct {
 	slowStream atomic.Bool
 	// OnRange, when set, is told of each ranged GET.
 	OnRange func(RangeInfo)
+	// OnGet, when set, is told how long each GET took to answer (its headers), and its error.
+	OnGet func(took time.Duration, err error)
 }
 
 // DefaultAheadWhenWaiting is Fetcher.AheadWhenWaiting's default.
@@ -112,7 +114,11 @@ func newWatchdog(d time.Duration, cancel context.CancelFunc) *watchdog {
 func (f *Fetcher) get(ctx context.Context, in *s3.GetObjectInput) (*s3.GetObjectOutput, *watchdog, context.CancelFunc, error) {
 	reqCtx, cancel := context.WithCancel(ctx)
 	wd := newWatchdog(f.FirstByteTimeout, cancel)
+	asked := time.Now()
 	out, err := f.api.GetObject(reqCtx, in)
+	if f.OnGet != nil {
+		f.OnGet(time.Since(asked), err)
+	}
 	if err != nil {
 		wd.timer.Stop()
 		cancel()

@@ -52,6 +52,7 @@ type Metrics struct {
 	rangeBytes                                  prometheus.Histogram
 	readAhead                                   atomic.Pointer[func() int64]
 	demand                                      atomic.Pointer[func() int]
+	seeing                                      // the status page's and the dashboard's (seeing.go)
 }
 
 // New registers Palleto's metrics, plus the Go runtime and process collectors, on a new registry.
@@ -86,7 +87,7 @@ func New() *Metrics {
 	m.objects = vec("palleto_objects_processed_total", "Objects, by outcome: ok, already_done, filtered, permanent, retryable, unavailable.", "outcome",
 		OutcomeOK, OutcomeAlreadyDone, OutcomeFiltered, OutcomePermanent, OutcomeRetryable, OutcomeUnavailable)
 	m.dependencyUp = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "palleto_dependency_up",
-		Help: "1 while a dependency works, 0 while the circuit breaker holds it down (receiving paused): s3, results_store."}, []string{"dependency"})
+		Help: "1 while a dependency works, 0 while the circuit breaker holds it down (receiving paused): s3, results_store; and the source (sqs, ...): 0 while its receives fail."}, []string{"dependency"})
 	for _, d := range []string{"s3", "results_store"} {
 		m.dependencyUp.WithLabelValues(d).Set(1)
 	}
@@ -124,6 +125,7 @@ func New() *Metrics {
 		}
 		return 0
 	}))
+	m.registerSeeing(reg)
 	return m
 }
 
@@ -172,7 +174,7 @@ func (m *Metrics) Extended(n int) {
 }
 
 // DependencyDown records that the breaker opened (down) or closed a dependency ("S3", "results
-// store").
+// store"), or that the source's receives fail or work again.
 func (m *Metrics) DependencyDown(dep string, down bool) {
 	if m == nil {
 		return
@@ -253,6 +255,9 @@ func (m *Metrics) ObjectStarted(eventTime time.Time) (done func(outcome string, 
 		m.objectsInFlight.Dec()
 		m.objects.WithLabelValues(outcome).Inc()
 		m.duration.Observe(time.Since(start).Seconds())
+		if outcome == OutcomeOK && !eventTime.IsZero() {
+			m.resultLag.Observe(max(time.Since(eventTime).Seconds(), 0))
+		}
 		m.s3Bytes.Add(float64(fetched))
 		m.decompressed.Add(float64(decompressed))
 	}
@@ -264,6 +269,9 @@ func (m *Metrics) Handler(ready func(context.Context) error) http.Handler {
 	mux := http.NewServeMux()
 	if m != nil {
 		mux.Handle("/metrics", promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{}))
+		if m.status != nil { // the status page at / and /status.json (SetStatus)
+			mux.Handle("/", m.status)
+		}
 	}
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) { fmt.Fprintln(w, "ok") })
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
@@ -307,6 +315,6 @@ func Serve(ctx context.Context, addr string, h http.Handler, log *slog.Logger) (
 		srv.Shutdown(sctx)
 		<-done
 	}()
-	log.Info("metrics and health endpoints listening", "addr", ln.Addr().String(), "paths", "/metrics /healthz /readyz")
+	log.Info("metrics and health endpoints listening", "addr", ln.Addr().String(), "paths", "/metrics /healthz /readyz, and the status page / /status.json when on")
 	return func() { <-stopped }, nil
 }

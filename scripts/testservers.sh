@@ -11,6 +11,8 @@
 #     a process of its own, internal/kafkaserver; MinIO's Kafka target publishes to it
 #   PostgreSQL: Debian's package, a fresh cluster (initdb) per start in a temp directory, run as
 #     the unprivileged `postgres` user when this runs as root (PostgreSQL refuses root)
+#   Chromium: Debian's package, for the status page's browser test; installed here and started
+#     headless by the test itself (chromedp), with a fresh profile each time
 # Usage: scripts/testservers.sh install|start|stop|env
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -38,6 +40,7 @@ install() {
   [ -x /usr/bin/aws ] || missing+=(awscli) # the CLI Debian ships: a client of the devstack's Query protocol
   [ -x /usr/lib/rabbitmq/bin/rabbitmq-server ] || missing+=(rabbitmq-server)
   [ -f /usr/include/isa-l/igzip_lib.h ] || missing+=(libisal-dev) # for the ISA-L build (go build -tags isal)
+  command -v chromium >/dev/null || missing+=(chromium) # the status page's browser test
   if [ ${#missing[@]} -gt 0 ]; then
     echo "testservers: installing ${missing[*]} (Debian packages)"
     # policy-rc.d keeps the packages' own services (rabbitmq-server, postgresql) from starting:
@@ -185,6 +188,9 @@ export PALLETO_TEST_RABBITMQ_CTL="$STATE/rabbitmqctl"
 export PALLETO_TEST_POSTGRES_URL=postgres://palleto@127.0.0.1:$PG_PORT/postgres?sslmode=disable
 export PALLETO_TEST_POSTGRES_CTL="$(pg_bin)/pg_ctl -D $PG_DATA/data"
 ENV
+  if command -v chromium >/dev/null; then
+    echo "export PALLETO_TEST_CHROMIUM=$(command -v chromium)" >>"$STATE/env"
+  fi
   echo "testservers: SQS :$SQS_PORT, MinIO :$S3_PORT, bridge :$BRIDGE_PORT, RabbitMQ :$AMQP_PORT, Kafka (kfake) :$KAFKA_PORT, PostgreSQL :$PG_PORT (env in $STATE/env)"
 }
 

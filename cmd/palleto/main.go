@@ -40,6 +40,7 @@ Usage:
   palleto backfill --bucket B --queue-url URL     announce the objects already in a bucket (see palleto backfill --help)
   palleto demo [--objects N] [--out DIR]          the whole job on an embedded S3 and SQS
   palleto devstack                                run the embedded S3 and SQS for development
+  palleto status [--addr HOST:PORT] [--json]      what a running daemon is doing (its --metrics-addr)
   palleto version
 
 AWS settings come the standard way: credential chain, AWS_REGION, AWS_PROFILE, and
@@ -83,6 +84,8 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 		err = cmdBackfill(ctx, args[1:], stdout, stderr)
 	case "devstack":
 		err = cmdDevstack(ctx, args[1:], stdout, stderr)
+	case "status":
+		err = cmdStatus(ctx, args[1:], stdout, stderr)
 	case "version", "--version":
 		err = cmdVersion(args[1:], stdout, stderr)
 	case "help", "-h", "--help":

@@ -99,7 +99,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	fs.SetOutput(stderr)
 	runFlags(fs, &cfg, &logLevel, &logFormat)
 	fs.BoolVar(&trace, "trace", false, "print the demand flow in words: demand asked, polls, events received, downloaded/processed by pipeline K, deleted")
-	fs.StringVar(&metricsAddr, "metrics-addr", "", "serve Prometheus /metrics, /healthz and /readyz on this address (e.g. :9090; empty: off)")
+	fs.StringVar(&metricsAddr, "metrics-addr", "", "serve Prometheus /metrics, /healthz, /readyz and the status page (/ and /status.json; palleto status) on this address (e.g. :9090; empty: off)")
 	fs.StringVar(&progress, "progress", progress, "live progress line on stderr: auto (when stderr is a terminal), always, never")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), `Usage: palleto run --queue-url URL --out DIR [flags]
@@ -159,6 +159,8 @@ Exit codes: 0 done (including a stop by SIGINT/SIGTERM), 1 fatal error, 2 bad us
 		return err
 	}
 	if metricsAddr != "" {
+		stopStatus := d.StatusPage(version).Start(context.WithoutCancel(ctx)) // the page at / (package status)
+		defer stopStatus()
 		srvCtx, stopSrv := context.WithCancel(context.WithoutCancel(ctx))
 		wait, err := metrics.Serve(srvCtx, metricsAddr, met.Handler(d.Ready), log)
 		if err != nil {
