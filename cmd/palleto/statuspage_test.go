@@ -22,8 +22,8 @@ import (
 	"github.com/chromedp/chromedp"
 	"github.com/palleto/palleto/internal/faultproxy"
 	"github.com/palleto/palleto/internal/testenv"
-	"github.com/palleto/palleto/store/dir"
 	statuspage "github.com/palleto/palleto/status"
+	"github.com/palleto/palleto/store/dir"
 )
 
 // browser starts Debian's Chromium headless with a fresh profile (as the env skill says: no
