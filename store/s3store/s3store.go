@@ -70,6 +70,31 @@ func Open(api API, url string) (*Store, error) {
 
 func (s *Store) String() string { return "s3://" + s.bucket + "/" + s.prefix }
 
+var _ store.Owner = (*Store)(nil)
+
+// Owns reports whether bucket/key is something this store writes: with a prefix, any key under
+// it; with none, the readiness object, failure records and copies (_palleto/, _failed/, _copy/)
+// and the results of objects of this same bucket (<bucket>/...).
+func (s *Store) Owns(bucket, key string) bool {
+	if bucket != s.bucket {
+		return false
+	}
+	if s.prefix != "" {
+		return strings.HasPrefix(key, s.prefix)
+	}
+	results := sink.Path(bucket, "x") // "<escaped bucket>/x.json"
+	results = results[:strings.LastIndex(results, "/")+1]
+	for _, dir := range []string{"_palleto/", "_failed/", sink.CopyDir + "/", results} {
+		if strings.HasPrefix(key, dir) {
+			return true
+		}
+	}
+	return false
+}
+
+// Owned returns the bucket the store writes into and its prefix.
+func (s *Store) Owned() (bucket, prefix string) { return s.bucket, s.prefix }
+
 // objectKey is where the JSON of bucket/key goes under dir ("", "_failed/" or "_copy/"): the
 // directory store's path of the object (sink.Path: each key component escaped, so that "..",
 // "." and empty components, which S3-compatible servers refuse, cannot occur, and injective),
