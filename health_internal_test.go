@@ -49,7 +49,11 @@ func (f *bucketsS3) HeadBucket(ctx context.Context, in *s3.HeadBucketInput, _ ..
 	return &s3.HeadBucketOutput{}, nil
 }
 
-func (f *bucketsS3) count(m map[string]int, k string) int { f.mu.Lock(); defer f.mu.Unlock(); return m[k] }
+func (f *bucketsS3) count(m map[string]int, k string) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return m[k]
+}
 
 // eventIn is the notification of keys in bucket.
 func eventIn(bucket string, keys ...string) string {
@@ -172,8 +176,10 @@ func TestForgedEventOutsideTheAllowlistOpensNothing(t *testing.T) {
 // ownedDisk is the directory store as a store inside bucket "b" under "palleto/" would be.
 type ownedDisk struct{ store.Store }
 
-func (ownedDisk) Owns(bucket, key string) bool { return bucket == "b" && strings.HasPrefix(key, "palleto/") }
-func (ownedDisk) Owned() (string, string)      { return "b", "palleto/" }
+func (ownedDisk) Owns(bucket, key string) bool {
+	return bucket == "b" && strings.HasPrefix(key, "palleto/")
+}
+func (ownedDisk) Owned() (string, string) { return "b", "palleto/" }
 
 // TestOwnOutputIsSkipped: events for what the store wrote (results, failure records, the
 // readiness object) are skipped before anything else, the --bucket allowlist included: no GET,
