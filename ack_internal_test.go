@@ -357,6 +357,7 @@ func TestIdleExitFiresWhileReceivingIsPaused(t *testing.T) {
 	d, _, logs := daemonOn(t, src, &fakeS3{objs: map[string]fakeObject{}, gets: map[string]int{}}, st, func(c *Config) {
 		c.Engine.ExitWhenIdle, c.RetryBackoff = 100*time.Millisecond, 100*time.Millisecond
 	})
+	d.pausedIdleAfter = 500 * time.Millisecond // the run waits this long for the store to come back
 	s := waitRun(t, runAsync(context.Background(), d), logs)
 	if !strings.Contains(logs.String(), "results store UNAVAILABLE: receiving paused") {
 		t.Errorf("the store never paused receiving:\n%s", logs)

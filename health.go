@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -93,7 +94,8 @@ func (d *Daemon) deniedAlone(ctx context.Context, bucket, where string, err erro
 	if perr := d.probeBucket(pctx, bucket); perr != nil {
 		return err
 	}
-	return fmt.Errorf("%w: %s (a KMS key or an object policy these credentials may not use): %v", ErrObjectDenied, where, err)
+	cause := strings.TrimPrefix(err.Error(), fetch.ErrUnavailable.Error()+": ")
+	return fmt.Errorf("%w: %s (a KMS key or an object policy these credentials may not use): %s", ErrObjectDenied, where, cause)
 }
 
 // goodKeys remembers, per bucket, the last object read fine: the fallback probe of the bucket.
@@ -133,40 +135,67 @@ func (d *Daemon) s3Failure(bucket string, err error) bool {
 	return d.health.Failure(s3Key(bucket), err, func(ctx context.Context) error { return d.probeBucket(ctx, bucket) })
 }
 
-// gatedPollEvery is how long a poll waits for the breaker before it counts as an empty one, when
-// --exit-when-idle is on: a run whose dependencies stay down still ends (with its undone work
-// counted), instead of waiting for them for ever.
-const gatedPollEvery = time.Second
+// A batch run (--exit-when-idle) waits for a dependency that pauses receiving, as a daemon does,
+// for up to pausedIdleAfter (or --exit-when-idle, when longer): a short outage is waited out and
+// the run finishes its work. Past that, its polls count as empty ones (one each gatedPollEvery,
+// and no trial receives), so the run ends, and says how many messages it leaves undone, instead
+// of waiting for ever.
+const (
+	pausedIdleAfter = 2 * time.Minute
+	gatedPollEvery  = time.Second
+)
+
+func (d *Daemon) idleAfterPause() time.Duration {
+	if d.pausedIdleAfter > 0 { // tests
+		return d.pausedIdleAfter
+	}
+	return max(pausedIdleAfter, d.cfg.Engine.ExitWhenIdle)
+}
 
 // gate waits while the breaker pauses receiving (the results store down, or S3 of every bucket
-// known). It reports false when the poll is to count as an empty one (with --exit-when-idle, after
-// gatedPollEvery); an error only when ctx ends.
+// known, but for a trial receive each 10s). It reports true when the poll may go to the source;
+// false for a poll to count as an empty one (a batch run paused for longer than idleAfterPause);
+// an error only when ctx ends.
 func (d *Daemon) gate(ctx context.Context) (receive bool, err error) {
-	var idle <-chan time.Time
-	if d.cfg.Engine.ExitWhenIdle > 0 {
-		t := time.NewTimer(gatedPollEvery)
-		defer t.Stop()
-		idle = t.C
-	}
 	for {
 		ok, wake, retry := d.health.Admit()
-		if ok {
+		since := d.health.PausedSince()
+		giveUp := d.cfg.Engine.ExitWhenIdle > 0 && !since.IsZero() && time.Since(since) >= d.idleAfterPause()
+		if ok && !giveUp {
 			return true, nil
 		}
-		var trial <-chan time.Time
+		if giveUp {
+			t := time.NewTimer(gatedPollEvery)
+			select {
+			case <-t.C:
+				d.gatedPolls.Add(1)
+				return false, nil
+			case <-ctx.Done():
+				t.Stop()
+				return false, ctx.Err()
+			}
+		}
+		var trial, later <-chan time.Time
+		var timers []*time.Timer
 		if retry > 0 {
 			t := time.NewTimer(retry)
-			defer t.Stop()
-			trial = t.C
+			timers, trial = append(timers, t), t.C
+		}
+		if d.cfg.Engine.ExitWhenIdle > 0 && !since.IsZero() {
+			t := time.NewTimer(d.idleAfterPause() - time.Since(since))
+			timers, later = append(timers, t), t.C
 		}
 		select {
 		case <-wake:
 		case <-trial:
+		case <-later:
 		case <-ctx.Done():
+		}
+		for _, t := range timers {
+			t.Stop()
+		}
+		if ctx.Err() != nil {
 			return false, ctx.Err()
-		case <-idle:
-			d.gatedPolls.Add(1)
-			return false, nil
 		}
 	}
 }

@@ -117,7 +117,7 @@ func TestBucketThatRefusesDoesNotStopTheOthers(t *testing.T) {
 	if s3c.count(s3c.heads, "ours") != 0 {
 		t.Error("the working bucket was probed")
 	}
-	if strings.Contains(logs.String(), "receiving paused") || strings.Contains(logs.String(), "S3 (ours) UNAVAILABLE") {
+	if strings.Contains(logs.String(), "receiving paused") || strings.Contains(logs.String(), "S3 UNAVAILABLE (ours)") {
 		t.Errorf("log:\n%s", logs)
 	}
 }

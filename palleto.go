@@ -250,6 +250,8 @@ type Daemon struct {
 	// producer, waiting for commits or for an acker) or handed back.
 	unsettled  atomic.Int64
 	gatedPolls atomic.Int64 // polls the breaker answered empty, not yet seen by OnReceive
+	// pausedIdleAfter, when set, replaces idleAfterPause's default (tests).
+	pausedIdleAfter time.Duration
 }
 
 // New checks cfg, opens the results store and prepares the pipeline.

@@ -82,6 +82,7 @@ type Breaker struct {
 	deps      map[Key]*dep
 	changed   chan struct{} // closed and replaced at every open and close
 	nextTrial time.Time     // of Admit, while receiving is paused by scoped dependencies only
+	paused    time.Time     // since when receiving is paused; zero while it is not
 	ctx       context.Context
 	stop      context.CancelFunc
 	probes    sync.WaitGroup
@@ -219,7 +220,7 @@ func (b *Breaker) openLocked(d *dep) {
 	if d.key.Scope == "" {
 		what = "receiving paused"
 	}
-	b.log.Error(fmt.Sprintf("%s UNAVAILABLE: %s, messages kept; probing until it answers", d.key, what),
+	b.log.Error(fmt.Sprintf("%s UNAVAILABLE%s: %s, messages kept; probing until it answers", d.key.Dep, scope(d.key), what),
 		"dependency", d.key.String(), "failures_in_a_row", d.inARow, "error", d.lastErr)
 	b.notifyLocked(d.key, true)
 }
@@ -230,14 +231,29 @@ func (b *Breaker) closeLocked(d *dep) {
 	if was != open {
 		return
 	}
-	b.log.Warn(fmt.Sprintf("%s available again: its work resumes", d.key), "dependency", d.key.String(),
+	b.log.Warn(fmt.Sprintf("%s available again%s: its work resumes", d.key.Dep, scope(d.key)), "dependency", d.key.String(),
 		"down_for", b.cfg.Clock.Now().Sub(d.since).Round(time.Second).String())
 	b.notifyLocked(d.key, false)
+}
+
+// scope is how the log names k's scope: " (bucket)" after the dependency's name and state, so
+// that "S3 UNAVAILABLE" reads the same for every bucket.
+func scope(k Key) string {
+	if k.Scope == "" {
+		return ""
+	}
+	return " (" + k.Scope + ")"
 }
 
 func (b *Breaker) notifyLocked(k Key, isOpen bool) {
 	close(b.changed)
 	b.changed = make(chan struct{})
+	switch paused, _ := b.pausedLocked(); {
+	case !paused:
+		b.paused = time.Time{}
+	case b.paused.IsZero():
+		b.paused = b.cfg.Clock.Now()
+	}
 	if b.cfg.OnChange != nil {
 		n := 0
 		for _, d := range b.deps {
@@ -378,6 +394,14 @@ func (b *Breaker) pausedLocked() (paused, trial bool) {
 		}
 	}
 	return false, false
+}
+
+// PausedSince returns since when receiving has been paused without a break (Admit's trials
+// aside); zero while it is not.
+func (b *Breaker) PausedSince() time.Time {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.paused
 }
 
 // Wait blocks while Admit says no; it is the pollers' gate. It returns ctx's error when ctx ends

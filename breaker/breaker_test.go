@@ -162,6 +162,9 @@ func TestFailuresInARowThenAProbeThatFailsOpen(t *testing.T) {
 	if !strings.Contains(r.logs.String(), "results store UNAVAILABLE: receiving paused") {
 		t.Errorf("log: %s", r.logs)
 	}
+	if since := r.b.PausedSince(); !since.Equal(r.clock.Now()) {
+		t.Errorf("paused since %v, want %v", since, r.clock.Now())
+	}
 }
 
 // TestSuspectThatAnswersItsProbeStaysClosed: failures of one object each (a 403 on one key) make
@@ -220,8 +223,8 @@ func TestOpenDependencyIsProbedWithBackoffUntilItAnswers(t *testing.T) {
 	if err := <-waited; err != nil {
 		t.Fatal(err)
 	}
-	if r.b.Err() != nil || !strings.Contains(r.logs.String(), "results store available again") {
-		t.Errorf("Err %v; log %s", r.b.Err(), r.logs)
+	if r.b.Err() != nil || !r.b.PausedSince().IsZero() || !strings.Contains(r.logs.String(), "results store available again") {
+		t.Errorf("Err %v, paused since %v; log %s", r.b.Err(), r.b.PausedSince(), r.logs)
 	}
 }
 
@@ -255,8 +258,11 @@ func TestOneBucketDownDoesNotPauseTheOthers(t *testing.T) {
 	if c := r.change(t); c != (change{s3a, true, 1}) {
 		t.Fatalf("change %+v", c)
 	}
-	if !admitted(r.b) || r.b.Err() != nil {
+	if !admitted(r.b) || r.b.Err() != nil || !r.b.PausedSince().IsZero() {
 		t.Fatalf("bucket a down paused receiving: %v", r.b.Err())
+	}
+	if !strings.Contains(r.logs.String(), "S3 UNAVAILABLE (a): the messages that need it are put back") {
+		t.Errorf("log: %s", r.logs)
 	}
 	if !r.b.Allow(s3b) || !r.b.Allow(s3b) {
 		t.Error("bucket b's calls refused")
@@ -284,8 +290,8 @@ func TestOneBucketDownDoesNotPauseTheOthers(t *testing.T) {
 	if ok || retry != 10*time.Second {
 		t.Errorf("every bucket down: Admit %v, retry %s; want paused until the next trial in 10s", ok, retry)
 	}
-	if err := r.b.Err(); err == nil || !strings.Contains(err.Error(), "S3 (a)") || !strings.Contains(err.Error(), "S3 (b)") {
-		t.Errorf("Err() = %v", err)
+	if err := r.b.Err(); err == nil || !strings.Contains(err.Error(), "S3 (a)") || !strings.Contains(err.Error(), "S3 (b)") || r.b.PausedSince().IsZero() {
+		t.Errorf("Err() = %v, paused since %v", err, r.b.PausedSince())
 	}
 	r.clock.advance(10 * time.Second)
 	if !admitted(r.b) {
