@@ -34,6 +34,7 @@ var iamActions = map[string][]string{
 	"GetQueueAttributes":           {"sqs:GetQueueAttributes"},
 	"SendMessage":                  {"sqs:SendMessage"},
 	"GetObject":                    {"s3:GetObject", "s3:GetObjectVersion"}, // by versionId when the event has one
+	"HeadBucket":                   {"s3:ListBucket"},                       // the breaker's probe of a bucket
 }
 
 func readYAML(t *testing.T, path string) []map[string]any {
@@ -90,6 +91,14 @@ func TestCloudFormationWiring(t *testing.T) {
 	if got := res("Bucket", "Properties", "NotificationConfiguration", "QueueConfigurations", 0); str(dig(t, got, "Queue")) != queueArn || dig(t, got, "Event") != "s3:ObjectCreated:*" {
 		t.Errorf("bucket notification: %v", got)
 	}
+	// A results store in the same bucket must not be notified of its own writes: the
+	// notification takes a prefix filter (NotificationPrefix), on both bucket resources.
+	for _, b := range []string{"Bucket", "BucketForExistingQueue"} {
+		filter := str(res(b, "Properties", "NotificationConfiguration", "QueueConfigurations", 0, "Filter"))
+		if !strings.Contains(filter, "HasNotificationPrefix") || !strings.Contains(filter, "Ref:NotificationPrefix") || !strings.Contains(filter, "Name:prefix") {
+			t.Errorf("%s: notification filter %s, want a prefix rule from NotificationPrefix", b, filter)
+		}
+	}
 	if res("Bucket", "DependsOn") != "QueuePolicy" {
 		t.Error("the bucket must depend on the queue policy, or S3 cannot validate the notification")
 	}
@@ -120,7 +129,7 @@ func TestCloudFormationWiring(t *testing.T) {
 	}
 	// IAM: exactly what the code calls.
 	var want []string
-	for _, api := range []reflect.Type{reflect.TypeFor[sqs.API](), reflect.TypeFor[fetch.API]()} {
+	for _, api := range []reflect.Type{reflect.TypeFor[sqs.API](), reflect.TypeFor[fetch.API](), reflect.TypeFor[palleto.BucketAPI]()} {
 		for i := range api.NumMethod() {
 			acts, ok := iamActions[api.Method(i).Name]
 			if !ok {
