@@ -89,7 +89,7 @@ func New() *Metrics {
 	m.objects = vec("palleto_objects_processed_total", "Objects, by outcome: ok, already_done, filtered, permanent, retryable, unavailable.", "outcome",
 		OutcomeOK, OutcomeAlreadyDone, OutcomeFiltered, OutcomePermanent, OutcomeRetryable, OutcomeUnavailable)
 	m.dependencyUp = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "palleto_dependency_up",
-		Help: "1 while a dependency works, 0 while the circuit breaker holds it down (receiving paused): s3, results_store."}, []string{"dependency"})
+		Help: "1 while a dependency works, 0 while the circuit breaker holds it down: results_store (receiving paused), s3 (any bucket: that bucket's messages wait; receiving pauses only when every bucket is down)."}, []string{"dependency"})
 	for _, d := range []string{"s3", "results_store"} {
 		m.dependencyUp.WithLabelValues(d).Set(1)
 	}
