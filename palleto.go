@@ -503,7 +503,8 @@ func (d *Daemon) Check(ctx context.Context) error {
 }
 
 // Ready reports why the daemon cannot work, or nil: the queue must answer, the results store
-// must take a write, and no dependency may be down. It is what /readyz serves.
+// must take a write, and the breaker must not pause receiving (the store down, or S3 of every
+// bucket: one bucket down alone stops only its own messages). It is what /readyz serves.
 func (d *Daemon) Ready(ctx context.Context) error {
 	if err := d.health.Err(); err != nil {
 		return err
