@@ -39,8 +39,8 @@ func (d *Daemon) prepare(ctx context.Context, worker int, j *job) {
 		return
 	}
 	for _, rec := range n.Records {
-		if filtered, err := d.screen(rec); filtered || err != nil {
-			continue // handle will not fetch it
+		if skip, err := d.screen(rec); skip != "" || err != nil || d.health.IsOpen(s3Key(rec.Bucket)) {
+			continue // handle will not fetch it (or not now: its bucket is down)
 		}
 		ctx, cancel := context.WithCancel(ctx)
 		e := &earlyObject{rec: rec, cancel: cancel, done: make(chan struct{})}

@@ -99,6 +99,8 @@ func classify(err error) (class, dep string) {
 		errors.Is(err, ErrFailedBefore),
 		errors.Is(err, store.ErrBadData): // a result the store cannot hold for its content
 		return ClassPermanent, ""
+	case errors.Is(err, ErrObjectDenied): // a 403 on one object while its bucket answers
+		return ClassRetryable, ""
 	case errors.Is(err, fetch.ErrUnavailable):
 		return ClassUnavailable, depS3
 	case errors.Is(err, store.ErrUnavailable):
@@ -181,13 +183,22 @@ func (d *Daemon) object(ctx context.Context, worker int, j *job, rec notify.Reco
 	m := j.m
 	fail := func(err error) *objectFailure { return &objectFailure{Record: rec, Err: err} }
 	where := fmt.Sprintf("s3://%s/%s", rec.Bucket, rec.Key)
-	filtered, err := d.screen(rec)
+	skip, err := d.screen(rec)
 	if err != nil {
 		return fail(err)
 	}
-	if filtered {
+	switch skip {
+	case skipOwnOutput:
 		st.skipped = metrics.OutcomeFiltered
 		d.stats.skipped.Add(1)
+		d.met.Skipped(skipOwnOutput)
+		d.tracef("pipeline %d: %s skipped: written by this daemon's results store", worker, where)
+		d.log.Info("object skipped: Palleto's own output (written by its results store), never processed", "bucket", rec.Bucket, "key", rec.Key, "outcome", "own_output", "message_id", m.ID)
+		return nil
+	case skipFiltered:
+		st.skipped = metrics.OutcomeFiltered
+		d.stats.skipped.Add(1)
+		d.met.Skipped(skipFiltered)
 		d.tracef("pipeline %d: %s skipped by --include/--exclude", worker, where)
 		d.log.Info("object skipped by filters", "bucket", rec.Bucket, "key", rec.Key, "outcome", "filtered", "message_id", m.ID)
 		return nil
@@ -216,6 +227,9 @@ func (d *Daemon) object(ctx context.Context, worker int, j *job, rec notify.Reco
 			return &objectFailure{Record: rec, Err: fmt.Errorf("%w: %s failed for good before: %s", ErrFailedBefore, where, before.Error), before: before, again: true}
 		}
 	}
+	if !d.health.Allow(s3Key(rec.Bucket)) { // its bucket is down: put back without a GET
+		return fail(fmt.Errorf("%w: %s not fetched: S3 of bucket %s is unavailable (the breaker is open; probing it)", fetch.ErrUnavailable, where, rec.Bucket))
+	}
 	f := d.fetchAndProcess(ctx, worker, j, rec, st)
 	if f != nil {
 		f.before = before
@@ -223,21 +237,31 @@ func (d *Daemon) object(ctx context.Context, worker int, j *job, rec notify.Reco
 	return f
 }
 
-// screen is what the event alone says of rec, before the results store or S3 is asked: an
-// error for an event Palleto refuses or an object over the size limit (not worth a GET), or
-// filtered for a key that --include/--exclude leave out.
-func (d *Daemon) screen(rec notify.Record) (filtered bool, err error) {
+// Why screen skips an object (the reasons of palleto_objects_skipped_total).
+const (
+	skipOwnOutput = "own_output" // written by the daemon's own results store (own.go)
+	skipFiltered  = "filtered"   // left out by --include/--exclude
+)
+
+// screen is what the event alone says of rec, before the results store or S3 is asked: skip
+// (skipOwnOutput, skipFiltered) for an object not to act on, or an error for an event Palleto
+// refuses or an object over the size limit (not worth a GET). Its own output is checked first:
+// a refusal is recorded, and a record is a write, whose event must not be refused in turn.
+func (d *Daemon) screen(rec notify.Record) (skip string, err error) {
 	where := fmt.Sprintf("s3://%s/%s", rec.Bucket, rec.Key)
+	if d.ownOutput(rec.Bucket, rec.Key) {
+		return skipOwnOutput, nil
+	}
 	if len(d.cfg.Buckets) > 0 && !slices.Contains(d.cfg.Buckets, rec.Bucket) {
-		return false, fmt.Errorf("%w: %s: bucket %q is not in the --bucket allowlist %v", ErrRefused, where, rec.Bucket, d.cfg.Buckets)
+		return "", fmt.Errorf("%w: %s: bucket %q is not in the --bucket allowlist %v", ErrRefused, where, rec.Bucket, d.cfg.Buckets)
 	}
 	if !utf8.ValidString(rec.Key) {
-		return false, fmt.Errorf("%w: s3://%s/%q: the key is not valid UTF-8, which no S3 object key can be", ErrRefused, rec.Bucket, rec.Key)
+		return "", fmt.Errorf("%w: s3://%s/%q: the key is not valid UTF-8, which no S3 object key can be", ErrRefused, rec.Bucket, rec.Key)
 	}
 	if !d.wanted(rec.Key) {
-		return true, nil
+		return skipFiltered, nil
 	}
-	return false, d.checkObjectSize(where, rec.Size)
+	return "", d.checkObjectSize(where, rec.Size)
 }
 
 // ErrFailedBefore is wrapped by the error of an object skipped because it failed permanently
@@ -258,7 +282,7 @@ func (d *Daemon) fetchAndProcess(ctx context.Context, worker int, j *job, rec no
 	started := time.Now()
 	obj, err := d.open(ctx, j, rec)
 	if err != nil {
-		return fail(err)
+		return fail(d.deniedAlone(ctx, rec.Bucket, where, err))
 	}
 	defer obj.Body.Close()
 	d.tracef("pipeline %d: downloading %s (%d bytes)", worker, where, obj.Size)
@@ -279,7 +303,8 @@ func (d *Daemon) fetchAndProcess(ctx context.Context, worker int, j *job, rec no
 	if err != nil {
 		return fail(fmt.Errorf("process %s (%s, %s): %w", where, dr.Encoding, d.proc.Name(), err))
 	}
-	d.health.success(depS3)
+	d.health.Success(s3Key(rec.Bucket))
+	d.noteGood(rec.Bucket, rec.Key)
 	etag := obj.ETag
 	if etag == "" {
 		etag = strings.Trim(rec.ETag, "\"")

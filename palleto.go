@@ -20,6 +20,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/palleto/palleto/breaker"
 	"github.com/palleto/palleto/decode"
 	"github.com/palleto/palleto/engine"
 	"github.com/palleto/palleto/fetch"
@@ -214,6 +215,13 @@ type Summary struct {
 	Lines       int64
 	Elapsed     time.Duration
 	OutDir      string
+
+	// Undone counts the messages put back for a retry (S3 or the store unavailable, or a failure
+	// of their own) and not finished since: work the run leaves in the queue.
+	Undone int64
+	// Received, Retried, Released and DeadLettered count the messages received, put back for a
+	// retry, handed back at once (shutdown), and sent to the dead-letter queue, whatever the source.
+	Received, Retried, Released, DeadLettered int64
 }
 
 // Daemon is a configured Palleto. Create it with New; Run it once.
@@ -230,7 +238,7 @@ type Daemon struct {
 	pl      *engine.Pipeline[*job]
 	deps    Deps
 	met     *metrics.Metrics
-	health  *breaker
+	health  *breaker.Breaker
 
 	traceMu sync.Mutex
 	stats   struct {
@@ -243,6 +251,17 @@ type Daemon struct {
 	unrecorded   map[string]time.Time // message ID -> when it no longer counts
 	sqsDown      atomic.Int64         // unix nanos since receives fail; 0 while they work
 	testLog      sync.Once
+
+	ack    acker     // acknowledgement's owner (ack.go)
+	out    outcomes  // what was decided for messages, whatever the source
+	undone undoneSet // messages put back for a retry and not finished since
+	good   goodKeys  // per bucket, the last object read fine: the bucket's fallback probe
+	// unsettled counts the messages received and not yet decided (being handled, waiting in the
+	// producer, waiting for commits or for an acker) or handed back.
+	unsettled  atomic.Int64
+	gatedPolls atomic.Int64 // polls the breaker answered empty, not yet seen by OnReceive
+	// pausedIdleAfter, when set, replaces idleAfterPause's default (tests).
+	pausedIdleAfter time.Duration
 }
 
 // New checks cfg, opens the results store and prepares the pipeline.
@@ -254,8 +273,8 @@ func New(cfg Config, deps Deps) (*Daemon, error) {
 	if d.log == nil {
 		d.log = slog.Default()
 	}
-	d.health = newBreaker(d.log)
-	d.health.onChange = d.met.DependencyChanged
+	d.health = d.newBreaker()
+	d.ack.d = d
 	d.store = deps.Store
 	if d.store == nil {
 		group := cfg.Commit
@@ -320,7 +339,7 @@ func New(cfg Config, deps Deps) (*Daemon, error) {
 		}
 		d.sqs = sqs.New(deps.SQS, sc, d.log, sqs.Hooks{
 			Trace:    d.tracef,
-			Deleted:  func(n int) { d.stats.deleted.Add(int64(n)); d.met.Deleted(n) },
+			Deleted:  d.met.Deleted, // what SQS confirmed; Summary.Deleted counts the daemon's decisions
 			Extended: d.met.Extended,
 		})
 		d.src = d.sqs
@@ -328,10 +347,12 @@ func New(cfg Config, deps Deps) (*Daemon, error) {
 	}
 	ec := cfg.Engine
 	ec.Logger = d.log
-	ec.Producer.Gate = d.health.wait
+	ec.Busy = d.workLeft // the gate is jobSource.Receive's, so that a gated poll counts toward an idle exit
 	user := ec.Producer.OnReceive
 	ec.Producer.OnReceive = func(p engine.PollDone) {
-		d.met.Received(p.Items, p.Err)
+		if !d.gatedPoll(p) {
+			d.met.Received(p.Items, p.Err)
+		}
 		d.receiveState(p.Err)
 		if user != nil {
 			user(p)
@@ -340,7 +361,7 @@ func New(cfg Config, deps Deps) (*Daemon, error) {
 	if cfg.Trace != nil {
 		ec.Producer.Trace = d.tracef
 	}
-	d.pl = engine.New[*job](jobSource{d.src, &d.stats.firstWork}, ec, engine.Handler[*job]{
+	d.pl = engine.New[*job](jobSource{d.src, &d.stats.firstWork, d}, ec, engine.Handler[*job]{
 		Handle:  d.handle,
 		Settle:  d.settle,
 		Release: d.release,
@@ -374,10 +395,21 @@ func (d *Daemon) receiveState(err error) {
 type jobSource struct {
 	src       queue.Source
 	firstWork *atomic.Int64 // set at the first message received
+	d         *Daemon       // its breaker gates receiving; it counts what is received
 }
 
 func (s jobSource) Receive(ctx context.Context, max int) ([]*job, error) {
+	if s.d != nil {
+		if ok, err := s.d.gate(ctx); !ok {
+			return nil, err
+		}
+	}
 	msgs, err := s.src.Receive(ctx, max)
+	if s.d != nil && len(msgs) > 0 {
+		s.d.unsettled.Add(int64(len(msgs)))
+		s.d.out.received.Add(int64(len(msgs)))
+		s.d.met.SourceReceived(s.d.source(), len(msgs))
+	}
 	if len(msgs) > 0 && s.firstWork != nil {
 		s.firstWork.CompareAndSwap(0, time.Now().UnixNano())
 	}
@@ -402,7 +434,8 @@ func (d *Daemon) Stats() Summary {
 	return Summary{
 		Messages: d.stats.messages.Load(), Deleted: d.stats.deleted.Load(), Objects: d.stats.objects.Load(),
 		AlreadyDone: d.stats.already.Load(), Failed: d.stats.failed.Load(), Deferred: d.stats.deferred.Load(),
-		Unrecorded: d.unrecordedCount(), Skipped: d.stats.skipped.Load(), Busy: d.busy(), Commits: d.commits(),
+		Unrecorded: d.unrecordedCount(), Undone: d.undone.count(), Received: d.out.received.Load(), Retried: d.out.retried.Load(),
+		Released: d.out.released.Load(), DeadLettered: d.out.deadLettered.Load(), Skipped: d.stats.skipped.Load(), Busy: d.busy(), Commits: d.commits(),
 		Bytes: d.stats.bytes.Load(), Fetched: d.stats.fetched.Load(), Lines: d.stats.lines.Load(), OutDir: d.store.String(),
 	}
 }
@@ -519,9 +552,10 @@ func (d *Daemon) Check(ctx context.Context) error {
 }
 
 // Ready reports why the daemon cannot work, or nil: the queue must answer, the results store
-// must take a write, and no dependency may be down. It is what /readyz serves.
+// must take a write, and the breaker must not pause receiving (the store down, or S3 of every
+// bucket: one bucket down alone stops only its own messages). It is what /readyz serves.
 func (d *Daemon) Ready(ctx context.Context) error {
-	if err := d.health.err(); err != nil {
+	if err := d.health.Err(); err != nil {
 		return err
 	}
 	if err := d.src.Ready(ctx); err != nil {
@@ -545,18 +579,22 @@ func (d *Daemon) Run(ctx context.Context) (Summary, error) {
 		case <-stopped:
 		}
 	}()
+	d.warnOwnOutput()
+	d.met.InitSource(d.source())
 	d.pl.Run(ctx)
 	close(stopped)
-	d.health.close()
+	d.health.Close()
 	// The store first: a grouped store commits what is pending, and the messages of those
-	// results are deleted; then the source flushes the deletes and stops its heartbeat.
+	// results are decided; then the ackers make every decision enqueued; then the source flushes
+	// the deletes and stops its heartbeat.
 	if err := d.store.Close(); err != nil {
 		d.log.Error("the results store did not close cleanly", "out", d.store.String(), "err", err)
 	}
+	d.ack.close()
 	d.src.Close()
 	s := d.Stats()
 	s.Elapsed = time.Since(start)
 	d.log.Info("palleto stopped", "objects", s.Objects, "already_done", s.AlreadyDone, "failed", s.Failed, "deferred", s.Deferred,
-		"messages_deleted", s.Deleted, "bytes", s.Bytes, "elapsed", s.Elapsed.Round(time.Millisecond))
+		"messages_deleted", s.Deleted, "undone", s.Undone, "bytes", s.Bytes, "elapsed", s.Elapsed.Round(time.Millisecond))
 	return s, nil
 }

@@ -25,7 +25,7 @@ func (d *Daemon) settle(j *job, err error) {
 // committed is the store's word on one result of j.
 func (d *Daemon) committed(j *job, rec objectRef, err error) {
 	if err == nil {
-		d.health.success(depStore)
+		d.health.Success(storeKey)
 	}
 	j.mu.Lock()
 	if err != nil && j.putErr == nil {
@@ -35,14 +35,15 @@ func (d *Daemon) committed(j *job, rec objectRef, err error) {
 	d.done(j)
 }
 
-// done counts down j's outstanding parts and decides it after the last.
+// done counts down j's outstanding parts and, after the last, hands it to the ackers (ack.go):
+// the store's callback and the worker never wait for SQS.
 func (d *Daemon) done(j *job) {
 	j.mu.Lock()
 	j.pending--
 	last := j.pending == 0
 	j.mu.Unlock()
 	if last {
-		d.decide(j)
+		d.ack.enqueue(j)
 	}
 }
 
@@ -69,7 +70,7 @@ func (d *Daemon) decide(j *job) {
 	if len(fails) == 0 {
 		d.tracef("sqs: message %s done; deleting", m.ID)
 		d.noteUnrecorded(m.ID, false)
-		d.src.Delete(m)
+		d.delete(m)
 		return
 	}
 	var world []objectFailure
@@ -78,7 +79,8 @@ func (d *Daemon) decide(j *job) {
 		switch class, dep := classify(f.Err); class {
 		case classShutdown:
 			d.log.Info("message interrupted by shutdown; handing it back", "message_id", m.ID)
-			d.release([]*job{j})
+			j.discardEarly()
+			d.handBack([]*queue.Message{m})
 			return
 		case ClassUnavailable:
 			f.dep = dep
@@ -179,7 +181,7 @@ func (d *Daemon) record(ctx context.Context, m *queue.Message, own []ownFailure,
 		where, err := d.store.PutFailure(ctx, rec)
 		if err != nil {
 			ok = false
-			d.health.failure(depStore, err, d.store.Ready)
+			d.health.Failure(storeKey, err, d.store.Ready)
 			d.log.Error("CANNOT RECORD FAILURE (results store unavailable: disk full or not writable?); the message is kept and retried",
 				"message_id", m.ID, "bucket", rec.Bucket, "key", rec.Key, "error", err)
 			continue
@@ -216,6 +218,8 @@ func (d *Daemon) fail(ctx context.Context, m *queue.Message, own []ownFailure) {
 	case err == nil:
 		action = "dead-lettered"
 		d.met.DeadLettered()
+		d.out.deadLettered.Add(1)
+		d.met.SourceDeadLettered(d.source())
 	case !errors.Is(err, queue.ErrNoDeadLetterQueue):
 		d.log.Error("dead-letter send failed; the message is kept and comes back", "message_id", m.ID, "error", err)
 		d.retry(ctx, m, min(d.cfg.RetryBackoff, time.Minute))
@@ -226,6 +230,15 @@ func (d *Daemon) fail(ctx context.Context, m *queue.Message, own []ownFailure) {
 		return
 	}
 	d.tracef("sqs: message %s failed permanently (%s); deleting", m.ID, action)
+	d.delete(m)
+}
+
+// delete deletes m, counting it: the daemon's decision, whatever the source (the SQS source's
+// hook counts what SQS confirmed, in palleto_sqs_messages_deleted_total).
+func (d *Daemon) delete(m *queue.Message) {
+	d.stats.deleted.Add(1)
+	d.met.SourceDeleted(d.source(), 1)
+	d.undone.set(m.ID, false)
 	d.src.Delete(m)
 }
 
@@ -236,16 +249,15 @@ func (d *Daemon) fail(ctx context.Context, m *queue.Message, own []ownFailure) {
 func (d *Daemon) defer1(ctx context.Context, m *queue.Message, delay time.Duration, world []objectFailure) {
 	for _, f := range world {
 		d.stats.deferred.Add(1)
-		var probe func(context.Context) error
+		var open bool
 		switch f.dep {
 		case depS3:
-			bucket, key := f.Record.Bucket, f.Record.Key
-			probe = func(ctx context.Context) error { return d.fetch.Probe(ctx, bucket, key) }
-		case depStore:
-			probe = d.store.Ready
+			open = d.s3Failure(f.Record.Bucket, f.Err)
+		default:
+			open = d.health.Failure(storeKey, f.Err, d.store.Ready)
 		}
 		level := d.log.Warn
-		if d.health.failure(f.dep, f.Err, probe) {
+		if open {
 			level = d.log.Debug
 		}
 		d.met.Failure(f.Record.Bucket, f.Record.Key, ClassUnavailable, f.Err.Error(), "kept: "+f.dep+" unavailable, back in "+delay.String())
@@ -260,6 +272,9 @@ func (d *Daemon) defer1(ctx context.Context, m *queue.Message, delay time.Durati
 func (d *Daemon) retry(ctx context.Context, m *queue.Message, delay time.Duration) {
 	d.tracef("sqs: message %s failed; visible again in %s", m.ID, delay)
 	d.met.Returned("retry", 1)
+	d.out.retried.Add(1)
+	d.met.SourceRetried(d.source())
+	d.undone.set(m.ID, true)
 	back := time.Now().Add(delay)
 	if err := d.src.Retry(ctx, m, delay); err != nil {
 		d.log.Warn("could not set the retry delay; the message returns after its visibility timeout", "message_id", m.ID, "error", err)
@@ -277,16 +292,24 @@ func (d *Daemon) backoff(attempts int) time.Duration {
 	return min(b, 15*time.Minute)
 }
 
-// release hands messages never started (or cut by the shutdown) back at once.
+// release hands messages never started back at once (the engine's Release).
 func (d *Daemon) release(jobs []*job) {
 	msgs := make([]*queue.Message, len(jobs))
 	for i, j := range jobs {
 		msgs[i] = j.m
 		j.discardEarly()
 	}
+	defer d.unsettled.Add(-int64(len(jobs)))
+	d.handBack(msgs)
+}
+
+// handBack makes msgs visible again at once (never started, or cut by the shutdown).
+func (d *Daemon) handBack(msgs []*queue.Message) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	d.met.Returned("shutdown", len(msgs))
+	d.out.released.Add(int64(len(msgs)))
+	d.met.SourceReleased(d.source(), len(msgs))
 	if err := d.src.Release(ctx, msgs); err != nil {
 		d.log.Warn("could not hand unstarted messages back; they return after their visibility timeout", "messages", len(msgs), "error", err)
 		return

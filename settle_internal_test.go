@@ -122,7 +122,7 @@ func newRig(t *testing.T, objs map[string]fakeObject, mutate func(*Config), wrap
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { r.d.health.close(); disk.Close() })
+	t.Cleanup(func() { r.d.health.Close(); r.d.ack.close(); disk.Close() })
 	return r
 }
 
@@ -149,6 +149,7 @@ func (r *rig) deliver(t *testing.T, ctx context.Context) {
 		t.Fatal("no message to deliver")
 	}
 	j := &job{m: msgs[0]}
+	r.d.unsettled.Add(1) // as jobSource counts what it receives
 	var err error
 	func() {
 		defer func() {
@@ -159,6 +160,7 @@ func (r *rig) deliver(t *testing.T, ctx context.Context) {
 		err = r.d.handle(ctx, 1, j)
 	}()
 	r.d.settle(j, err)
+	r.d.ack.wait() // the decision is the ackers'
 }
 
 func (r *rig) failure(t *testing.T, key string) *store.Failure {

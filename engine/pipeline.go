@@ -44,6 +44,9 @@ type Config struct {
 	// ExitWhenIdle, when positive, makes Run return once nothing is in flight, the last poll came
 	// back empty, and nothing was received or finished for that long.
 	ExitWhenIdle time.Duration
+	// Busy, when set, holds an idle exit while it reports true: work the pipeline settled that
+	// its owner has not finished (results waiting to commit, acknowledgements in a queue).
+	Busy func() bool
 	// Logger gets panics with their stacks; nil means slog.Default().
 	Logger *slog.Logger
 }
@@ -299,7 +302,8 @@ func (p *Pipeline[T]) watchIdle(ctx context.Context, stop func()) {
 			// An item in a retry delay is still to do: wait until a poll started after its return
 			// came back empty.
 			deferredBack := p.emptyPollStart.Load() > p.deferredUntil.Load()
-			if p.inFlight.Load() == 0 && p.emptyPolls.Load() > 0 && allBack && deferredBack && idleFor >= p.cfg.ExitWhenIdle {
+			busy := p.cfg.Busy != nil && p.cfg.Busy()
+			if p.inFlight.Load() == 0 && p.emptyPolls.Load() > 0 && allBack && deferredBack && !busy && idleFor >= p.cfg.ExitWhenIdle {
 				p.trace("pipeline: idle for %s with nothing in flight; stopping", idleFor.Round(time.Millisecond))
 				p.idleStop.Store(true)
 				stop()

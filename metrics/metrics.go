@@ -53,6 +53,9 @@ type Metrics struct {
 	readAhead                                   atomic.Pointer[func() int64]
 	demand                                      atomic.Pointer[func() int]
 	seeing                                      // the status page's and the dashboard's (seeing.go)
+	// Outcomes as the daemon decides them, for every source (label source: sqs, nats, ...).
+	srcReceived, srcDeleted, srcRetried, srcReleased, srcDeadLettered *prometheus.CounterVec
+	skipped                                                           *prometheus.CounterVec
 }
 
 // New registers Palleto's metrics, plus the Go runtime and process collectors, on a new registry.
@@ -87,7 +90,7 @@ func New() *Metrics {
 	m.objects = vec("palleto_objects_processed_total", "Objects, by outcome: ok, already_done, filtered, permanent, retryable, unavailable.", "outcome",
 		OutcomeOK, OutcomeAlreadyDone, OutcomeFiltered, OutcomePermanent, OutcomeRetryable, OutcomeUnavailable)
 	m.dependencyUp = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "palleto_dependency_up",
-		Help: "1 while a dependency works, 0 while the circuit breaker holds it down (receiving paused): s3, results_store; and the source (sqs, ...): 0 while its receives fail."}, []string{"dependency"})
+		Help: "1 while a dependency works, 0 while the circuit breaker holds it down: results_store (receiving paused), s3 (any bucket: that bucket's messages wait; receiving pauses only when every bucket is down); and the source (sqs, ...): 0 while its receives fail."}, []string{"dependency"})
 	for _, d := range []string{"s3", "results_store"} {
 		m.dependencyUp.WithLabelValues(d).Set(1)
 	}
@@ -125,6 +128,17 @@ func New() *Metrics {
 		}
 		return 0
 	}))
+	source := func(what, help string) *prometheus.CounterVec {
+		c := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "palleto_source_messages_" + what + "_total", Help: help}, []string{"source"})
+		reg.MustRegister(c)
+		return c
+	}
+	m.srcReceived = source("received", "Messages received, by source (sqs, nats, webhook, ...).")
+	m.srcDeleted = source("deleted", "Messages the daemon acknowledged for good (every object done, or failed permanently and recorded), by source.")
+	m.srcRetried = source("retried", "Messages put back to come again after a delay (a failure of the world, or a retryable one of their own), by source.")
+	m.srcReleased = source("released", "Messages handed back at once, never started or cut by a shutdown, by source.")
+	m.srcDeadLettered = source("dead_lettered", "Messages sent to the dead-letter destination, by source.")
+	m.skipped = vec("palleto_objects_skipped_total", "Objects of events not acted on, by reason: own_output (written by Palleto's own results store), filtered (--include/--exclude).", "reason", "own_output", "filtered")
 	m.registerSeeing(reg)
 	return m
 }
@@ -317,4 +331,57 @@ func Serve(ctx context.Context, addr string, h http.Handler, log *slog.Logger) (
 	}()
 	log.Info("metrics and health endpoints listening", "addr", ln.Addr().String(), "paths", "/metrics /healthz /readyz, and the status page / /status.json when on")
 	return func() { <-stopped }, nil
+}
+
+// InitSource makes the palleto_source_messages_*_total series of source present at 0, so rate()
+// and alerts work from the start.
+func (m *Metrics) InitSource(source string) {
+	if m == nil {
+		return
+	}
+	for _, c := range []*prometheus.CounterVec{m.srcReceived, m.srcDeleted, m.srcRetried, m.srcReleased, m.srcDeadLettered} {
+		c.WithLabelValues(source)
+	}
+}
+
+// SourceReceived counts n messages received from source.
+func (m *Metrics) SourceReceived(source string, n int) {
+	if m != nil {
+		m.srcReceived.WithLabelValues(source).Add(float64(n))
+	}
+}
+
+// SourceDeleted counts n messages of source the daemon acknowledged for good.
+func (m *Metrics) SourceDeleted(source string, n int) {
+	if m != nil {
+		m.srcDeleted.WithLabelValues(source).Add(float64(n))
+	}
+}
+
+// SourceRetried counts a message of source put back to come again after a delay.
+func (m *Metrics) SourceRetried(source string) {
+	if m != nil {
+		m.srcRetried.WithLabelValues(source).Inc()
+	}
+}
+
+// SourceReleased counts n messages of source handed back at once.
+func (m *Metrics) SourceReleased(source string, n int) {
+	if m != nil {
+		m.srcReleased.WithLabelValues(source).Add(float64(n))
+	}
+}
+
+// SourceDeadLettered counts a message of source sent to its dead-letter destination.
+func (m *Metrics) SourceDeadLettered(source string) {
+	if m != nil {
+		m.srcDeadLettered.WithLabelValues(source).Inc()
+	}
+}
+
+// Skipped counts an object not acted on, for reason "own_output" or "filtered".
+func (m *Metrics) Skipped(reason string) {
+	if m != nil {
+		m.skipped.WithLabelValues(reason).Inc()
+	}
 }

@@ -98,7 +98,15 @@ func (m *Metrics) DependencyChanged(dep string, down bool, reason error) {
 		return
 	}
 	m.DependencyDown(dep, down)
-	if m.status != nil {
+	m.DependencyStatus(dep, !down, reason)
+}
+
+// DependencyStatus tells the status page only that name is up or down (with why): the breaker
+// keys S3 per bucket, while palleto_dependency_up keeps one series per kind of dependency.
+func (m *Metrics) DependencyStatus(name string, up bool, reason error) {
+	down := !up
+	dep := name
+	if m != nil && m.status != nil {
 		why := ""
 		if reason != nil {
 			why = reason.Error()

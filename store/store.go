@@ -191,3 +191,14 @@ func SameVersion(r *Result, versionID, etag string) bool {
 	etag = strings.Trim(etag, `"`)
 	return etag != "" && strings.Trim(r.ETag, `"`) == etag
 }
+
+// Owner is a store that writes into S3 buckets the daemon may also read (the s3:// store): it
+// says what is its own, so that the events of its own writes (results, failure records, copies,
+// the readiness object) are never processed again. A store that implements it must own
+// everything it writes.
+type Owner interface {
+	// Owns reports whether bucket/key is under the store's own prefix.
+	Owns(bucket, key string) bool
+	// Owned returns the bucket the store writes into and its prefix ("" or ending in "/").
+	Owned() (bucket, prefix string)
+}

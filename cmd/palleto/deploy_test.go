@@ -35,6 +35,7 @@ var iamActions = map[string][]string{
 	"GetQueueAttributes":           {"sqs:GetQueueAttributes"},
 	"SendMessage":                  {"sqs:SendMessage"},
 	"GetObject":                    {"s3:GetObject", "s3:GetObjectVersion"}, // by versionId when the event has one
+	"HeadBucket":                   {"s3:ListBucket"},                       // the breaker's probe of a bucket
 	// palleto backfill (backfill.ListAPI, backfill.SendAPI)
 	"ListObjectsV2":    {"s3:ListBucket"},
 	"SendMessageBatch": {"sqs:SendMessage"},
@@ -149,6 +150,14 @@ func TestCloudFormationWiring(t *testing.T) {
 	if got := res("Bucket", "Properties", "NotificationConfiguration", "QueueConfigurations", 0); str(dig(t, got, "Queue")) != queueArn || dig(t, got, "Event") != "s3:ObjectCreated:*" {
 		t.Errorf("bucket notification: %v", got)
 	}
+	// A results store in the same bucket must not be notified of its own writes: the
+	// notification takes a prefix filter (NotificationPrefix), on both bucket resources.
+	for _, b := range []string{"Bucket", "BucketForExistingQueue"} {
+		filter := str(res(b, "Properties", "NotificationConfiguration", "QueueConfigurations", 0, "Filter"))
+		if !strings.Contains(filter, "HasNotificationPrefix") || !strings.Contains(filter, "Ref:NotificationPrefix") || !strings.Contains(filter, "Name:prefix") {
+			t.Errorf("%s: notification filter %s, want a prefix rule from NotificationPrefix", b, filter)
+		}
+	}
 	if res("Bucket", "DependsOn") != "QueuePolicy" {
 		t.Error("the bucket must depend on the queue policy, or S3 cannot validate the notification")
 	}
@@ -186,7 +195,7 @@ func TestCloudFormationWiring(t *testing.T) {
 			run = append(run, st)
 		}
 	}
-	if got, want := actions(t, run...), apiActions(t, reflect.TypeFor[sqs.API](), reflect.TypeFor[fetch.API]()); !slices.Equal(got, want) {
+	if got, want := actions(t, run...), apiActions(t, reflect.TypeFor[sqs.API](), reflect.TypeFor[fetch.API](), reflect.TypeFor[palleto.BucketAPI]()); !slices.Equal(got, want) {
 		t.Errorf("IAM actions %v, want exactly %v", got, want)
 	}
 	// With ResultsBucketName (--out s3://...): write, read back, delete a failure record, and

@@ -32,7 +32,7 @@ func runFlags(fs *flag.FlagSet, c *palleto.Config, logLevel, logFormat *string) 
 	fs.IntVar(&c.Engine.Prefetch, "prefetch", c.Engine.Prefetch, "messages received ahead of the workers, so one finishing need not wait a poll's round trip (kept invisible by the heartbeat; handed back at shutdown). 0: only what idle workers ask, best for big objects shared by many replicas")
 	fs.DurationVar(&c.SQS.WaitTime, "wait-time", c.SQS.WaitTime, "SQS long-poll wait per receive (0s-20s)")
 	fs.DurationVar(&c.SQS.VisibilityTimeout, "visibility-timeout", c.SQS.VisibilityTimeout, "visibility timeout asked for on receive; renewed every half of it while a message is worked on")
-	fs.DurationVar(&c.Engine.ExitWhenIdle, "exit-when-idle", c.Engine.ExitWhenIdle, "exit 0 once the queue has been empty this long with nothing in flight or waiting for a retry (0: run until stopped); polls then wait at most 1s, so the exit comes within about a second of this")
+	fs.DurationVar(&c.Engine.ExitWhenIdle, "exit-when-idle", c.Engine.ExitWhenIdle, "exit once the queue has been empty this long with nothing in flight, waiting for a retry or waiting to commit (0: run until stopped): 0 when all is done, 1 when messages are left undone (a dependency still down); polls then wait at most 1s, so the exit comes within about a second of this")
 	fs.DurationVar(&c.Engine.ShutdownTimeout, "shutdown-timeout", c.Engine.ShutdownTimeout, "on SIGINT/SIGTERM, how long in-flight objects may take to finish")
 	fs.IntVar(&c.MaxReceives, "max-receives", c.MaxReceives, "poison guard: an object (or message) that failed this many times by its own fault (processor error, panic) fails permanently; failures of the world (S3, SQS, the store down) never count, nor does SQS's receive count (0: off)")
 	fs.DurationVar(&c.RetryBackoff, "retry-backoff", c.RetryBackoff, "after an object's own retryable failure the message is hidden this long, doubled per failure of the object (max 15m); after a failure of the world, this long (max 1m)")
@@ -115,7 +115,8 @@ and never counts: the message waits, and receiving pauses until the dependency i
 Settings come from, in order of precedence: these flags, PALLETO_<FLAG> environment variables
 (PALLETO_QUEUE_URL, PALLETO_WORKERS, ...), the YAML file of --config, the defaults.
 
-Exit codes: 0 done (including a stop by SIGINT/SIGTERM), 1 fatal error, 2 bad usage or config.
+Exit codes: 0 done (including a stop by SIGINT/SIGTERM), 1 fatal error (or, with --exit-when-idle,
+messages left undone), 2 bad usage or config.
 `)
 		printGroupedDefaults(fs, fs.Output())
 	}
@@ -182,6 +183,9 @@ Exit codes: 0 done (including a stop by SIGINT/SIGTERM), 1 fatal error, 2 bad us
 	if cfg.Engine.ExitWhenIdle > 0 && s.Unrecorded > 0 {
 		return fmt.Errorf("%d messages failed and their failure could not be recorded (the results store was unavailable); they are kept in the queue", s.Unrecorded)
 	}
+	if cfg.Engine.ExitWhenIdle > 0 && s.Undone > 0 {
+		return fmt.Errorf("%d messages left undone in the queue (put back for a retry: S3 or the results store unavailable, or a failure of their own) when the run ended; run again to finish them", s.Undone)
+	}
 	return nil
 }
 
@@ -215,6 +219,9 @@ func printSummary(w io.Writer, s palleto.Summary) {
 	deferred := ""
 	if s.Deferred > 0 {
 		deferred = fmt.Sprintf(", %d deferred while S3 or the store was unavailable", s.Deferred)
+	}
+	if s.Undone > 0 {
+		deferred += fmt.Sprintf("; %s left undone in the queue", count(s.Undone, "message"))
 	}
 	// Rates only over work done: with no object processed there is no busy time to speak of.
 	rates := ""

@@ -72,6 +72,29 @@ func Open(api API, url string) (*Store, error) {
 
 func (s *Store) String() string { return "s3://" + s.bucket + "/" + s.prefix }
 
+var _ store.Owner = (*Store)(nil)
+
+// Owns reports whether bucket/key is something this store writes: with a prefix, any key under
+// it; with none, the readiness object, failure records, copies and hashed names (_palleto/,
+// _failed/, _copy/, _hashed/) and the results of objects of this same bucket (<bucket>/...).
+func (s *Store) Owns(bucket, key string) bool {
+	if bucket != s.bucket {
+		return false
+	}
+	if s.prefix != "" {
+		return strings.HasPrefix(key, s.prefix)
+	}
+	for _, dir := range []string{"_palleto/", failedDir, copyDir, hashedDir, bucket + "/"} {
+		if strings.HasPrefix(key, dir) {
+			return true
+		}
+	}
+	return false
+}
+
+// Owned returns the bucket the store writes into and its prefix.
+func (s *Store) Owned() (bucket, prefix string) { return s.bucket, s.prefix }
+
 func unavailable(op, key string, err error) error {
 	return fmt.Errorf("%w: s3 %s %s: %w", store.ErrUnavailable, op, key, err)
 }
