@@ -121,6 +121,8 @@ func TestValidationMessages(t *testing.T) {
 		{append(q, "--sqs-timeout", "500ms"), "sqs-timeout: 500ms is out of range [1s, 10m]"},
 		{append(q, "--s3-read-timeout", "2h"), "s3-read-timeout: 2h0m0s is out of range [100ms, 1h]"},
 		{append(q, "--hard-stop-timeout", "-1s"), "hard-stop-timeout: -1s must be 0s"},
+		{append(q, "--source", "https://sqs.us-east-1.amazonaws.com/123456789012/other"), "name two sources"},
+		{[]string{"--source", "ftp://x/y"}, `no source for scheme "ftp"`},
 	} {
 		_, err := parseRun(t, tt.args...)
 		if err == nil || !strings.Contains(err.Error(), tt.want) {
@@ -129,6 +131,9 @@ func TestValidationMessages(t *testing.T) {
 	}
 	if _, err := parseRun(t, q...); err != nil {
 		t.Errorf("the defaults with a queue URL are invalid: %v", err)
+	}
+	if _, err := parseRun(t, "--source", "https://sqs.us-east-1.amazonaws.com/123456789012/q"); err != nil {
+		t.Errorf("the defaults with --source and no --queue-url are invalid: %v", err)
 	}
 }
 

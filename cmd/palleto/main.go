@@ -34,6 +34,7 @@ lines and bytes), writes one JSON result per object under --out, then deletes th
 
 Usage:
   palleto run --queue-url URL --out DIR [flags]   consume a queue (see palleto run --help)
+  palleto run --source URL --out DIR [flags]      consume SQS, NATS JetStream or a webhook (see palleto run --help)
   palleto backfill --bucket B --queue-url URL     announce the objects already in a bucket (see palleto backfill --help)
   palleto demo [--objects N] [--out DIR]          the whole job on an embedded S3 and SQS
   palleto devstack                                run the embedded S3 and SQS for development

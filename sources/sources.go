@@ -1,0 +1,11 @@
+// Package sources registers every source Palleto ships with queue.Register, for `--source URL`
+// (queue.Open). Import it for its side effect, as cmd/palleto does:
+//
+//	import _ "github.com/palleto/palleto/sources"
+//
+// A new source is one package that registers itself in an init function, and one line here.
+package sources
+
+import (
+	_ "github.com/palleto/palleto/sqs" // https://sqs.REGION.amazonaws.com/ACCOUNT/NAME
+)
