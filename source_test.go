@@ -27,7 +27,7 @@ type memSource struct {
 }
 
 func (m memSource) Depth(context.Context) (visible, inFlight int, err error) { return 7, 3, nil }
-func (m memSource) Check(context.Context) error                               { return m.checkErr }
+func (m memSource) Check(context.Context) error                              { return m.checkErr }
 
 var (
 	memMu     sync.Mutex
