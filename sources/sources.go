@@ -7,5 +7,6 @@
 package sources
 
 import (
-	_ "github.com/palleto/palleto/sqs" // https://sqs.REGION.amazonaws.com/ACCOUNT/NAME
+	_ "github.com/palleto/palleto/nats" // nats://HOST:PORT/STREAM/CONSUMER
+	_ "github.com/palleto/palleto/sqs"  // https://sqs.REGION.amazonaws.com/ACCOUNT/NAME
 )

@@ -32,6 +32,9 @@ type Env struct {
 	SQSEndpoint, S3Endpoint string
 	AccessKey, SecretKey    string
 	MinioQueueARN           string // the webhook target MinIO was started with
+	// MinioNATSARN is MinIO's NATS JetStream target (arn:minio:sqs::PALLETO:nats), publishing
+	// to the subject NATSSubject of the nats-server of NATSURL; empty without one.
+	MinioNATSARN, NATSSubject string
 }
 
 // FromEnv returns the servers' addresses from the PALLETO_TEST_* variables that
@@ -41,6 +44,7 @@ func FromEnv() (Env, bool) {
 		SQSEndpoint: os.Getenv("PALLETO_TEST_SQS_ENDPOINT"), S3Endpoint: os.Getenv("PALLETO_TEST_S3_ENDPOINT"),
 		AccessKey: os.Getenv("PALLETO_TEST_S3_ACCESS_KEY"), SecretKey: os.Getenv("PALLETO_TEST_S3_SECRET_KEY"),
 		MinioQueueARN: os.Getenv("PALLETO_TEST_MINIO_QUEUE_ARN"),
+		MinioNATSARN:  os.Getenv("PALLETO_TEST_MINIO_NATS_ARN"), NATSSubject: os.Getenv("PALLETO_TEST_MINIO_NATS_SUBJECT"),
 	}
 	return e, e.SQSEndpoint != "" && e.S3Endpoint != ""
 }
@@ -270,4 +274,18 @@ func ZstdZeros(windowLog int, n int64) []byte {
 		out = append(out, byte(h), byte(h>>8), byte(h>>16), 0)
 	}
 	return out
+}
+
+// NATSURL returns the address (nats://127.0.0.1:PORT) of the test nats-server with JetStream
+// that scripts/testservers.sh starts, or skips (fails, when servers are required) without it.
+func NATSURL(t testing.TB) string {
+	t.Helper()
+	url := os.Getenv("PALLETO_TEST_NATS_URL")
+	if url == "" {
+		if os.Getenv("PALLETO_REQUIRE_SERVERS") == "1" {
+			t.Fatal("nats-server required but PALLETO_TEST_NATS_URL is not set: run `make test`")
+		}
+		t.Skip("no nats-server: run `make test` (or scripts/testservers.sh start and source .testservers/env)")
+	}
+	return url
 }
