@@ -5,6 +5,9 @@
 #   webhookbridge: forwards MinIO's bucket notifications to the SQS queue named like the bucket
 #   PostgreSQL: Debian's package, a fresh cluster (initdb) per start in a temp directory, run as
 #     the unprivileged `postgres` user when this runs as root (PostgreSQL refuses root)
+#   NATS: Debian's nats-server with JetStream (-js), or `go install` of nats-server cached like
+#     MinIO where the package is missing; MinIO publishes its notifications to it too (its NATS
+#     JetStream target, arn:minio:sqs::PALLETO:nats, subject palleto.minio.events)
 # Usage: scripts/testservers.sh install|start|stop|env
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -15,6 +18,9 @@ SQS_PORT="${PALLETO_TEST_SQS_PORT:-19324}"
 S3_PORT="${PALLETO_TEST_S3_PORT:-19000}"
 BRIDGE_PORT="${PALLETO_TEST_BRIDGE_PORT:-19400}"
 PG_PORT="${PALLETO_TEST_PG_PORT:-15432}"
+NATS_PORT="${PALLETO_TEST_NATS_PORT:-19422}"
+NATS_VERSION="v2.11.17" # github.com/nats-io/nats-server/v2, pinned: built only where Debian's package is missing
+NATS_SUBJECT="palleto.minio.events"
 PG_DATA="${TMPDIR:-/tmp}/palleto-pg-$PG_PORT"
 MINIO="$CACHE/bin/minio-$MINIO_VERSION"
 
@@ -39,8 +45,36 @@ install() {
     GOBIN="$CACHE/build" go install "github.com/minio/minio@$MINIO_VERSION"
     mv "$CACHE/build/minio" "$MINIO"
   fi
+  if ! nats_bin >/dev/null; then # Debian's package where there is one (bookworm has 2.9)
+    echo "testservers: installing nats-server (Debian package)"
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nats-server >/dev/null; } || true
+  fi
+  if ! nats_bin >/dev/null; then
+    echo "testservers: building nats-server $NATS_VERSION (no Debian package here; cached in $CACHE)"
+    mkdir -p "$CACHE/bin" "$CACHE/build"
+    GOBIN="$CACHE/build" go install "github.com/nats-io/nats-server/v2@$NATS_VERSION"
+    mv "$CACHE/build/nats-server" "$CACHE/bin/nats-server-$NATS_VERSION"
+  fi
   mkdir -p "$STATE"
   (cd "$ROOT" && go build -o "$STATE/webhookbridge" ./internal/webhookbridge)
+}
+
+nats_bin() { # Debian's nats-server (in /usr/sbin), one on the PATH, or the one built into the cache
+  local b
+  for b in "$(command -v nats-server || true)" /usr/sbin/nats-server /usr/bin/nats-server "$CACHE/bin/nats-server-$NATS_VERSION"; do
+    if [ -n "$b" ] && [ -x "$b" ]; then echo "$b"; return 0; fi
+  done
+  return 1
+}
+
+wait_tcp() { # port name
+  for _ in $(seq 1 300); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
+    sleep 0.1
+  done
+  echo "testservers: $2 did not come up on 127.0.0.1:$1; its log:" >&2
+  cat "$STATE/$2.log" >&2 || true
+  return 1
 }
 
 pg_bin() { # the newest installed PostgreSQL server's bin directory
@@ -77,7 +111,10 @@ wait_http() { # url name
 start() {
   stop >/dev/null 2>&1 || true
   mkdir -p "$STATE"
-  rm -rf "$STATE/minio-data"
+  rm -rf "$STATE/minio-data" "$STATE/nats-data" "$STATE/minio-nats-queue"
+  "$(nats_bin)" -js -a 127.0.0.1 -p "$NATS_PORT" -sd "$STATE/nats-data" >"$STATE/nats.log" 2>&1 &
+  echo $! >"$STATE/nats.pid"
+  wait_tcp "$NATS_PORT" nats
   (cd "$ROOT/testservers/sqs" && PORT="$SQS_PORT" exec node launch.mjs) >"$STATE/sqs.log" 2>&1 &
   echo $! >"$STATE/sqs.pid"
   wait_http "http://127.0.0.1:$SQS_PORT/" sqs
@@ -88,6 +125,11 @@ start() {
   MINIO_ROOT_USER=palleto MINIO_ROOT_PASSWORD=palleto-secret \
     MINIO_NOTIFY_WEBHOOK_ENABLE_PALLETO=on \
     MINIO_NOTIFY_WEBHOOK_ENDPOINT_PALLETO="http://127.0.0.1:$BRIDGE_PORT/" \
+    MINIO_NOTIFY_NATS_ENABLE_PALLETO=on \
+    MINIO_NOTIFY_NATS_ADDRESS_PALLETO="127.0.0.1:$NATS_PORT" \
+    MINIO_NOTIFY_NATS_SUBJECT_PALLETO="$NATS_SUBJECT" \
+    MINIO_NOTIFY_NATS_JETSTREAM_PALLETO=on \
+    MINIO_NOTIFY_NATS_QUEUE_DIR_PALLETO="$STATE/minio-nats-queue" \
     MINIO_BROWSER=off MINIO_UPDATE=off \
     "$MINIO" server "$STATE/minio-data" --address "127.0.0.1:$S3_PORT" --quiet >"$STATE/minio.log" 2>&1 &
   echo $! >"$STATE/minio.pid"
@@ -101,15 +143,19 @@ export PALLETO_TEST_S3_SECRET_KEY=palleto-secret
 export PALLETO_TEST_MINIO_QUEUE_ARN=arn:minio:sqs::PALLETO:webhook
 export PALLETO_TEST_POSTGRES_URL=postgres://palleto@127.0.0.1:$PG_PORT/postgres?sslmode=disable
 export PALLETO_TEST_POSTGRES_CTL="$(pg_bin)/pg_ctl -D $PG_DATA/data"
+export PALLETO_TEST_NATS_URL=nats://127.0.0.1:$NATS_PORT
+export PALLETO_TEST_NATS_BIN=$(nats_bin)
+export PALLETO_TEST_MINIO_NATS_ARN=arn:minio:sqs::PALLETO:nats
+export PALLETO_TEST_MINIO_NATS_SUBJECT=$NATS_SUBJECT
 ENV
-  echo "testservers: SQS :$SQS_PORT, MinIO :$S3_PORT, bridge :$BRIDGE_PORT, PostgreSQL :$PG_PORT (env in $STATE/env)"
+  echo "testservers: SQS :$SQS_PORT, MinIO :$S3_PORT, bridge :$BRIDGE_PORT, PostgreSQL :$PG_PORT, NATS :$NATS_PORT (env in $STATE/env)"
 }
 
 stop() {
   if [ -d "$PG_DATA/data" ] && pg_bin >/dev/null; then
     as_pg "$(pg_bin)/pg_ctl" -D "$PG_DATA/data" -m immediate stop >/dev/null 2>&1 || true
   fi
-  for name in minio bridge sqs; do
+  for name in minio bridge sqs nats; do
     if [ -f "$STATE/$name.pid" ]; then
       kill "$(cat "$STATE/$name.pid")" 2>/dev/null || true
       rm -f "$STATE/$name.pid"
