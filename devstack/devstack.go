@@ -27,6 +27,9 @@ type Config struct {
 	Queue           string // receives the bucket's notifications
 	DLQ             string // dead-letter queue of Queue ("" for none)
 	MaxReceives     int    // the redrive policy's maxReceiveCount (default 5)
+	// Notify, when set, is where the bucket's notifications go instead of Queue (the publisher
+	// of another transport: palleto demo --source nats).
+	Notify func(body string)
 }
 
 // DefaultConfig listens on free ports with bucket and queue "uploads" and DLQ "uploads-dlq".
@@ -65,7 +68,11 @@ func Start(cfg Config) (*Stack, error) {
 		}
 	}
 
-	backend := &notifying{Backend: s3mem.New(), send: func(body string) { sqsSrv.Send(cfg.Queue, body) }}
+	send := func(body string) { sqsSrv.Send(cfg.Queue, body) }
+	if cfg.Notify != nil {
+		send = cfg.Notify
+	}
+	backend := &notifying{Backend: s3mem.New(), send: send}
 	faker := gofakes3.New(backend, gofakes3.WithTimeSkewLimit(0), gofakes3.WithLogger(gofakes3.DiscardLog()))
 	ln, err := net.Listen("tcp", cfg.S3Addr)
 	if err != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -14,26 +15,9 @@ import (
 // filter does not take the dead letters back. It sets s.cons and s.ackWait.
 func (s *Source) bind(ctx context.Context, ackWait time.Duration, maxInFlight int) error {
 	c := s.cfg
-	stream, err := s.js.Stream(ctx, c.Stream)
-	if errors.Is(err, jetstream.ErrStreamNotFound) && c.Subject != "" {
-		subjects := []string{c.Subject}
-		if c.DLQ != "" {
-			subjects = append(subjects, c.DLQ) // kept in the stream, never taken by the consumer's filter
-		}
-		stream, err = s.js.CreateStream(ctx, jetstream.StreamConfig{Name: c.Stream, Subjects: subjects, Storage: jetstream.FileStorage,
-			Retention: jetstream.WorkQueuePolicy, Description: "S3 notifications for palleto (created by palleto)"})
-		if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) { // another process created it first
-			stream, err = s.js.Stream(ctx, c.Stream)
-		}
-		if err == nil {
-			s.log.Info("NATS stream created", "stream", c.Stream, "subjects", subjects)
-		}
-	}
-	if errors.Is(err, jetstream.ErrStreamNotFound) {
-		return fmt.Errorf("nats stream %s: not found (create it, or give subject= in the URL to let palleto create it): %w", c.Stream, err)
-	}
+	stream, err := ensureStream(ctx, s.js, c, s.log)
 	if err != nil {
-		return fmt.Errorf("nats stream %s: %w", c.Stream, err)
+		return err
 	}
 	cons, err := stream.Consumer(ctx, c.Consumer)
 	if errors.Is(err, jetstream.ErrConsumerNotFound) && c.Subject != "" {
@@ -81,4 +65,31 @@ func (s *Source) bind(ctx context.Context, ackWait time.Duration, maxInFlight in
 		s.ackWait = DefaultAckWait
 	}
 	return nil
+}
+
+// ensureStream finds the stream of c, creating it when missing and subject= is given: file
+// storage, work-queue retention (a message acknowledged is gone), capturing the subject and the
+// dlq subject (dead letters are kept there, outside the consumer's filter).
+func ensureStream(ctx context.Context, js jetstream.JetStream, c Config, log *slog.Logger) (jetstream.Stream, error) {
+	stream, err := js.Stream(ctx, c.Stream)
+	if errors.Is(err, jetstream.ErrStreamNotFound) && c.Subject != "" {
+		subjects := []string{c.Subject}
+		if c.DLQ != "" {
+			subjects = append(subjects, c.DLQ)
+		}
+		stream, err = js.CreateStream(ctx, jetstream.StreamConfig{Name: c.Stream, Subjects: subjects, Storage: jetstream.FileStorage,
+			Retention: jetstream.WorkQueuePolicy, Description: "S3 notifications for palleto (created by palleto)"})
+		if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) { // another process created it first
+			stream, err = js.Stream(ctx, c.Stream)
+		} else if err == nil {
+			log.Info("NATS stream created", "stream", c.Stream, "subjects", subjects)
+		}
+	}
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		return nil, fmt.Errorf("nats stream %s: not found (create it, or give subject= in the URL to let palleto create it): %w", c.Stream, err)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("nats stream %s: %w", c.Stream, err)
+	}
+	return stream, nil
 }

@@ -248,6 +248,11 @@ func (s *Source) fetch(ctx context.Context, n int, wait time.Duration) ([]*queue
 		s.trace("nats: fetched %d of %d messages from %s", len(out), n, s.name)
 	}
 	err = batch.Error()
+	if len(out) == 0 && ctx.Err() == nil {
+		if cerr := s.connected(); cerr != nil {
+			return nil, cerr // the connection went during the fetch: an outage, not an empty queue
+		}
+	}
 	if err == nil || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return out, nil // the wait ended: a long poll that found nothing, or a stop
 	}
