@@ -55,8 +55,9 @@ func (k *keepAlive) untrack(m *queue.Message) {
 	}
 }
 
-// testHookUntrackWaits, when set by a test, is called when untrack waits for a renewal in flight.
-var testHookUntrackWaits func()
+// testHookUntrackWaits, when set by a test, is called when untrack waits for a renewal in flight;
+// testHookRenewing when a renewal has published and is about to flush.
+var testHookUntrackWaits, testHookRenewing func()
 
 func (k *keepAlive) len() int {
 	k.mu.Lock()
@@ -111,6 +112,9 @@ func (k *keepAlive) renew(ctx context.Context) {
 		if err := k.s.nc.Publish(handle(m).msg.Reply(), ackProgress); err == nil {
 			n++
 		}
+	}
+	if testHookRenewing != nil {
+		testHookRenewing()
 	}
 	fctx, cancel := context.WithTimeout(ctx, k.s.call)
 	defer cancel()
