@@ -9,7 +9,7 @@ import (
 	natsio "github.com/nats-io/nats.go"
 )
 
-// connectOptions: reconnect for ever with a growing wait (250ms doubling to 10s, jittered), a
+// connectOptions: reconnect for ever with a growing wait (100ms doubling to 2s, jittered), a
 // connection found dead within about a minute (pings every 20s, 3 unanswered), the state kept
 // for Ready, and the URL's credentials and TLS.
 func (s *Source) connectOptions() []natsio.Option {
@@ -18,7 +18,7 @@ func (s *Source) connectOptions() []natsio.Option {
 		natsio.Timeout(min(s.call, 10*time.Second)),
 		natsio.MaxReconnects(-1),
 		natsio.CustomReconnectDelay(func(attempts int) time.Duration {
-			d := min(250*time.Millisecond<<min(attempts, 6), 10*time.Second)
+			d := min(100*time.Millisecond<<min(attempts, 5), 2*time.Second)
 			return d/2 + time.Duration(time.Now().UnixNano()%int64(d/2))
 		}),
 		natsio.PingInterval(20 * time.Second),

@@ -297,7 +297,10 @@ func (s *Source) Ready(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, s.call)
 	defer cancel()
 	if _, err := s.cons.Info(ctx); err != nil {
-		return fmt.Errorf("nats consumer %s: %w", s.name, err)
+		if cerr := s.connected(); cerr != nil {
+			return cerr // lost meanwhile: that is why
+		}
+		return fmt.Errorf("nats consumer %s does not answer: %w", s.name, err)
 	}
 	return nil
 }
