@@ -26,7 +26,7 @@ var storeKey = breaker.Key{Dep: depStore}
 
 func (d *Daemon) newBreaker() *breaker.Breaker {
 	return breaker.New(breaker.Config{Logger: d.log, OnChange: func(k breaker.Key, open bool, openOfDep int, why error) {
-		d.met.DependencyDown(k.Dep, openOfDep > 0) // palleto_dependency_up{dependency="s3"}: 0 while any bucket is down
+		d.met.DependencyDown(k.Dep, openOfDep > 0)     // palleto_dependency_up{dependency="s3"}: 0 while any bucket is down
 		d.met.DependencyStatus(k.String(), !open, why) // the status page: each bucket on its own line
 	}})
 }

@@ -108,12 +108,17 @@ func DefaultConfig() Config {
 		PartSize: 8 << 20, PartsInFlight: 8, ReadAhead: 64 << 20}
 }
 
-// Validate names the first bad setting, its value and its bound.
+// Validate names the first bad setting, its value and its bound. An SQS queue URL is required
+// unless Source names another source.
 func (c Config) Validate() error {
+	return c.validate(c.Source != "")
+}
+
+func (c Config) validate(haveSource bool) error {
 	if err := c.Engine.Validate(); err != nil {
 		return err
 	}
-	if err := c.SQS.Validate(); err != nil {
+	if err := c.validateSource(haveSource); err != nil {
 		return err
 	}
 	if c.DLQURL != "" {
@@ -266,7 +271,7 @@ type Daemon struct {
 
 // New checks cfg, opens the results store and prepares the pipeline.
 func New(cfg Config, deps Deps) (*Daemon, error) {
-	if err := cfg.Validate(); err != nil {
+	if err := cfg.validate(cfg.Source != "" || deps.Source != nil); err != nil {
 		return nil, err
 	}
 	d := &Daemon{cfg: cfg, log: deps.Logger, deps: deps, proc: deps.Processor, met: deps.Metrics}
@@ -325,25 +330,12 @@ func New(cfg Config, deps Deps) (*Daemon, error) {
 		d.log.Warn("S3 body broken; resuming with a Range request", "bucket", bucket, "key", key, "offset", off, "error", cause)
 	}
 	d.src = deps.Source
-	if d.src == nil {
-		sc := cfg.SQS
-		if sc.DLQURL == "" {
-			sc.DLQURL = cfg.DLQURL
-		}
-		if cfg.Engine.ExitWhenIdle > 0 && sc.WaitTime > time.Second {
-			// A batch run exits once the queue stays empty; a long poll started just before it
-			// emptied would hold that exit for its whole wait (20s), and may not be cut short
-			// without risking the messages it takes. Short polls keep the exit within about a
-			// second of the idle time.
-			sc.WaitTime = time.Second
-		}
-		d.sqs = sqs.New(deps.SQS, sc, d.log, sqs.Hooks{
-			Trace:    d.tracef,
-			Deleted:  d.met.Deleted, // what SQS confirmed; Summary.Deleted counts the daemon's decisions
-			Extended: d.met.Extended,
-		})
-		d.src = d.sqs
-		d.srcName = "sqs"
+	if d.src != nil {
+		d.sqs, _ = d.src.(*sqs.Source)
+		d.srcName = d.nameOfSource()
+	} else if err := d.openSource(); err != nil {
+		d.store.Close()
+		return nil, err
 	}
 	ec := cfg.Engine
 	ec.Logger = d.log
@@ -378,15 +370,19 @@ func (d *Daemon) receiveState(err error) {
 	switch {
 	case err == nil:
 		if since := d.sqsDown.Swap(0); since != 0 {
-			d.log.Warn("SQS receives work again", "down_for", time.Since(time.Unix(0, since)).Round(time.Second).String())
-			d.met.DependencyChanged(d.sourceName(), false, nil)
+			d.log.Warn(d.srcLabel()+" receives work again", "down_for", time.Since(time.Unix(0, since)).Round(time.Second).String())
+			d.met.DependencyChanged(d.source(), false, nil)
 		}
 	case errors.Is(err, context.Canceled):
 	case d.sqsDown.CompareAndSwap(0, time.Now().UnixNano()):
-		d.log.Error("SQS receive failing: backing off (1s, doubling up to 30s) until it works; messages in flight are kept"+sqs.Hint(err), "error", err)
-		d.met.DependencyChanged(d.sourceName(), true, err)
+		hint := ""
+		if d.srcName == sqs.Name {
+			hint = sqs.Hint(err)
+		}
+		d.log.Error(d.srcLabel()+" receive failing: backing off (1s, doubling up to 30s) until it works; messages in flight are kept"+hint, "error", err)
+		d.met.DependencyChanged(d.source(), true, err)
 	default:
-		d.log.Debug("SQS receive still failing", "error", err)
+		d.log.Debug(d.srcLabel()+" receive still failing", "error", err)
 	}
 }
 
@@ -529,28 +525,6 @@ func (d *Daemon) unrecordedAt(now time.Time) int64 {
 // InFlight is the number of messages being handled now.
 func (d *Daemon) InFlight() int { return d.pl.InFlight() }
 
-// QueueDepth returns the queue's approximate visible and in-flight message counts (SQS only).
-func (d *Daemon) QueueDepth(ctx context.Context) (visible, inFlight int, err error) {
-	if d.sqs == nil {
-		return 0, 0, errors.New("queue depth: not an SQS source")
-	}
-	return d.sqs.Depth(ctx)
-}
-
-// Check is the check at start: the queue (and the dead-letter queue) answer and may be read,
-// and the results store takes a write. Its error names the setting at fault.
-func (d *Daemon) Check(ctx context.Context) error {
-	if d.sqs != nil {
-		if err := d.sqs.Check(ctx); err != nil {
-			return err
-		}
-	}
-	if err := d.store.Ready(ctx); err != nil {
-		return fmt.Errorf("out: %w", err)
-	}
-	return nil
-}
-
 // Ready reports why the daemon cannot work, or nil: the queue must answer, the results store
 // must take a write, and the breaker must not pause receiving (the store down, or S3 of every
 // bucket: one bucket down alone stops only its own messages). It is what /readyz serves.
@@ -569,7 +543,7 @@ func (d *Daemon) Ready(ctx context.Context) error {
 // back, pending deletes are flushed. A stop by ctx is not an error.
 func (d *Daemon) Run(ctx context.Context) (Summary, error) {
 	start := time.Now()
-	d.log.Info("palleto started", "queue_url", d.cfg.SQS.QueueURL, "out", d.store.String(), "workers", d.cfg.Engine.Workers,
+	d.log.Info("palleto started", "source", d.srcName, "url", queue.Redact(d.cfg.sourceURL()), "out", d.store.String(), "workers", d.cfg.Engine.Workers,
 		"pollers", d.cfg.Engine.Producer.Pollers, "processor", d.proc.Name(), "visibility_timeout", d.cfg.SQS.VisibilityTimeout)
 	stopped := make(chan struct{})
 	go func() { // say at once what a stop waits for, and for how long at most

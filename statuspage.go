@@ -17,7 +17,7 @@ func (d *Daemon) StatusPage(version string) *status.Tracker {
 	}
 	t := status.New(status.Config{
 		Version: version, Inflate: decode.Inflater, Source: src, Store: d.store.String(),
-		Dependencies: []string{depS3, depStore, d.sourceName()},
+		Dependencies: []string{depS3, depStore, d.source()},
 		Counts: func() status.Counts {
 			mc := d.met.Counts()
 			return status.Counts{Received: mc.Received, Done: d.stats.objects.Load(), AlreadyDone: d.stats.already.Load(),
@@ -35,12 +35,4 @@ func (d *Daemon) StatusPage(version string) *status.Tracker {
 	})
 	d.met.SetStatus(t)
 	return t
-}
-
-// sourceName names the source as a dependency, in the log, the metrics and the status page.
-func (d *Daemon) sourceName() string {
-	if d.srcName != "" {
-		return d.srcName
-	}
-	return "source"
 }

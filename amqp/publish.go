@@ -8,13 +8,16 @@ import (
 
 	amqp091 "github.com/rabbitmq/amqp091-go"
 
-	"github.com/palleto/palleto/backfill"
 	"github.com/palleto/palleto/queue"
 )
 
 func init() {
-	backfill.RegisterPublisher("amqp", func(_ context.Context, u *url.URL) (backfill.Publisher, error) { return NewPublisher(u, 0) })
-	backfill.RegisterPublisher("amqps", func(_ context.Context, u *url.URL) (backfill.Publisher, error) { return NewPublisher(u, 0) })
+	queue.RegisterPublisher("amqp", "amqp", nil, func(_ context.Context, u *url.URL, opts queue.Options) (queue.Publisher, error) {
+		return NewPublisher(u, opts.CallTimeout)
+	})
+	queue.RegisterPublisher("amqps", "amqp", nil, func(_ context.Context, u *url.URL, opts queue.Options) (queue.Publisher, error) {
+		return NewPublisher(u, opts.CallTimeout)
+	})
 }
 
 // Publisher publishes notifications to the queue of an amqp:// source URL (or to its exchange
@@ -80,5 +83,36 @@ func (p *Publisher) Publish(ctx context.Context, bodies []string) error {
 	return nil
 }
 
+// Check makes sure the queue (or the exchange) the messages go to exists.
+func (p *Publisher) Check(ctx context.Context) error {
+	done := make(chan error, 1)
+	go func() {
+		ch, err := p.conn.Channel()
+		if err != nil {
+			done <- err
+			return
+		}
+		defer ch.Close()
+		if p.cfg.exchange != "" {
+			done <- ch.ExchangeDeclarePassive(p.cfg.exchange, "direct", true, false, false, false, nil)
+			return
+		}
+		_, err = ch.QueueDeclarePassive(p.cfg.queue, true, false, false, false, nil)
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			return fmt.Errorf("to: amqp queue %q (exchange %q): %w", p.cfg.queue, p.cfg.exchange, err)
+		}
+		return nil
+	case <-time.After(p.timeout):
+		p.conn.Close()
+		return fmt.Errorf("to: amqp: no answer from the broker within %s", p.timeout)
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
 // Close closes the connection.
-func (p *Publisher) Close() { p.conn.Close() }
+func (p *Publisher) Close() error { return p.conn.Close() }

@@ -58,8 +58,10 @@ type SendAPI interface {
 // Config is what to backfill.
 type Config struct {
 	Bucket   string
-	QueueURL string // required unless DryRun
-	Prefix   string
+	QueueURL string // the SQS queue; it or To is required unless DryRun
+	// To names the destination RunTo publishes to (--to URL), for errors and the checkpoint.
+	To     string
+	Prefix string
 	// Since and Until bound LastModified (zero: no bound); Since is inclusive, Until exclusive.
 	Since, Until time.Time
 	// Include and Exclude are key globs with run's meaning (path.Match: '*' does not cross '/').
@@ -68,9 +70,6 @@ type Config struct {
 	// same eTag is skipped).
 	Processor string
 	DryRun    bool
-	// Publisher, when set, is where the notifications go instead of the SQS queue QueueURL
-	// (`--to URL` of a source that is not SQS).
-	Publisher Publisher
 	// Checkpoint, when set, is the file that records how far the listing got.
 	Checkpoint string
 	PageSize   int // objects per ListObjectsV2 page (1-1000, default 1000)
@@ -83,8 +82,8 @@ func (c Config) Validate() error {
 	switch {
 	case c.Bucket == "":
 		return errors.New("bucket: required (the bucket to list)")
-	case c.QueueURL == "" && c.Publisher == nil && !c.DryRun:
-		return errors.New("queue-url: required unless --dry-run (the queue palleto run consumes)")
+	case c.QueueURL == "" && c.To == "" && !c.DryRun:
+		return errors.New("queue-url: required unless --dry-run (the queue palleto run consumes; or --to URL: nats://...)")
 	case c.PageSize < 0 || c.PageSize > 1000:
 		return fmt.Errorf("page-size: %d is out of range [1, 1000]", c.PageSize)
 	case !c.Since.IsZero() && !c.Until.IsZero() && !c.Until.After(c.Since):
@@ -125,12 +124,21 @@ type checkpoint struct {
 	At         string  `json:"at"`
 }
 
-// Run lists and sends. st, when not nil, is the results store whose results make objects
-// skipped. The error says what failed; the checkpoint, if any, allows resuming.
+// Run lists and sends to the SQS queue cfg.QueueURL. st, when not nil, is the results store whose
+// results make objects skipped. The error says what failed; the checkpoint, if any, allows
+// resuming.
 func Run(ctx context.Context, cfg Config, lister ListAPI, sender SendAPI, st store.Store) (Summary, error) {
+	return RunTo(ctx, cfg, lister, SQS(sender, cfg.QueueURL), st)
+}
+
+// RunTo lists and publishes to pub (nil with DryRun), as Run does to an SQS queue.
+func RunTo(ctx context.Context, cfg Config, lister ListAPI, pub Publisher, st store.Store) (Summary, error) {
 	sum := Summary{ByPrefix: map[string]*Count{}}
 	if err := cfg.Validate(); err != nil {
 		return sum, err
+	}
+	if pub == nil && !cfg.DryRun {
+		return sum, errors.New("backfill: nothing to publish to")
 	}
 	if cfg.PageSize == 0 {
 		cfg.PageSize = 1000
@@ -138,7 +146,7 @@ func Run(ctx context.Context, cfg Config, lister ListAPI, sender SendAPI, st sto
 	if cfg.Processor == "" {
 		cfg.Processor = "lines"
 	}
-	if err := check(ctx, cfg, lister, sender); err != nil {
+	if err := check(ctx, cfg, lister, pub); err != nil {
 		return sum, err
 	}
 	var startAfter string
@@ -215,7 +223,7 @@ func Run(ctx context.Context, cfg Config, lister ListAPI, sender SendAPI, st sto
 			}
 		}
 		if len(bodies) > 0 {
-			if err := send(ctx, cfg, sender, bodies); err != nil {
+			if err := pub.Publish(ctx, bodies); err != nil {
 				sum.Sent -= int64(len(bodies)) // this page does not count: it is sent again on resume
 				return sum, err
 			}
@@ -252,9 +260,9 @@ func (c Config) selected(key string, modified time.Time) bool {
 	return !slices.ContainsFunc(c.Exclude, func(g string) bool { ok, _ := path.Match(g, key); return ok })
 }
 
-// check fails at once, with what S3 or SQS said, when the bucket cannot be listed or the queue
-// does not answer.
-func check(ctx context.Context, cfg Config, lister ListAPI, sender SendAPI) error {
+// check fails at once, with what S3 or the destination said, when the bucket cannot be listed
+// or the destination does not answer.
+func check(ctx context.Context, cfg Config, lister ListAPI, pub Publisher) error {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	if _, err := lister.ListObjectsV2(ctx, &s3.ListObjectsV2Input{Bucket: &cfg.Bucket, MaxKeys: aws.Int32(1)}); err != nil {
@@ -263,18 +271,7 @@ func check(ctx context.Context, cfg Config, lister ListAPI, sender SendAPI) erro
 	if cfg.DryRun {
 		return nil
 	}
-	if cfg.Publisher != nil {
-		if c, ok := cfg.Publisher.(checker); ok {
-			return c.Check(ctx)
-		}
-		return nil
-	}
-	_, err := sender.GetQueueAttributes(ctx, &awssqs.GetQueueAttributesInput{QueueUrl: &cfg.QueueURL,
-		AttributeNames: []types.QueueAttributeName{types.QueueAttributeNameQueueArn}})
-	if err != nil {
-		return fmt.Errorf("queue-url: %s does not answer%s: %w", cfg.QueueURL, hint(err), err)
-	}
-	return nil
+	return pub.Check(ctx)
 }
 
 func hint(err error) string {
@@ -290,14 +287,6 @@ func hint(err error) string {
 		}
 	}
 	return ""
-}
-
-// send sends bodies to the publisher, when there is one, or to the SQS queue.
-func send(ctx context.Context, cfg Config, sender SendAPI, bodies []string) error {
-	if cfg.Publisher != nil {
-		return cfg.Publisher.Publish(ctx, bodies)
-	}
-	return sendAll(ctx, sender, cfg.QueueURL, bodies)
 }
 
 // sendAll sends bodies in SendMessageBatch calls of up to 10 messages (and MaxMessage bytes),

@@ -3,60 +3,37 @@ package backfill
 import (
 	"context"
 	"fmt"
-	"net/url"
-	"sort"
-	"strings"
-	"sync"
+
+	awssqs "github.com/aws/aws-sdk-go-v2/service/sqs"
+	"github.com/aws/aws-sdk-go-v2/service/sqs/types"
 )
 
-// Publisher sends a backfill's notifications to a source that is not SQS (`palleto backfill
-// --to URL`): a webhook, a NATS stream, ... Each transport registers one for its URL scheme.
-// kafka.Publisher and amqp.Publisher are ones; a Publisher that also has Check(ctx) error is
-// checked before the listing starts.
+// Publisher takes the notifications a backfill sends: the SQS queue of --queue-url (SQS), or
+// what --to names (a queue.Publisher: a NATS stream's subject, ...).
 type Publisher interface {
-	// Publish sends every body at least once, or returns why not (some may have been sent: the
-	// page is sent again on resume, and the objects already done are found done).
+	// Publish sends every body at least once, returning once the destination took them all.
 	Publish(ctx context.Context, bodies []string) error
-	Close()
-}
-
-// checker is a Publisher that can tell, before anything is sent, that its destination
-// answers; its error names the destination.
-type checker interface {
+	// Check fails when the destination does not answer; its error names the setting.
 	Check(ctx context.Context) error
 }
 
-// PublisherOpener opens a Publisher for a URL whose scheme it registered.
-type PublisherOpener func(ctx context.Context, u *url.URL) (Publisher, error)
+// SQS is the Publisher of an SQS queue: SendMessageBatch, 10 at a time.
+func SQS(sender SendAPI, queueURL string) Publisher { return sqsPublisher{sender, queueURL} }
 
-var (
-	publishersMu sync.RWMutex
-	publishers   = map[string]PublisherOpener{}
-)
-
-// RegisterPublisher makes OpenPublisher serve URLs of scheme with open.
-func RegisterPublisher(scheme string, open PublisherOpener) {
-	publishersMu.Lock()
-	defer publishersMu.Unlock()
-	publishers[strings.ToLower(scheme)] = open
+type sqsPublisher struct {
+	sender   SendAPI
+	queueURL string
 }
 
-// OpenPublisher opens the publisher of rawURL's scheme.
-func OpenPublisher(ctx context.Context, rawURL string) (Publisher, error) {
-	u, err := url.Parse(rawURL)
+func (p sqsPublisher) Publish(ctx context.Context, bodies []string) error {
+	return sendAll(ctx, p.sender, p.queueURL, bodies)
+}
+
+func (p sqsPublisher) Check(ctx context.Context) error {
+	_, err := p.sender.GetQueueAttributes(ctx, &awssqs.GetQueueAttributesInput{QueueUrl: &p.queueURL,
+		AttributeNames: []types.QueueAttributeName{types.QueueAttributeNameQueueArn}})
 	if err != nil {
-		return nil, fmt.Errorf("to: %q is not a URL: %v", rawURL, err)
+		return fmt.Errorf("queue-url: %s does not answer%s: %w", p.queueURL, hint(err), err)
 	}
-	publishersMu.RLock()
-	open, ok := publishers[strings.ToLower(u.Scheme)]
-	known := make([]string, 0, len(publishers))
-	for s := range publishers {
-		known = append(known, s+"://")
-	}
-	publishersMu.RUnlock()
-	if !ok {
-		sort.Strings(known)
-		return nil, fmt.Errorf("to: no backfill publisher for scheme %q (known: %s, and SQS queue URLs)", u.Scheme, strings.Join(known, ", "))
-	}
-	return open(ctx, u)
+	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/palleto/palleto/queue"
 	"io"
 	"net/http"
 	"net/url"
@@ -14,8 +15,10 @@ import (
 )
 
 func init() {
-	RegisterPublisher("http", openWebhook)
-	RegisterPublisher("https", openWebhook)
+	// SQS registers a publisher for http(s) URLs that look like queue URLs (with a match, so it
+	// is asked first); the rest are webhooks.
+	queue.RegisterPublisher("http", "webhook", nil, openWebhook)
+	queue.RegisterPublisher("https", "webhook", nil, openWebhook)
 }
 
 // webhookPublisher POSTs each notification to a webhook (`palleto run --source http://...`),
@@ -32,7 +35,7 @@ type webhookPublisher struct {
 	wait  time.Duration
 }
 
-func openWebhook(_ context.Context, u *url.URL) (Publisher, error) {
+func openWebhook(_ context.Context, u *url.URL, _ queue.Options) (queue.Publisher, error) {
 	p := &webhookPublisher{client: &http.Client{Timeout: 30 * time.Second}, tries: 5, wait: 200 * time.Millisecond}
 	c := *u
 	q := c.Query()
@@ -46,7 +49,7 @@ func openWebhook(_ context.Context, u *url.URL) (Publisher, error) {
 	return p, nil
 }
 
-func (p *webhookPublisher) Close() { p.client.CloseIdleConnections() }
+func (p *webhookPublisher) Close() error { p.client.CloseIdleConnections(); return nil }
 
 // Check asks the webhook with a GET (Palleto's answers 200); no answer, a 404 (a wrong path)
 // or a 5xx fails.

@@ -2,6 +2,7 @@ package backfill
 
 import (
 	"context"
+	"github.com/palleto/palleto/queue"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -36,12 +37,12 @@ func TestWebhookPublisher(t *testing.T) {
 		}
 	}))
 	defer srv.Close()
-	p, err := OpenPublisher(context.Background(), srv.URL+"/minio?token=T0K")
+	p, err := queue.OpenPublisher(context.Background(), srv.URL+"/minio?token=T0K", queue.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer p.Close()
-	if err := p.(checker).Check(context.Background()); err != nil {
+	if err := p.Check(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	if err := p.Publish(context.Background(), []string{"a", "b", "busy"}); err != nil {
@@ -54,7 +55,7 @@ func TestWebhookPublisher(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "400") || got["bad"] != 1 {
 		t.Fatalf("a refused body: %v after %d POSTs, want a 400 error after 1", err, got["bad"])
 	}
-	if _, err := OpenPublisher(context.Background(), "ftp://x/y"); err == nil || !strings.Contains(err.Error(), "http://") {
+	if _, err := queue.OpenPublisher(context.Background(), "ftp://x/y", queue.Options{}); err == nil || !strings.Contains(err.Error(), "http://") {
 		t.Fatalf("an unknown scheme: %v", err)
 	}
 }
@@ -62,12 +63,12 @@ func TestWebhookPublisher(t *testing.T) {
 // TestWebhookPublisherCheck: a webhook that does not answer, or not at that path, fails Check.
 func TestWebhookPublisherCheck(t *testing.T) {
 	srv := httptest.NewServer(http.NotFoundHandler())
-	p, _ := OpenPublisher(context.Background(), srv.URL+"/wrong")
-	if err := p.(checker).Check(context.Background()); err == nil || !strings.Contains(err.Error(), "404") {
+	p, _ := queue.OpenPublisher(context.Background(), srv.URL+"/wrong", queue.Options{})
+	if err := p.Check(context.Background()); err == nil || !strings.Contains(err.Error(), "404") {
 		t.Fatalf("a 404: %v", err)
 	}
 	srv.Close()
-	if err := p.(checker).Check(context.Background()); err == nil || !strings.Contains(err.Error(), "does not answer") {
+	if err := p.Check(context.Background()); err == nil || !strings.Contains(err.Error(), "does not answer") {
 		t.Fatalf("nothing listening: %v", err)
 	}
 }

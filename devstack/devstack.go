@@ -29,6 +29,9 @@ type Config struct {
 	Queue           string // receives the bucket's notifications (other buckets notify the queues their configuration names)
 	DLQ             string // dead-letter queue of Queue ("" for none)
 	MaxReceives     int    // the redrive policy's maxReceiveCount (default 10)
+	// Notify, when set, is where the demo bucket's notifications go instead of Queue (the
+	// publisher of another transport: palleto demo --source nats).
+	Notify func(body string)
 }
 
 // DefaultConfig listens on free ports with bucket and queue "uploads" and DLQ "uploads-dlq",
@@ -71,9 +74,14 @@ func Start(cfg Config) (*Stack, error) {
 
 	backend := &notifying{Backend: s3mem.New(), routes: newNotifications(sqsSrv)}
 	if cfg.Bucket != "" && cfg.Queue != "" {
-		// The default wiring (the demo's): the bucket's ObjectCreated events go to the queue.
+		// The default wiring (the demo's): the bucket's ObjectCreated events go to the queue, or
+		// to Notify when set (another transport: palleto demo --source nats).
+		target := sqsSrv.QueueARN(cfg.Queue)
+		if cfg.Notify != nil {
+			backend.routes.notify, target = cfg.Notify, notifyARN
+		}
 		backend.routes.set(cfg.Bucket, notificationConfiguration{Queues: []queueConfiguration{
-			{ID: "devstack", Queue: sqsSrv.QueueARN(cfg.Queue), Events: []string{"s3:ObjectCreated:*"}}}})
+			{ID: "devstack", Queue: target, Events: []string{"s3:ObjectCreated:*"}}}})
 	}
 	faker := gofakes3.New(backend, gofakes3.WithTimeSkewLimit(0), gofakes3.WithLogger(gofakes3.DiscardLog()))
 	ln, err := net.Listen("tcp", cfg.S3Addr)

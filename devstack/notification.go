@@ -67,10 +67,14 @@ func (q queueConfiguration) matches(event, key string) bool {
 	return ok
 }
 
+// notifyARN names Config.Notify as a bucket notification's destination.
+const notifyARN = "arn:palleto:devstack:notify"
+
 // notifications holds each bucket's notification configuration and delivers the events it
 // names to the embedded SQS, as S3 does: a bucket with none sends nothing.
 type notifications struct {
 	sqs      *localsqs.Server
+	notify   func(body string) // the destination of notifyARN (Config.Notify), or nil
 	mu       sync.Mutex
 	byBucket map[string]notificationConfiguration
 }
@@ -105,6 +109,10 @@ func (n *notifications) deliver(bucket, key, event string, body func(configurati
 			continue
 		}
 		sent[q.Queue] = true
+		if q.Queue == notifyARN && n.notify != nil {
+			n.notify(body(q.ID))
+			continue
+		}
 		if name, ok := n.sqs.QueueNameByARN(q.Queue); ok {
 			n.sqs.Send(name, body(q.ID)) // a queue deleted since: the event is lost, as on AWS
 		}

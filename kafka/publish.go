@@ -8,11 +8,13 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/palleto/palleto/backfill"
+	"github.com/palleto/palleto/queue"
 )
 
 func init() {
-	backfill.RegisterPublisher("kafka", func(_ context.Context, u *url.URL) (backfill.Publisher, error) { return NewPublisher(u, 0) })
+	queue.RegisterPublisher("kafka", "kafka", nil, func(_ context.Context, u *url.URL, opts queue.Options) (queue.Publisher, error) {
+		return NewPublisher(u, opts.CallTimeout)
+	})
 }
 
 // Publisher produces notifications to the topic of a kafka:// source URL: what `palleto
@@ -54,5 +56,12 @@ func (p *Publisher) Publish(ctx context.Context, bodies []string) error {
 	return nil
 }
 
+// Check makes sure a broker answers and the topic exists.
+func (p *Publisher) Check(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, p.timeout)
+	defer cancel()
+	return checkTopic(ctx, p.cl, p.topic)
+}
+
 // Close closes the client.
-func (p *Publisher) Close() { p.cl.Close() }
+func (p *Publisher) Close() error { p.cl.Close(); return nil }

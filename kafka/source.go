@@ -444,18 +444,24 @@ func (s *Source) Ready(ctx context.Context) error {
 func (s *Source) Check(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, s.callTimeout)
 	defer cancel()
+	return checkTopic(ctx, s.cl, s.cfg.topic)
+}
+
+// checkTopic asks a broker for topic's metadata: an error when none answers or the topic does
+// not exist (it is not created by asking).
+func checkTopic(ctx context.Context, cl *kgo.Client, topic string) error {
 	req := kmsg.NewPtrMetadataRequest()
 	req.AllowAutoTopicCreation = false // a misspelt topic is an error, not a new topic
 	t := kmsg.NewMetadataRequestTopic()
-	t.Topic = kmsg.StringPtr(s.cfg.topic)
+	t.Topic = kmsg.StringPtr(topic)
 	req.Topics = append(req.Topics, t)
-	resp, err := req.RequestWith(ctx, s.cl)
+	resp, err := req.RequestWith(ctx, cl)
 	if err != nil {
-		return fmt.Errorf("source: kafka %v: %w", s.cfg.brokers, err)
+		return fmt.Errorf("kafka: no broker answers: %w", err)
 	}
 	for _, rt := range resp.Topics {
 		if err := kerr.ErrorForCode(rt.ErrorCode); err != nil {
-			return fmt.Errorf("source: kafka topic %q: %w", s.cfg.topic, err)
+			return fmt.Errorf("kafka topic %q: %w", topic, err)
 		}
 	}
 	return nil

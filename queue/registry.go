@@ -101,6 +101,29 @@ func Open(ctx context.Context, rawURL string, opts Options) (Source, error) {
 	return open(ctx, u, opts)
 }
 
+// OpenAs opens rawURL with the source registered under name for the URL's scheme, whatever the
+// match functions say: --queue-url is SQS's spelling, and its URL is an SQS queue whatever its
+// host (a local SQS the match does not recognise would otherwise go to the webhook).
+func OpenAs(ctx context.Context, name, rawURL string, opts Options) (Source, error) {
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return nil, fmt.Errorf("source: %q is not a URL: %v", Redact(rawURL), err)
+	}
+	registryMu.RLock()
+	var open Opener
+	for _, e := range registry[strings.ToLower(u.Scheme)] {
+		if e.name == name {
+			open = e.open
+			break
+		}
+	}
+	registryMu.RUnlock()
+	if open == nil {
+		return nil, fmt.Errorf("source: %q: no %s source for scheme %q (known: %s)", Redact(rawURL), name, u.Scheme, strings.Join(Schemes(), ", "))
+	}
+	return open(ctx, u, opts)
+}
+
 // Schemes lists the registered URL schemes, sorted.
 func Schemes() []string {
 	registryMu.RLock()

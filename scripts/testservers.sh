@@ -13,6 +13,9 @@
 #     the unprivileged `postgres` user when this runs as root (PostgreSQL refuses root)
 #   Chromium: Debian's package, for the status page's browser test; installed here and started
 #     headless by the test itself (chromedp), with a fresh profile each time
+#   NATS: Debian's nats-server with JetStream (-js), or `go install` of nats-server cached like
+#     MinIO where the package is missing; MinIO publishes its notifications to it too (its NATS
+#     JetStream target, arn:minio:sqs::PALLETO:nats, subject palleto.minio.events)
 # Usage: scripts/testservers.sh install|start|stop|env
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -24,6 +27,9 @@ S3_PORT="${PALLETO_TEST_S3_PORT:-19000}"
 BRIDGE_PORT="${PALLETO_TEST_BRIDGE_PORT:-19400}"
 PG_PORT="${PALLETO_TEST_PG_PORT:-15432}"
 WEBHOOK_PORT="${PALLETO_TEST_WEBHOOK_PORT:-19480}" # Palleto's own webhook source, in the tests that run it
+NATS_PORT="${PALLETO_TEST_NATS_PORT:-19422}"
+NATS_VERSION="v2.11.17" # github.com/nats-io/nats-server/v2, pinned: built only where Debian's package is missing
+NATS_SUBJECT="palleto.minio.events"
 PG_DATA="${TMPDIR:-/tmp}/palleto-pg-$PG_PORT"
 AMQP_PORT="${PALLETO_TEST_AMQP_PORT:-19672}"
 KAFKA_PORT="${PALLETO_TEST_KAFKA_PORT:-19092}"
@@ -56,9 +62,37 @@ install() {
     GOBIN="$CACHE/build" go install "github.com/minio/minio@$MINIO_VERSION"
     mv "$CACHE/build/minio" "$MINIO"
   fi
+  if ! nats_bin >/dev/null; then # Debian's package where there is one (bookworm has 2.9)
+    echo "testservers: installing nats-server (Debian package)"
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nats-server >/dev/null; } || true
+  fi
+  if ! nats_bin >/dev/null; then
+    echo "testservers: building nats-server $NATS_VERSION (no Debian package here; cached in $CACHE)"
+    mkdir -p "$CACHE/bin" "$CACHE/build"
+    GOBIN="$CACHE/build" go install "github.com/nats-io/nats-server/v2@$NATS_VERSION"
+    mv "$CACHE/build/nats-server" "$CACHE/bin/nats-server-$NATS_VERSION"
+  fi
   mkdir -p "$STATE"
   (cd "$ROOT" && go build -o "$STATE/webhookbridge" ./internal/webhookbridge)
   (cd "$ROOT" && go build -o "$STATE/kafkaserver" ./internal/kafkaserver)
+}
+
+nats_bin() { # Debian's nats-server (in /usr/sbin), one on the PATH, or the one built into the cache
+  local b
+  for b in "$(command -v nats-server || true)" /usr/sbin/nats-server /usr/bin/nats-server "$CACHE/bin/nats-server-$NATS_VERSION"; do
+    if [ -n "$b" ] && [ -x "$b" ]; then echo "$b"; return 0; fi
+  done
+  return 1
+}
+
+wait_tcp() { # port name
+  for _ in $(seq 1 300); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
+    sleep 0.1
+  done
+  echo "testservers: $2 did not come up on 127.0.0.1:$1; its log:" >&2
+  cat "$STATE/$2.log" >&2 || true
+  return 1
 }
 
 pg_bin() { # the newest installed PostgreSQL server's bin directory
@@ -116,16 +150,6 @@ CTL
   return 1
 }
 
-wait_tcp() { # port name
-  for _ in $(seq 1 300); do
-    if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
-    sleep 0.1
-  done
-  echo "testservers: $2 did not come up on 127.0.0.1:$1; its log:" >&2
-  cat "$STATE/$2.log" >&2 || true
-  return 1
-}
-
 wait_http() { # url name
   for _ in $(seq 1 300); do
     if curl -s -o /dev/null "$1"; then return 0; fi
@@ -139,7 +163,10 @@ wait_http() { # url name
 start() {
   stop >/dev/null 2>&1 || true
   mkdir -p "$STATE"
-  rm -rf "$STATE/minio-data" "$STATE/minio-webhook-queue"
+  rm -rf "$STATE/minio-data" "$STATE/minio-webhook-queue" "$STATE/nats-data" "$STATE/minio-nats-queue"
+  "$(nats_bin)" -js -a 127.0.0.1 -p "$NATS_PORT" -sd "$STATE/nats-data" >"$STATE/nats.log" 2>&1 &
+  echo $! >"$STATE/nats.pid"
+  wait_tcp "$NATS_PORT" nats
   (cd "$ROOT/testservers/sqs" && PORT="$SQS_PORT" exec node launch.mjs) >"$STATE/sqs.log" 2>&1 &
   echo $! >"$STATE/sqs.pid"
   wait_http "http://127.0.0.1:$SQS_PORT/" sqs
@@ -164,6 +191,11 @@ start() {
     MINIO_NOTIFY_AMQP_DELIVERY_MODE_PALLETO=2 MINIO_NOTIFY_AMQP_QUEUE_DIR_PALLETO="$STATE/minio-amqp-queue" \
     MINIO_NOTIFY_KAFKA_ENABLE_PALLETO=on MINIO_NOTIFY_KAFKA_BROKERS_PALLETO="127.0.0.1:$KAFKA_PORT" \
     MINIO_NOTIFY_KAFKA_TOPIC_PALLETO=palleto-minio MINIO_NOTIFY_KAFKA_QUEUE_DIR_PALLETO="$STATE/minio-kafka-queue" \
+    MINIO_NOTIFY_NATS_ENABLE_PALLETO=on \
+    MINIO_NOTIFY_NATS_ADDRESS_PALLETO="127.0.0.1:$NATS_PORT" \
+    MINIO_NOTIFY_NATS_SUBJECT_PALLETO="$NATS_SUBJECT" \
+    MINIO_NOTIFY_NATS_JETSTREAM_PALLETO=on \
+    MINIO_NOTIFY_NATS_QUEUE_DIR_PALLETO="$STATE/minio-nats-queue" \
     MINIO_BROWSER=off MINIO_UPDATE=off \
     "$MINIO" server "$STATE/minio-data" --address "127.0.0.1:$S3_PORT" --quiet >"$STATE/minio.log" 2>&1 &
   echo $! >"$STATE/minio.pid"
@@ -187,11 +219,15 @@ export PALLETO_TEST_MINIO_KAFKA_TOPIC=palleto-minio
 export PALLETO_TEST_RABBITMQ_CTL="$STATE/rabbitmqctl"
 export PALLETO_TEST_POSTGRES_URL=postgres://palleto@127.0.0.1:$PG_PORT/postgres?sslmode=disable
 export PALLETO_TEST_POSTGRES_CTL="$(pg_bin)/pg_ctl -D $PG_DATA/data"
+export PALLETO_TEST_NATS_URL=nats://127.0.0.1:$NATS_PORT
+export PALLETO_TEST_NATS_BIN=$(nats_bin)
+export PALLETO_TEST_MINIO_NATS_ARN=arn:minio:sqs::PALLETO:nats
+export PALLETO_TEST_MINIO_NATS_SUBJECT=$NATS_SUBJECT
 ENV
   if command -v chromium >/dev/null; then
     echo "export PALLETO_TEST_CHROMIUM=$(command -v chromium)" >>"$STATE/env"
   fi
-  echo "testservers: SQS :$SQS_PORT, MinIO :$S3_PORT, bridge :$BRIDGE_PORT, RabbitMQ :$AMQP_PORT, Kafka (kfake) :$KAFKA_PORT, PostgreSQL :$PG_PORT (env in $STATE/env)"
+  echo "testservers: SQS :$SQS_PORT, MinIO :$S3_PORT, bridge :$BRIDGE_PORT, RabbitMQ :$AMQP_PORT, Kafka (kfake) :$KAFKA_PORT, PostgreSQL :$PG_PORT, NATS :$NATS_PORT (env in $STATE/env)"
 }
 
 stop() {
@@ -202,7 +238,7 @@ stop() {
     "$STATE/rabbitmqctl" -q stop >/dev/null 2>&1 || true
     as_rabbit epmd -port "$((AMQP_PORT + 2))" -kill >/dev/null 2>&1 || true
   fi
-  for name in minio bridge sqs rabbitmq kafka; do
+  for name in minio bridge sqs rabbitmq kafka nats; do
     if [ -f "$STATE/$name.pid" ]; then
       kill "$(cat "$STATE/$name.pid")" 2>/dev/null || true
       rm -f "$STATE/$name.pid"

@@ -61,6 +61,12 @@ func (c Config) Validate() error {
 	if err := CheckQueueURL("queue-url", c.QueueURL); err != nil {
 		return err
 	}
+	return c.ValidateSettings()
+}
+
+// ValidateSettings is Validate without the queue URL: the settings --source needs checked
+// whatever the source (the dead-letter queue, waits and timeouts).
+func (c Config) ValidateSettings() error {
 	if c.DLQURL != "" {
 		if err := CheckQueueURL("dlq-url", c.DLQURL); err != nil {
 			return err

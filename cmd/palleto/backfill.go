@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/url"
 	"sort"
 	"time"
 
@@ -43,8 +44,8 @@ func cmdBackfill(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	fs := flag.NewFlagSet("palleto backfill", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.StringVar(&cfg.Bucket, "bucket", "", "the bucket whose objects to announce (required)")
-	fs.StringVar(&cfg.QueueURL, "queue-url", "", "the queue palleto run consumes (required unless --dry-run)")
-	fs.StringVar(&to, "to", "", "where palleto run consumes, as its --source: an SQS queue URL (as --queue-url), a webhook http(s)://HOST:PORT/PATH[?token=T] (one POST per object), kafka://BROKER/TOPIC (one record per object) or amqp://USER:PASS@HOST/VHOST?queue=Q (one persistent message per object)")
+	fs.StringVar(&cfg.QueueURL, "queue-url", "", "the SQS queue palleto run consumes (required unless --dry-run or --to)")
+	fs.StringVar(&to, "to", "", "the source palleto run consumes, by its URL (as run's --source): an SQS queue URL (as --queue-url); nats://HOST:PORT/STREAM/CONSUMER[?subject=S] publishes to the stream's subject (subject=, else the consumer's filter); a webhook http(s)://HOST:PORT/PATH[?token=T] (one POST per object); kafka://BROKER:9092/TOPIC (one record per object); amqp://USER:PASS@HOST/VHOST?queue=Q (one persistent message per object)")
 	fs.StringVar(&cfg.Prefix, "prefix", "", "list only keys that start with this")
 	fs.Var(rfc3339{&cfg.Since}, "since", "only objects last modified at or after this time (RFC 3339)")
 	fs.Var(rfc3339{&cfg.Until}, "until", "only objects last modified before this time (RFC 3339)")
@@ -60,6 +61,7 @@ func cmdBackfill(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	fs.String("config", "", "YAML file of these settings, keyed by flag name; flags and PALLETO_* win over it")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), `Usage: palleto backfill --bucket B --queue-url Q [flags]
+       palleto backfill --bucket B --to nats://HOST:PORT/STREAM/CONSUMER [flags]
 
 Announces the objects already in a bucket (uploaded before its notification was set up, or while
 it was wrong, or lost in an outage): lists the bucket and sends one S3-format ObjectCreated
@@ -80,20 +82,14 @@ the same --checkpoint to go on), 2 bad usage.
 		return err
 	}
 	if to != "" {
-		if cfg.QueueURL != "" {
-			return usageError{errors.New("to: give --to or --queue-url, not both")}
+		if cfg.QueueURL != "" && cfg.QueueURL != to {
+			return usageError{fmt.Errorf("to: %q and queue-url %q name two destinations; give one", queue.Redact(to), cfg.QueueURL)}
 		}
-		if name, _, _, err := queue.Lookup(to); err == nil && name == "sqs" {
-			cfg.QueueURL = to
-		} else {
-			pub, err := backfill.OpenPublisher(ctx, to)
-			if err != nil {
-				return usageError{err}
-			}
-			defer pub.Close()
-			cfg.Publisher = pub
+		if u, err := url.Parse(to); err == nil && sqs.IsQueueURL(u) {
+			cfg.QueueURL, to = to, "" // an SQS queue, spelled as --to
 		}
 	}
+	cfg.To = to
 	if err := cfg.Validate(); err != nil {
 		return usageError{err}
 	}
@@ -129,7 +125,17 @@ the same --checkpoint to go on), 2 bad usage.
 				s.Listed, s.Sent, s.SkippedDone, s.Filtered, float64(s.Listed)/max(time.Since(start).Seconds(), 1e-9))
 		}
 	}
-	sum, runErr := backfill.Run(ctx, cfg, s3c, sqsc, st)
+	var pub backfill.Publisher = backfill.SQS(sqsc, cfg.QueueURL)
+	if to != "" && !cfg.DryRun {
+		log, _ := newLogger(stderr, "warn", "text")
+		p, err := queue.OpenPublisher(ctx, to, queue.Options{Logger: log, CallTimeout: 30 * time.Second})
+		if err != nil {
+			return err
+		}
+		defer p.Close()
+		pub = p
+	}
+	sum, runErr := backfill.RunTo(ctx, cfg, s3c, pub, st)
 	if show {
 		fmt.Fprint(stderr, "\r\033[K")
 	}

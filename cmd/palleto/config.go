@@ -19,7 +19,7 @@ var flagGroups = []struct {
 	title string
 	names []string
 }{
-	{"Queue and output", []string{"queue-url", "out", "commit-batch-size", "commit-batch-timeout", "config"}},
+	{"Queue and output", []string{"source", "queue-url", "out", "commit-batch-size", "commit-batch-timeout", "config"}},
 	{"Concurrency (pollers and workers scale apart: each worker asks for one message at a time)", []string{"workers", "pollers", "prefetch", "wait-time", "visibility-timeout"}},
 	{"Big objects (ranged GETs within one memory budget)", []string{"part-size", "parts-in-flight", "read-ahead"}},
 	{"Processing", []string{"processor", "grep", "exec", "exec-timeout"}},

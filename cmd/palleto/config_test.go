@@ -129,6 +129,8 @@ func TestValidationMessages(t *testing.T) {
 		{append(q, "--exec", "wc -l"), `exec: --exec is the command of --processor exec, but the processor is "lines"`},
 		{append(q, "--processor", "grep", "--grep", "x", "--exec", "wc -l"), `exec: --exec is the command of --processor exec, but the processor is "grep"`},
 		{append(q, "--sqs-timeout", "0s"), "sqs-timeout: 0s is out of range [1s, 10m]"},
+		{append(q, "--source", "https://sqs.us-east-1.amazonaws.com/123456789012/other"), "name two sources"},
+		{[]string{"--source", "ftp://x/y"}, `no source for scheme "ftp"`},
 	} {
 		_, err := parseRun(t, tt.args...)
 		if err == nil || !strings.Contains(err.Error(), tt.want) {
@@ -145,6 +147,9 @@ func TestValidationMessages(t *testing.T) {
 		if _, err := parseRun(t, append(q, args...)...); err != nil {
 			t.Errorf("%v: %v, want valid", args, err)
 		}
+	}
+	if _, err := parseRun(t, "--source", "https://sqs.us-east-1.amazonaws.com/123456789012/q"); err != nil {
+		t.Errorf("the defaults with --source and no --queue-url are invalid: %v", err)
 	}
 }
 

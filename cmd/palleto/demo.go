@@ -16,6 +16,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/palleto/palleto"
 	"github.com/palleto/palleto/devstack"
+	"github.com/palleto/palleto/queue"
 	"golang.org/x/sync/errgroup"
 )
 
@@ -40,8 +41,9 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	out := fs.String("out", filepath.Join(os.TempDir(), "palleto-demo"), "directory for the results")
 	workers := fs.Int("workers", 4, "download/process workers")
 	trace := fs.Bool("trace", false, "print the demand flow in words, like the original GenStage demo")
+	source := fs.String("source", "sqs", "where the notifications go: sqs (the embedded SQS) or nats (a nats-server with JetStream, started from the PATH)")
 	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), `Usage: palleto demo [--objects N] [--out DIR] [--trace]
+		fmt.Fprint(fs.Output(), `Usage: palleto demo [--objects N] [--out DIR] [--trace] [--source nats]
 
 Runs the whole job with no AWS account: starts an embedded S3 and SQS on 127.0.0.1 (for
 development only), uploads N generated gzip log files (packrat/data/20160721.gz, ...), whose
@@ -56,19 +58,40 @@ against them through the AWS SDK, as palleto run does. Prints progress and a sum
 	if *objects < 1 || *objects > 100000 {
 		return usageError{fmt.Errorf("objects: %d is out of range [1, 100000]", *objects)}
 	}
-	st, err := devstack.Start(devstack.DefaultConfig())
+	scfg := devstack.DefaultConfig()
+	natsSource := ""
+	switch *source {
+	case "sqs":
+	case "nats":
+		src, notify, stopNATS, err := natsDemo(ctx, stderr)
+		if err != nil {
+			return err
+		}
+		defer stopNATS()
+		natsSource, scfg.Notify = src, notify
+	default:
+		return usageError{fmt.Errorf("source: %q is not one of sqs, nats", *source)}
+	}
+	st, err := devstack.Start(scfg)
 	if err != nil {
 		return err
 	}
 	defer st.Close()
 	useStack(st)
-	fmt.Fprintf(stderr, "demo: embedded S3 at %s, SQS at %s (development only)\n", st.S3Endpoint, st.SQSEndpoint)
+	if natsSource != "" {
+		fmt.Fprintf(stderr, "demo: embedded S3 at %s (development only), NATS JetStream at %s\n", st.S3Endpoint, queue.Redact(natsSource))
+	} else {
+		fmt.Fprintf(stderr, "demo: embedded S3 at %s, SQS at %s (development only)\n", st.S3Endpoint, st.SQSEndpoint)
+	}
 	if err := prepareDemoOut(*out); err != nil {
 		return err
 	}
 
 	cfg := palleto.DefaultConfig()
 	cfg.SQS.QueueURL = st.QueueURL
+	if natsSource != "" {
+		cfg.Source, cfg.SQS.QueueURL = natsSource, ""
+	}
 	cfg.SQS.WaitTime = time.Second
 	cfg.OutDir = *out
 	cfg.Engine.Workers = *workers

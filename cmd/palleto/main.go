@@ -12,10 +12,8 @@ import (
 	"os/signal"
 	"syscall"
 
-	_ "github.com/palleto/palleto/amqp"  // the RabbitMQ source: --source amqp://USER:PASS@HOST:5672/VHOST?queue=Q
-	_ "github.com/palleto/palleto/kafka" // the Kafka source: --source kafka://HOST:9092/TOPIC?group=G
+	_ "github.com/palleto/palleto/amqp" // the RabbitMQ source: --source amqp://USER:PASS@HOST:5672/VHOST?queue=Q
 	"github.com/palleto/palleto/process"
-	_ "github.com/palleto/palleto/webhook" // the webhook source: --source http://127.0.0.1:PORT/PATH
 )
 
 // Exit codes.
@@ -37,6 +35,7 @@ lines and bytes), writes one JSON result per object under --out, then deletes th
 
 Usage:
   palleto run --queue-url URL --out DIR [flags]   consume a queue (see palleto run --help)
+  palleto run --source URL --out DIR [flags]      consume SQS, NATS JetStream or a webhook (see palleto run --help)
   palleto backfill --bucket B --queue-url URL     announce the objects already in a bucket (see palleto backfill --help)
   palleto demo [--objects N] [--out DIR]          the whole job on an embedded S3 and SQS
   palleto devstack                                run the embedded S3 and SQS for development

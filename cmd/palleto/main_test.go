@@ -96,6 +96,8 @@ func TestUsageErrorsExit2(t *testing.T) {
 		{"run", "--queue-url", "http://q/1/q", "--processor", "grep"},
 		{"run", "--queue-url", "not-a-url"},
 		{"run", "--queue-url", "http://q/1/q", "--dlq-url", "sqs.us-east-1.amazonaws.com/1/dlq"},
+		{"run", "--source", "https://sqs.us-east-1.amazonaws.com/123456789012/a", "--queue-url", "http://q/1/q"},
+		{"backfill", "--bucket", "b", "--to", "nats://127.0.0.1:1/S/C", "--queue-url", "http://q/1/q"},
 		{"version", "--bogus"},
 		{"frobnicate"},
 	} {

@@ -15,15 +15,32 @@ import (
 	"github.com/palleto/palleto"
 	"github.com/palleto/palleto/metrics"
 	"github.com/palleto/palleto/process"
+	"github.com/palleto/palleto/queue"
+	_ "github.com/palleto/palleto/sources" // every source registers its URL form
+	"github.com/palleto/palleto/sqs"
 	"github.com/palleto/palleto/webhook"
 )
+
+// sourceUsage is --source's help: every form a source URL takes.
+const sourceUsage = `where the notifications come from, chosen by the URL's form:
+  https://sqs.REGION.amazonaws.com/ACCOUNT/NAME
+      SQS (as --queue-url); a local SQS too: the host of AWS_ENDPOINT_URL_SQS or
+      AWS_ENDPOINT_URL, or any http(s) URL whose path is /ACCOUNT/NAME with a 12-digit account
+  nats://HOST:PORT/STREAM/CONSUMER[?subject=S&dlq=SUBJECT&creds=FILE&token=T&tls=true]
+      NATS JetStream: a durable pull consumer with explicit acks, shared by every replica;
+      subject= creates the stream and consumer when missing; dlq= publishes dead letters
+      there (body and reason headers); creds= a .creds file, token= a token, tls=true TLS
+  http://127.0.0.1:PORT/PATH (https:// with --tls-cert and --tls-key)
+      a webhook Palleto listens on (MinIO's or Ceph's webhook target); each POST is spooled
+      to --spool before it is answered 200; one process`
 
 var errHelp = flag.ErrHelp
 
 // runFlags binds every knob of palleto.Config to a flag. Each flag can also come from the
 // environment as PALLETO_<NAME> (dashes as underscores); a flag on the command line wins.
 func runFlags(fs *flag.FlagSet, c *palleto.Config, logLevel, logFormat *string) {
-	fs.StringVar(&c.SQS.QueueURL, "queue-url", c.SQS.QueueURL, "SQS queue URL to consume (required)")
+	fs.StringVar(&c.Source, "source", c.Source, sourceUsage)
+	fs.StringVar(&c.SQS.QueueURL, "queue-url", c.SQS.QueueURL, "SQS queue URL to consume (required unless --source): the SQS spelling of --source, taken as SQS's whatever its host")
 	fs.StringVar(&c.OutDir, "out", c.OutDir, "where results go: a directory (one JSON file per object, failures under _failed/), sqlite:PATH, postgres://USER@HOST/DB, or s3://BUCKET/PREFIX")
 	fs.IntVar(&c.Commit.Size, "commit-batch-size", c.Commit.Size, "sqlite: and postgres:// stores: the most results committed in one transaction")
 	fs.DurationVar(&c.Commit.Timeout, "commit-batch-timeout", c.Commit.Timeout, "sqlite: and postgres:// stores: the longest a result waits for others to share its commit")
@@ -103,6 +120,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	fs.StringVar(&progress, "progress", progress, "live progress line on stderr: auto (when stderr is a terminal), always, never")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), `Usage: palleto run --queue-url URL --out DIR [flags]
+       palleto run --source URL --out DIR [flags]
 
 Consumes S3 ObjectCreated notifications from the queue. Each object is streamed from S3,
 decompressed, processed, and its result written atomically to DIR/<bucket>/<key>.json; only then
@@ -203,6 +221,9 @@ func checkAtStart(ctx context.Context, d *palleto.Daemon) error {
 // connection pool sized for the workers and pollers. It also returns the S3 client.
 func newDaemon(ctx context.Context, cfg palleto.Config, co palleto.ClientOptions, log *slog.Logger, met *metrics.Metrics) (*palleto.Daemon, *s3.Client, error) {
 	co.Conns, co.QueueURL, co.Logger = cfg.Engine.Workers+cfg.Engine.Producer.Pollers, cfg.SQS.QueueURL, log
+	if name, _, _, err := queue.Lookup(cfg.Source); err == nil && name == sqs.Name {
+		co.QueueURL = cfg.Source // the SQS client calls a local SQS's host, as for --queue-url
+	}
 	sqsc, s3c, err := palleto.AWSClientsWith(ctx, co)
 	if err != nil {
 		return nil, nil, err

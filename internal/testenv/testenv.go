@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -36,6 +37,9 @@ type Env struct {
 	// source on 127.0.0.1:WebhookPort (queueing its events while nothing listens there).
 	MinioWebhookARN string
 	WebhookPort     string
+	// MinioNATSARN is MinIO's NATS JetStream target (arn:minio:sqs::PALLETO:nats), publishing
+	// to the subject NATSSubject of the nats-server of NATSURL; empty without one.
+	MinioNATSARN, NATSSubject string
 }
 
 // FromEnv returns the servers' addresses from the PALLETO_TEST_* variables that
@@ -46,6 +50,7 @@ func FromEnv() (Env, bool) {
 		AccessKey: os.Getenv("PALLETO_TEST_S3_ACCESS_KEY"), SecretKey: os.Getenv("PALLETO_TEST_S3_SECRET_KEY"),
 		MinioQueueARN:   os.Getenv("PALLETO_TEST_MINIO_QUEUE_ARN"),
 		MinioWebhookARN: os.Getenv("PALLETO_TEST_MINIO_WEBHOOK_ARN"), WebhookPort: os.Getenv("PALLETO_TEST_WEBHOOK_PORT"),
+		MinioNATSARN: os.Getenv("PALLETO_TEST_MINIO_NATS_ARN"), NATSSubject: os.Getenv("PALLETO_TEST_MINIO_NATS_SUBJECT"),
 	}
 	return e, e.SQSEndpoint != "" && e.S3Endpoint != ""
 }
@@ -275,4 +280,92 @@ func ZstdZeros(windowLog int, n int64) []byte {
 		out = append(out, byte(h), byte(h>>8), byte(h>>16), 0)
 	}
 	return out
+}
+
+// NATSURL returns the address (nats://127.0.0.1:PORT) of the test nats-server with JetStream
+// that scripts/testservers.sh starts, or skips (fails, when servers are required) without it.
+func NATSURL(t testing.TB) string {
+	t.Helper()
+	url := os.Getenv("PALLETO_TEST_NATS_URL")
+	if url == "" {
+		if os.Getenv("PALLETO_REQUIRE_SERVERS") == "1" {
+			t.Fatal("nats-server required but PALLETO_TEST_NATS_URL is not set: run `make test`")
+		}
+		t.Skip("no nats-server: run `make test` (or scripts/testservers.sh start and source .testservers/env)")
+	}
+	return url
+}
+
+// NATS is a nats-server with JetStream of one test's own, which the test may stop and start
+// again on the same port and store directory (an outage of the broker) without disturbing the
+// shared one.
+type NATS struct {
+	URL  string
+	bin  string
+	dir  string
+	port int
+	cmd  *exec.Cmd
+}
+
+// StartNATS starts a nats-server (-js) on a free port of 127.0.0.1 with a store directory of
+// its own; it is stopped at the end of the test. It skips (fails, when servers are required)
+// where scripts/testservers.sh has not provided one.
+func StartNATS(t testing.TB) *NATS {
+	t.Helper()
+	NATSURL(t)
+	bin := os.Getenv("PALLETO_TEST_NATS_BIN")
+	if bin == "" {
+		bin, _ = exec.LookPath("nats-server")
+	}
+	if bin == "" {
+		t.Fatal("no nats-server (PALLETO_TEST_NATS_BIN): run `make test`")
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	ln.Close()
+	n := &NATS{URL: fmt.Sprintf("nats://127.0.0.1:%d", port), bin: bin, dir: t.TempDir(), port: port}
+	n.Start(t)
+	t.Cleanup(func() {
+		if n.cmd != nil {
+			n.cmd.Process.Kill()
+			n.cmd.Wait()
+		}
+	})
+	return n
+}
+
+// Start starts the server and waits until it takes connections.
+func (n *NATS) Start(t testing.TB) {
+	t.Helper()
+	n.cmd = exec.Command(n.bin, "-js", "-a", "127.0.0.1", "-p", fmt.Sprint(n.port), "-sd", n.dir)
+	n.cmd.Stdout, n.cmd.Stderr = nil, nil
+	if err := n.cmd.Start(); err != nil {
+		t.Fatalf("start nats-server: %v", err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", n.port), time.Second)
+		if err == nil {
+			c.Close()
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("nats-server on port %d did not come up: %v", n.port, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// Stop stops the server (SIGTERM) and waits for it to exit: every client loses its connection.
+func (n *NATS) Stop(t testing.TB) {
+	t.Helper()
+	if n.cmd == nil {
+		return
+	}
+	n.cmd.Process.Signal(syscall.SIGTERM)
+	n.cmd.Wait()
+	n.cmd = nil
 }

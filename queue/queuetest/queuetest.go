@@ -20,16 +20,43 @@ type Env struct {
 	// NoDeliveryCount says the transport counts no deliveries (Kafka): its messages have
 	// ReceiveCount 0, and the poison guard reads the store's failure records instead.
 	NoDeliveryCount bool
+	// AckTimeout is how long a received message stays invisible to other consumers without a
+	// renewal (the queue's visibility timeout, NATS's AckWait), as the Env opened Source: short
+	// (2-5s), so that the suite can hold messages past it. 0 skips the tests that need it.
+	AckTimeout time.Duration
+	// Another opens a second, independent source on the same queue, as another process would.
+	// nil skips the tests that need it.
+	Another func(t *testing.T) queue.Source
+	// Abandon drops Source as a killed process does: no Close, no word to the queue; its
+	// keep-alive stops and its connections go. nil skips the tests that need it.
+	Abandon func()
 }
 
 // Run runs the conformance tests of a queue.Source. fresh returns a source on a new, empty
-// queue whose messages stay invisible at least 30s once received.
+// queue whose received messages stay invisible to other consumers until they are deleted,
+// retried or released (kept alive past Env.AckTimeout, when it is set).
 func Run(t *testing.T, fresh func(t *testing.T) Env) {
 	t.Run("ReceiveAtMostMax", func(t *testing.T) { testReceiveAtMostMax(t, fresh(t)) })
 	t.Run("DeleteIsForGood", func(t *testing.T) { testDelete(t, fresh(t)) })
 	t.Run("ReleaseIsAtOnce", func(t *testing.T) { testRelease(t, fresh(t)) })
 	t.Run("RetryWaitsItsDelay", func(t *testing.T) { testRetry(t, fresh(t)) })
 	t.Run("DeadLetter", func(t *testing.T) { testDeadLetter(t, fresh(t)) })
+	t.Run("DeliveryCountGrows", func(t *testing.T) { testDeliveryCount(t, fresh(t)) })
+	t.Run("KeepAliveHoldsPastTheAckTimeout", func(t *testing.T) { testKeepAlive(t, need(t, fresh(t), true, false)) })
+	t.Run("RenewalNeverUndoesRetryOrRelease", func(t *testing.T) { testRenewal(t, need(t, fresh(t), true, false)) })
+	t.Run("RedeliveredAfterTheConsumerDies", func(t *testing.T) { testAbandoned(t, need(t, fresh(t), true, true)) })
+	t.Run("CloseFlushesDeletes", func(t *testing.T) { testCloseFlushes(t, need(t, fresh(t), true, false)) })
+}
+
+// need skips (closing e's source) unless e has an ack timeout and another consumer, and a way
+// to abandon its source when abandon is asked.
+func need(t *testing.T, e Env, another, abandon bool) Env {
+	t.Helper()
+	if e.AckTimeout <= 0 || another && e.Another == nil || abandon && e.Abandon == nil {
+		e.Source.Close()
+		t.Skip("the Env gives no ack timeout, second consumer or way to abandon its source")
+	}
+	return e
 }
 
 // receiveAll receives until n messages came or the deadline passed.
