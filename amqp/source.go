@@ -361,7 +361,8 @@ func (s *Source) Release(_ context.Context, msgs []*queue.Message) error {
 
 // Retry publishes m again through a delay queue that sends it back to the queue after delay,
 // with one more attempt counted, then acks the original. If the copy cannot be published, the
-// original is nacked with requeue (it comes back at once) and the error returned.
+// original is nacked with requeue (it comes back at once) and the error returned. A message whose
+// connection was lost since it was received was requeued by the broker: nothing is published.
 func (s *Source) Retry(ctx context.Context, m *queue.Message, delay time.Duration) error {
 	h, ok := s.settle(m)
 	if !ok {
@@ -379,8 +380,11 @@ func (s *Source) Retry(ctx context.Context, m *queue.Message, delay time.Duratio
 	if delay >= time.Millisecond {
 		target = delayQueue(s.cfg.queue, delay)
 	}
-	err := s.publish(ctx, target, delay, amqp091.Publishing{Headers: headers, ContentType: h.d.ContentType, Body: h.d.Body,
+	err := s.publish(ctx, h.gen, target, delay, amqp091.Publishing{Headers: headers, ContentType: h.d.ContentType, Body: h.d.Body,
 		DeliveryMode: amqp091.Persistent, MessageId: h.d.MessageId, Timestamp: h.d.Timestamp})
+	if errors.Is(err, errStale) {
+		return nil // its connection was lost: the broker requeued it, and a copy would be a duplicate
+	}
 	if err != nil {
 		if nerr := s.ackOrNack(h, false); nerr != nil {
 			s.log.Debug("AMQP nack after a failed retry publish", "message_id", m.ID, "error", nerr)
@@ -405,21 +409,29 @@ func (s *Source) DeadLetter(ctx context.Context, m *queue.Message, why queue.Dea
 	if h != nil {
 		p.ContentType = h.d.ContentType
 	}
-	if err := s.publish(ctx, s.cfg.dlq, 0, p); err != nil {
+	if err := s.publish(ctx, 0, s.cfg.dlq, 0, p); err != nil {
 		return fmt.Errorf("amqp dead-letter %s to %q: %w", m.ID, s.cfg.dlq, err)
 	}
 	return nil
 }
 
+// errStale is a publish for a delivery whose connection is gone (the broker requeued it).
+var errStale = errors.New("the delivery's connection is gone")
+
 // publish sends p to the queue named to (through the default exchange) and waits for the
-// broker's confirm. A delay queue is declared the first time it is used on a connection.
-func (s *Source) publish(ctx context.Context, to string, delay time.Duration, p amqp091.Publishing) error {
+// broker's confirm. A delay queue is declared the first time it is used on a connection. With
+// gen other than 0, it publishes only on that connection, and returns errStale when it is gone.
+func (s *Source) publish(ctx context.Context, gen uint64, to string, delay time.Duration, p amqp091.Publishing) error {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.callTimeout)
 	defer cancel()
 	s.mu.Lock()
 	pub, conn, declared := s.pub, s.conn, s.delays[delay]
 	connected := s.deliveries != nil
+	stale := gen != 0 && gen != s.gen
 	s.mu.Unlock()
+	if stale {
+		return errStale
+	}
 	if !connected {
 		return errors.New("not connected")
 	}
