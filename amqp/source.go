@@ -194,8 +194,8 @@ func (s *Source) keepConnected() {
 		s.downErr = fmt.Errorf("amqp %s: connection lost: %w", queue.Redact(s.cfg.dial), err)
 		s.up = make(chan struct{})
 		s.deliveries = nil
-		s.mu.Unlock()
 		s.held.Store(0) // the broker requeued every unacknowledged delivery
+		s.mu.Unlock()
 		s.log.Error("AMQP connection lost: reconnecting (1s, doubling up to 30s); unacknowledged messages go back to the queue", "error", err)
 		wait := time.Second
 		for {
@@ -267,7 +267,11 @@ func (s *Source) Receive(ctx context.Context, max int) ([]*queue.Message, error)
 }
 
 func (s *Source) message(gen uint64, d amqp091.Delivery) *queue.Message {
-	s.held.Add(1)
+	s.mu.Lock()
+	if gen == s.gen && s.deliveries != nil { // one of a lost connection is not held: the broker requeued it
+		s.held.Add(1)
+	}
+	s.mu.Unlock()
 	h := &delivery{gen: gen, tag: d.DeliveryTag, d: d, attempts: intHeader(d.Headers, HeaderAttempts)}
 	count := 1 + h.attempts
 	if n := intHeader(d.Headers, "x-delivery-count"); n+1 > count { // quorum queues count deliveries
@@ -314,7 +318,7 @@ func (s *Source) settle(m *queue.Message) (*delivery, bool) {
 		return h, false
 	}
 	s.mu.Lock()
-	if h.gen == s.gen { // held was set to 0 when the connection of an older one was lost
+	if h.gen == s.gen && s.deliveries != nil { // held was set to 0 when its connection was lost
 		s.held.Add(-1)
 	}
 	s.mu.Unlock()
