@@ -77,6 +77,14 @@ type record struct {
 	due     time.Time
 	settled bool // guarded by Source.mu
 	out     bool // handed out and not yet settled, retried or released
+	handed  int  // times handed out, guarded by Source.mu: names the delivery a handle is of
+}
+
+// delivery is a message's handle: its record, handed out for the n-th time. Only the latest
+// delivery of a record may settle it (an ack of an older one is a no-op).
+type delivery struct {
+	r *record
+	n int
 }
 
 func open(ctx context.Context, u *url.URL, opts queue.Options) (queue.Source, error) {
@@ -258,16 +266,19 @@ func (s *Source) takeReady(max int) []*queue.Message {
 }
 
 func (s *Source) message(r *record) *queue.Message {
+	r.handed++
 	return &queue.Message{ID: fmt.Sprintf("%s/%d/%d", r.p.topic, r.p.part, r.r.Offset), Body: r.r.Value,
-		SentAt: r.r.Timestamp, ReceivedAt: time.Now(), Handle: r}
+		SentAt: r.r.Timestamp, ReceivedAt: time.Now(), Handle: &delivery{r: r, n: r.handed}}
 }
 
-// mineLocked returns m's record when it is handed out and its partition is still this member's.
+// mineLocked returns m's record when m is its latest delivery, handed out and not settled, and its
+// partition is still this member's.
 func (s *Source) mineLocked(m *queue.Message) (*record, *partState) {
-	r, ok := m.Handle.(*record)
-	if !ok || !r.out || r.settled {
+	d, ok := m.Handle.(*delivery)
+	if !ok || d.n != d.r.handed || !d.r.out || d.r.settled {
 		return nil, nil
 	}
+	r := d.r
 	r.out = false
 	ps := s.parts[r.p]
 	if ps == nil || ps.gen != r.gen {
@@ -338,8 +349,8 @@ func (s *Source) DeadLetter(ctx context.Context, m *queue.Message, why queue.Dea
 		{Key: HeaderError, Value: []byte(why.Error)}, {Key: HeaderClass, Value: []byte(why.Class)},
 		{Key: HeaderAttempts, Value: []byte(strconv.Itoa(why.Attempts))}, {Key: HeaderReceiveCount, Value: []byte(strconv.Itoa(why.ReceiveCount))},
 		{Key: HeaderOrigin, Value: []byte(m.ID)}}}
-	if r, ok := m.Handle.(*record); ok {
-		rec.Key = r.r.Key
+	if d, ok := m.Handle.(*delivery); ok {
+		rec.Key = d.r.r.Key
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.callTimeout)
 	defer cancel()

@@ -224,3 +224,43 @@ func waitFor(t *testing.T, within time.Duration, what string, cond func() bool) 
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// A message's acknowledgement counts once: a second one, from a delivery that was retried and
+// handed out again since, is a no-op and must not settle the new delivery, whose object may
+// still fail (its record would be committed past, and lost).
+func TestStaleAckDoesNotSettleTheNextDelivery(t *testing.T) {
+	brokers := testenv.KafkaBrokers(t)
+	src, name := topic(t, brokers, 1, false)
+	testenv.Produce(t, testenv.KafkaProducer(t, brokers), name, "a", "b")
+	s := open(t, src, 20)
+	got := receive(t, s, 2, 20*time.Second)
+	if len(got) != 2 {
+		t.Fatalf("received %d of 2", len(got))
+	}
+	var first *queue.Message
+	for _, m := range got {
+		if string(m.Body) == "a" {
+			first = m
+			if err := s.Retry(context.Background(), m, 0); err != nil {
+				t.Fatal(err)
+			}
+		} else {
+			s.Delete(m)
+		}
+	}
+	again := receive(t, s, 1, 20*time.Second)
+	if len(again) != 1 || string(again[0].Body) != "a" {
+		t.Fatalf("the retried record did not come back: %v", bodies(again))
+	}
+	s.Delete(first) // a second acknowledgement of the first delivery: a no-op
+	if err := s.Retry(context.Background(), again[0], time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	s2 := open(t, src, 20)
+	defer s2.Close()
+	back := receive(t, s2, 2, 20*time.Second)
+	if fmt.Sprint(bodies(back)) != "[a b]" {
+		t.Fatalf("after a restart: %v, want [a b]: a stale ack settled the record being retried", bodies(back))
+	}
+}
