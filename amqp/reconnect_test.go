@@ -134,3 +134,16 @@ func TestInFlightStaysRightAcrossAReconnect(t *testing.T) {
 		t.Fatalf("Depth says %d in flight while this consumer holds 1 delivery", inFlight)
 	}
 }
+
+// A Receive after Close says the source is closed; it does not return nothing at once, for
+// ever (a poller loop calling it would spin).
+func TestReceiveAfterCloseIsAnError(t *testing.T) {
+	base := testenv.AMQPURL(t)
+	src, _ := newQueue(t, base, false)
+	s := open(t, src)
+	s.Close()
+	msgs, err := s.Receive(context.Background(), 1)
+	if err == nil || !strings.Contains(err.Error(), "closed") {
+		t.Fatalf("Receive after Close: %d messages, %v; want an error saying the source is closed", len(msgs), err)
+	}
+}

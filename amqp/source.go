@@ -220,8 +220,11 @@ func (s *Source) keepConnected() {
 
 // Receive returns up to max deliveries: it waits up to the wait time for the first, then takes
 // what is already there. While the connection is down it returns why, after waiting up to the
-// wait time for it to come back.
+// wait time for it to come back. After Close it returns an error at once.
 func (s *Source) Receive(ctx context.Context, max int) ([]*queue.Message, error) {
+	if s.ctx.Err() != nil {
+		return nil, errSourceClosed
+	}
 	timer := time.NewTimer(s.cfg.waitTime)
 	defer timer.Stop()
 	s.mu.Lock()
@@ -536,5 +539,8 @@ func (s *Source) Close() {
 		s.conn.Close()
 	}
 	s.deliveries = nil
-	s.downErr = errors.New("amqp: source closed")
+	s.downErr = errSourceClosed
 }
+
+// errSourceClosed is the answer of a call after Close.
+var errSourceClosed = errors.New("amqp: source closed")
