@@ -45,8 +45,7 @@ type Source struct {
 	gen      uint64                   // counts assignments: a record of an older one is not ours to settle
 	ready    []*record                // released records, and retried ones whose delay passed: handed out first
 	deferred []*record                // retried records waiting for their delay, by due time
-	paused   bool
-	lastErr  error // the last fetch error, until a fetch works
+	lastErr  error                    // the last fetch error, until a fetch works
 	closed   bool
 
 	commitKick chan struct{} // buffered 1: a settle that made an offset committable wakes the committer
@@ -117,7 +116,9 @@ func Open(ctx context.Context, u *url.URL, opts queue.Options) (*Source, error) 
 		kgo.DialTimeout(min(s.callTimeout, 10*time.Second)),
 		kgo.RetryTimeout(s.callTimeout),
 		// Notifications are small: a fetch of 4 MiB holds thousands. One fetch at a time keeps
-		// what the client buffers ahead of the workers bounded.
+		// what the client buffers ahead of the workers bounded (in flight or buffered: the next
+		// is sent once the last is polled), with no pause: pausing the topic drops its buffered
+		// fetch at the next poll, and the broker serves the same records again.
 		kgo.FetchMaxBytes(4 << 20),
 		kgo.MaxConcurrentFetches(1),
 		kgo.FetchMaxWait(min(s.waitTime, 5*time.Second)),
@@ -197,7 +198,6 @@ func (s *Source) Receive(ctx context.Context, n int) ([]*queue.Message, error) {
 	if len(s.deferred) > 0 {
 		wait = min(wait, max(time.Until(s.deferred[0].due), time.Millisecond))
 	}
-	s.resumeLocked()
 	s.mu.Unlock()
 	pctx, cancel := context.WithTimeout(ctx, wait)
 	fetches := s.cl.PollRecords(pctx, n)
@@ -226,10 +226,6 @@ func (s *Source) Receive(ctx context.Context, n int) ([]*queue.Message, error) {
 		r := &record{r: kr, p: p, gen: ps.gen, out: true}
 		out = append(out, s.message(r))
 	})
-	if s.cl.BufferedFetchRecords() >= int64(s.maxHeld) && !s.paused {
-		s.cl.PauseFetchTopics(s.cfg.topic)
-		s.paused = true
-	}
 	if err := ctx.Err(); err != nil && len(out) == 0 {
 		return nil, err
 	}
@@ -237,14 +233,6 @@ func (s *Source) Receive(ctx context.Context, n int) ([]*queue.Message, error) {
 		return nil, ferr
 	}
 	return out, nil
-}
-
-// resumeLocked resumes fetching once what the client buffered fell below the demand.
-func (s *Source) resumeLocked() {
-	if s.paused && s.cl.BufferedFetchRecords() < int64(s.maxHeld) {
-		s.cl.ResumeFetchTopics(s.cfg.topic)
-		s.paused = false
-	}
 }
 
 func (s *Source) takeReady(max int) []*queue.Message {

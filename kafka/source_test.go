@@ -264,3 +264,39 @@ func TestStaleAckDoesNotSettleTheNextDelivery(t *testing.T) {
 		t.Fatalf("after a restart: %v, want [a b]: a stale ack settled the record being retried", bodies(back))
 	}
 }
+
+// With a backlog, every Receive hands out records: the client's buffer is not dropped (and
+// fetched again from the broker) between two Receives. Pausing the topic once the client had
+// buffered a demand's worth dropped that buffer at the next poll, which returned nothing, and
+// the broker served the same records again: half the Receives empty, and the backlog fetched
+// again after every demand.
+func TestBacklogIsNotFetchedAgainPerReceive(t *testing.T) {
+	brokers := testenv.KafkaBrokers(t)
+	src, name := topic(t, brokers, 1, false)
+	const n = 300
+	var bs []string
+	for i := range n {
+		bs = append(bs, fmt.Sprint("m", i))
+	}
+	testenv.Produce(t, testenv.KafkaProducer(t, brokers), name, bs...)
+	s := open(t, src, 20)
+	defer s.Close()
+	first := receive(t, s, 1, 20*time.Second) // the group joined and the first fetch is in
+	if len(first) != 1 {
+		t.Fatal("no record within 20s")
+	}
+	s.Delete(first[0])
+	for got := 1; got < n; {
+		msgs, err := s.Receive(context.Background(), 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(msgs) == 0 {
+			t.Fatalf("an empty Receive with %d records of the backlog still waiting", n-got)
+		}
+		for _, m := range msgs {
+			s.Delete(m)
+		}
+		got += len(msgs)
+	}
+}
