@@ -147,3 +147,53 @@ func TestReceiveAfterCloseIsAnError(t *testing.T) {
 		t.Fatalf("Receive after Close: %d messages, %v; want an error saying the source is closed", len(msgs), err)
 	}
 }
+
+// A dead letter of a message whose connection was lost since it was received is not published:
+// the broker requeued the message, which comes back and would be dead-lettered a second time.
+func TestDeadLetterAfterReconnectIsNotPublished(t *testing.T) {
+	base := testenv.AMQPURL(t)
+	src, name := newQueue(t, base, true)
+	bu, _ := url.Parse(base)
+	p, err := faultproxy.Start(faultproxy.Config{Target: bu.Host})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	u, _ := url.Parse(src)
+	u.Host = strings.TrimPrefix(p.URL(), "http://")
+	lost := make(chan struct{})
+	s, err := amqp.Open(context.Background(), u, queue.Options{WaitTime: 300 * time.Millisecond, CallTimeout: 5 * time.Second, MaxInFlight: 5,
+		Logger: slog.New(signalHandler{once: &sync.Once{}, lost: lost})})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ch := testenv.AMQPChannel(t, base)
+	t.Cleanup(func() { ch.QueueDelete(name+"-dlq", false, false, false) })
+	publish(t, ch, name, "bad")
+	msgs := receive(t, s, 1, 10*time.Second)
+	if len(msgs) != 1 {
+		t.Fatalf("received %d messages, want 1", len(msgs))
+	}
+	p.SetDown(true)
+	<-lost
+	p.SetDown(false)
+	waitReady(t, s)
+	err = s.DeadLetter(context.Background(), msgs[0], queue.DeadLetter{Error: "corrupt", Class: "permanent", ReceiveCount: 1, Attempts: 1})
+	s.Delete(msgs[0])
+	q, qerr := ch.QueueDeclarePassive(name+"-dlq", true, false, false, false, nil)
+	if qerr != nil {
+		t.Fatal(qerr)
+	}
+	if q.Messages != 0 {
+		t.Fatalf("the dead letter of a requeued message was published (%d in the DLQ, DeadLetter said %v): it is dead-lettered again when it comes back", q.Messages, err)
+	}
+	if err == nil {
+		t.Fatal("DeadLetter of a message whose connection was lost returned nil: the daemon would delete it as dead-lettered")
+	}
+	again := receive(t, s, 1, 10*time.Second)
+	if len(again) != 1 {
+		t.Fatal("the requeued message did not come back")
+	}
+	s.Delete(again[0])
+}

@@ -404,7 +404,9 @@ func (s *Source) Retry(ctx context.Context, m *queue.Message, delay time.Duratio
 	return nil
 }
 
-// DeadLetter publishes m's body with why to the dead-letter queue (dlq=); it does not ack m.
+// DeadLetter publishes m's body with why to the dead-letter queue (dlq=); it does not ack m. A
+// message whose connection was lost since it was received is not published (the broker requeued
+// it: it comes back, and would be dead-lettered twice): an error says so.
 func (s *Source) DeadLetter(ctx context.Context, m *queue.Message, why queue.DeadLetter) error {
 	if s.cfg.dlq == "" {
 		return queue.ErrNoDeadLetterQueue
@@ -416,7 +418,11 @@ func (s *Source) DeadLetter(ctx context.Context, m *queue.Message, why queue.Dea
 	if h != nil {
 		p.ContentType = h.d.ContentType
 	}
-	if err := s.publish(ctx, 0, s.cfg.dlq, 0, p); err != nil {
+	var gen uint64 // a delivery's own connection only: one lost meanwhile requeued it, and it comes back
+	if h != nil {
+		gen = h.gen
+	}
+	if err := s.publish(ctx, gen, s.cfg.dlq, 0, p); err != nil {
 		return fmt.Errorf("amqp dead-letter %s to %q: %w", m.ID, s.cfg.dlq, err)
 	}
 	return nil
