@@ -194,8 +194,8 @@ func (s *Source) keepConnected() {
 		s.downErr = fmt.Errorf("amqp %s: connection lost: %w", queue.Redact(s.cfg.dial), err)
 		s.up = make(chan struct{})
 		s.deliveries = nil
-		s.mu.Unlock()
 		s.held.Store(0) // the broker requeued every unacknowledged delivery
+		s.mu.Unlock()
 		s.log.Error("AMQP connection lost: reconnecting (1s, doubling up to 30s); unacknowledged messages go back to the queue", "error", err)
 		wait := time.Second
 		for {
@@ -220,8 +220,11 @@ func (s *Source) keepConnected() {
 
 // Receive returns up to max deliveries: it waits up to the wait time for the first, then takes
 // what is already there. While the connection is down it returns why, after waiting up to the
-// wait time for it to come back.
+// wait time for it to come back. After Close it returns an error at once.
 func (s *Source) Receive(ctx context.Context, max int) ([]*queue.Message, error) {
+	if s.ctx.Err() != nil {
+		return nil, errSourceClosed
+	}
 	timer := time.NewTimer(s.cfg.waitTime)
 	defer timer.Stop()
 	s.mu.Lock()
@@ -267,7 +270,11 @@ func (s *Source) Receive(ctx context.Context, max int) ([]*queue.Message, error)
 }
 
 func (s *Source) message(gen uint64, d amqp091.Delivery) *queue.Message {
-	s.held.Add(1)
+	s.mu.Lock()
+	if gen == s.gen && s.deliveries != nil { // one of a lost connection is not held: the broker requeued it
+		s.held.Add(1)
+	}
+	s.mu.Unlock()
 	h := &delivery{gen: gen, tag: d.DeliveryTag, d: d, attempts: intHeader(d.Headers, HeaderAttempts)}
 	count := 1 + h.attempts
 	if n := intHeader(d.Headers, "x-delivery-count"); n+1 > count { // quorum queues count deliveries
@@ -314,7 +321,7 @@ func (s *Source) settle(m *queue.Message) (*delivery, bool) {
 		return h, false
 	}
 	s.mu.Lock()
-	if h.gen == s.gen { // held was set to 0 when the connection of an older one was lost
+	if h.gen == s.gen && s.deliveries != nil { // held was set to 0 when its connection was lost
 		s.held.Add(-1)
 	}
 	s.mu.Unlock()
@@ -361,7 +368,8 @@ func (s *Source) Release(_ context.Context, msgs []*queue.Message) error {
 
 // Retry publishes m again through a delay queue that sends it back to the queue after delay,
 // with one more attempt counted, then acks the original. If the copy cannot be published, the
-// original is nacked with requeue (it comes back at once) and the error returned.
+// original is nacked with requeue (it comes back at once) and the error returned. A message whose
+// connection was lost since it was received was requeued by the broker: nothing is published.
 func (s *Source) Retry(ctx context.Context, m *queue.Message, delay time.Duration) error {
 	h, ok := s.settle(m)
 	if !ok {
@@ -379,8 +387,11 @@ func (s *Source) Retry(ctx context.Context, m *queue.Message, delay time.Duratio
 	if delay >= time.Millisecond {
 		target = delayQueue(s.cfg.queue, delay)
 	}
-	err := s.publish(ctx, target, delay, amqp091.Publishing{Headers: headers, ContentType: h.d.ContentType, Body: h.d.Body,
+	err := s.publish(ctx, h.gen, target, delay, amqp091.Publishing{Headers: headers, ContentType: h.d.ContentType, Body: h.d.Body,
 		DeliveryMode: amqp091.Persistent, MessageId: h.d.MessageId, Timestamp: h.d.Timestamp})
+	if errors.Is(err, errStale) {
+		return nil // its connection was lost: the broker requeued it, and a copy would be a duplicate
+	}
 	if err != nil {
 		if nerr := s.ackOrNack(h, false); nerr != nil {
 			s.log.Debug("AMQP nack after a failed retry publish", "message_id", m.ID, "error", nerr)
@@ -393,7 +404,9 @@ func (s *Source) Retry(ctx context.Context, m *queue.Message, delay time.Duratio
 	return nil
 }
 
-// DeadLetter publishes m's body with why to the dead-letter queue (dlq=); it does not ack m.
+// DeadLetter publishes m's body with why to the dead-letter queue (dlq=); it does not ack m. A
+// message whose connection was lost since it was received is not published (the broker requeued
+// it: it comes back, and would be dead-lettered twice): an error says so.
 func (s *Source) DeadLetter(ctx context.Context, m *queue.Message, why queue.DeadLetter) error {
 	if s.cfg.dlq == "" {
 		return queue.ErrNoDeadLetterQueue
@@ -405,21 +418,33 @@ func (s *Source) DeadLetter(ctx context.Context, m *queue.Message, why queue.Dea
 	if h != nil {
 		p.ContentType = h.d.ContentType
 	}
-	if err := s.publish(ctx, s.cfg.dlq, 0, p); err != nil {
+	var gen uint64 // a delivery's own connection only: one lost meanwhile requeued it, and it comes back
+	if h != nil {
+		gen = h.gen
+	}
+	if err := s.publish(ctx, gen, s.cfg.dlq, 0, p); err != nil {
 		return fmt.Errorf("amqp dead-letter %s to %q: %w", m.ID, s.cfg.dlq, err)
 	}
 	return nil
 }
 
+// errStale is a publish for a delivery whose connection is gone (the broker requeued it).
+var errStale = errors.New("the delivery's connection is gone")
+
 // publish sends p to the queue named to (through the default exchange) and waits for the
-// broker's confirm. A delay queue is declared the first time it is used on a connection.
-func (s *Source) publish(ctx context.Context, to string, delay time.Duration, p amqp091.Publishing) error {
+// broker's confirm. A delay queue is declared the first time it is used on a connection. With
+// gen other than 0, it publishes only on that connection, and returns errStale when it is gone.
+func (s *Source) publish(ctx context.Context, gen uint64, to string, delay time.Duration, p amqp091.Publishing) error {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.callTimeout)
 	defer cancel()
 	s.mu.Lock()
 	pub, conn, declared := s.pub, s.conn, s.delays[delay]
 	connected := s.deliveries != nil
+	stale := gen != 0 && gen != s.gen
 	s.mu.Unlock()
+	if stale {
+		return errStale
+	}
 	if !connected {
 		return errors.New("not connected")
 	}
@@ -520,5 +545,8 @@ func (s *Source) Close() {
 		s.conn.Close()
 	}
 	s.deliveries = nil
-	s.downErr = errors.New("amqp: source closed")
+	s.downErr = errSourceClosed
 }
+
+// errSourceClosed is the answer of a call after Close.
+var errSourceClosed = errors.New("amqp: source closed")

@@ -45,8 +45,7 @@ type Source struct {
 	gen      uint64                   // counts assignments: a record of an older one is not ours to settle
 	ready    []*record                // released records, and retried ones whose delay passed: handed out first
 	deferred []*record                // retried records waiting for their delay, by due time
-	paused   bool
-	lastErr  error // the last fetch error, until a fetch works
+	lastErr  error                    // the last fetch error, until a fetch works
 	closed   bool
 
 	commitKick chan struct{} // buffered 1: a settle that made an offset committable wakes the committer
@@ -77,6 +76,14 @@ type record struct {
 	due     time.Time
 	settled bool // guarded by Source.mu
 	out     bool // handed out and not yet settled, retried or released
+	handed  int  // times handed out, guarded by Source.mu: names the delivery a handle is of
+}
+
+// delivery is a message's handle: its record, handed out for the n-th time. Only the latest
+// delivery of a record may settle it (an ack of an older one is a no-op).
+type delivery struct {
+	r *record
+	n int
 }
 
 func open(ctx context.Context, u *url.URL, opts queue.Options) (queue.Source, error) {
@@ -109,7 +116,9 @@ func Open(ctx context.Context, u *url.URL, opts queue.Options) (*Source, error) 
 		kgo.DialTimeout(min(s.callTimeout, 10*time.Second)),
 		kgo.RetryTimeout(s.callTimeout),
 		// Notifications are small: a fetch of 4 MiB holds thousands. One fetch at a time keeps
-		// what the client buffers ahead of the workers bounded.
+		// what the client buffers ahead of the workers bounded (in flight or buffered: the next
+		// is sent once the last is polled), with no pause: pausing the topic drops its buffered
+		// fetch at the next poll, and the broker serves the same records again.
 		kgo.FetchMaxBytes(4 << 20),
 		kgo.MaxConcurrentFetches(1),
 		kgo.FetchMaxWait(min(s.waitTime, 5*time.Second)),
@@ -189,7 +198,6 @@ func (s *Source) Receive(ctx context.Context, n int) ([]*queue.Message, error) {
 	if len(s.deferred) > 0 {
 		wait = min(wait, max(time.Until(s.deferred[0].due), time.Millisecond))
 	}
-	s.resumeLocked()
 	s.mu.Unlock()
 	pctx, cancel := context.WithTimeout(ctx, wait)
 	fetches := s.cl.PollRecords(pctx, n)
@@ -218,10 +226,6 @@ func (s *Source) Receive(ctx context.Context, n int) ([]*queue.Message, error) {
 		r := &record{r: kr, p: p, gen: ps.gen, out: true}
 		out = append(out, s.message(r))
 	})
-	if s.cl.BufferedFetchRecords() >= int64(s.maxHeld) && !s.paused {
-		s.cl.PauseFetchTopics(s.cfg.topic)
-		s.paused = true
-	}
 	if err := ctx.Err(); err != nil && len(out) == 0 {
 		return nil, err
 	}
@@ -229,14 +233,6 @@ func (s *Source) Receive(ctx context.Context, n int) ([]*queue.Message, error) {
 		return nil, ferr
 	}
 	return out, nil
-}
-
-// resumeLocked resumes fetching once what the client buffered fell below the demand.
-func (s *Source) resumeLocked() {
-	if s.paused && s.cl.BufferedFetchRecords() < int64(s.maxHeld) {
-		s.cl.ResumeFetchTopics(s.cfg.topic)
-		s.paused = false
-	}
 }
 
 func (s *Source) takeReady(max int) []*queue.Message {
@@ -258,16 +254,19 @@ func (s *Source) takeReady(max int) []*queue.Message {
 }
 
 func (s *Source) message(r *record) *queue.Message {
+	r.handed++
 	return &queue.Message{ID: fmt.Sprintf("%s/%d/%d", r.p.topic, r.p.part, r.r.Offset), Body: r.r.Value,
-		SentAt: r.r.Timestamp, ReceivedAt: time.Now(), Handle: r}
+		SentAt: r.r.Timestamp, ReceivedAt: time.Now(), Handle: &delivery{r: r, n: r.handed}}
 }
 
-// mineLocked returns m's record when it is handed out and its partition is still this member's.
+// mineLocked returns m's record when m is its latest delivery, handed out and not settled, and its
+// partition is still this member's.
 func (s *Source) mineLocked(m *queue.Message) (*record, *partState) {
-	r, ok := m.Handle.(*record)
-	if !ok || !r.out || r.settled {
+	d, ok := m.Handle.(*delivery)
+	if !ok || d.n != d.r.handed || !d.r.out || d.r.settled {
 		return nil, nil
 	}
+	r := d.r
 	r.out = false
 	ps := s.parts[r.p]
 	if ps == nil || ps.gen != r.gen {
@@ -338,8 +337,8 @@ func (s *Source) DeadLetter(ctx context.Context, m *queue.Message, why queue.Dea
 		{Key: HeaderError, Value: []byte(why.Error)}, {Key: HeaderClass, Value: []byte(why.Class)},
 		{Key: HeaderAttempts, Value: []byte(strconv.Itoa(why.Attempts))}, {Key: HeaderReceiveCount, Value: []byte(strconv.Itoa(why.ReceiveCount))},
 		{Key: HeaderOrigin, Value: []byte(m.ID)}}}
-	if r, ok := m.Handle.(*record); ok {
-		rec.Key = r.r.Key
+	if d, ok := m.Handle.(*delivery); ok {
+		rec.Key = d.r.r.Key
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.callTimeout)
 	defer cancel()

@@ -224,3 +224,79 @@ func waitFor(t *testing.T, within time.Duration, what string, cond func() bool) 
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// A message's acknowledgement counts once: a second one, from a delivery that was retried and
+// handed out again since, is a no-op and must not settle the new delivery, whose object may
+// still fail (its record would be committed past, and lost).
+func TestStaleAckDoesNotSettleTheNextDelivery(t *testing.T) {
+	brokers := testenv.KafkaBrokers(t)
+	src, name := topic(t, brokers, 1, false)
+	testenv.Produce(t, testenv.KafkaProducer(t, brokers), name, "a", "b")
+	s := open(t, src, 20)
+	got := receive(t, s, 2, 20*time.Second)
+	if len(got) != 2 {
+		t.Fatalf("received %d of 2", len(got))
+	}
+	var first *queue.Message
+	for _, m := range got {
+		if string(m.Body) == "a" {
+			first = m
+			if err := s.Retry(context.Background(), m, 0); err != nil {
+				t.Fatal(err)
+			}
+		} else {
+			s.Delete(m)
+		}
+	}
+	again := receive(t, s, 1, 20*time.Second)
+	if len(again) != 1 || string(again[0].Body) != "a" {
+		t.Fatalf("the retried record did not come back: %v", bodies(again))
+	}
+	s.Delete(first) // a second acknowledgement of the first delivery: a no-op
+	if err := s.Retry(context.Background(), again[0], time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	s2 := open(t, src, 20)
+	defer s2.Close()
+	back := receive(t, s2, 2, 20*time.Second)
+	if fmt.Sprint(bodies(back)) != "[a b]" {
+		t.Fatalf("after a restart: %v, want [a b]: a stale ack settled the record being retried", bodies(back))
+	}
+}
+
+// With a backlog, every Receive hands out records: the client's buffer is not dropped (and
+// fetched again from the broker) between two Receives. Pausing the topic once the client had
+// buffered a demand's worth dropped that buffer at the next poll, which returned nothing, and
+// the broker served the same records again: half the Receives empty, and the backlog fetched
+// again after every demand.
+func TestBacklogIsNotFetchedAgainPerReceive(t *testing.T) {
+	brokers := testenv.KafkaBrokers(t)
+	src, name := topic(t, brokers, 1, false)
+	const n = 300
+	var bs []string
+	for i := range n {
+		bs = append(bs, fmt.Sprint("m", i))
+	}
+	testenv.Produce(t, testenv.KafkaProducer(t, brokers), name, bs...)
+	s := open(t, src, 20)
+	defer s.Close()
+	first := receive(t, s, 1, 20*time.Second) // the group joined and the first fetch is in
+	if len(first) != 1 {
+		t.Fatal("no record within 20s")
+	}
+	s.Delete(first[0])
+	for got := 1; got < n; {
+		msgs, err := s.Receive(context.Background(), 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(msgs) == 0 {
+			t.Fatalf("an empty Receive with %d records of the backlog still waiting", n-got)
+		}
+		for _, m := range msgs {
+			s.Delete(m)
+		}
+		got += len(msgs)
+	}
+}
