@@ -330,16 +330,25 @@ func (s *Source) settle(m *queue.Message) (*delivery, bool) {
 
 // ackOrNack acks (or nacks with requeue) h on its channel; a delivery of a connection that is
 // gone was requeued by the broker already, so there is nothing to do.
+//
+// The frame is written outside the source's lock and under the call timeout: a broker that stops
+// reading the connection (a memory or disk alarm blocks it) would otherwise hold the writer, and
+// with the lock every Receive, Ready and Depth, for ever. Past the timeout the connection is
+// closed: the broker requeues what was not acked, and it comes back and is found done.
 func (s *Source) ackOrNack(h *delivery, ack bool) error {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	if h.gen != s.gen || s.deliveries == nil {
+		s.mu.Unlock()
 		return nil
 	}
-	if ack {
-		return s.ch.Ack(h.tag, false)
-	}
-	return s.ch.Nack(h.tag, false, true)
+	ch, conn := s.ch, s.conn
+	s.mu.Unlock()
+	return s.deadline(conn, func() error {
+		if ack {
+			return ch.Ack(h.tag, false)
+		}
+		return ch.Nack(h.tag, false, true)
+	})
 }
 
 // Delete acks m.

@@ -67,7 +67,12 @@ type partState struct {
 	settled   map[int64]bool
 	next      int64 // the offset to commit: every record before it is settled
 	committed int64
+	paused    bool // fetching paused: maxPending records wait behind an unsettled one
 }
+
+// maxPending is the most records of one partition received and not committable (an unsettled
+// record before them) before the partition's fetching pauses: about 50 bytes each.
+var maxPending = 100_000
 
 type record struct {
 	r       *kgo.Record
@@ -225,6 +230,16 @@ func (s *Source) Receive(ctx context.Context, n int) ([]*queue.Message, error) {
 		ps.pending = append(ps.pending, kr.Offset)
 		r := &record{r: kr, p: p, gen: ps.gen, out: true}
 		out = append(out, s.message(r))
+		if len(ps.pending) >= maxPending && !ps.paused {
+			// A record held for a retry keeps every later offset of its partition pending (the
+			// commit waits for it): past maxPending the partition is paused, so memory stays
+			// bounded whatever the throughput and the delay; it resumes once the held record
+			// is settled. The other partitions go on.
+			ps.paused = true
+			s.cl.PauseFetchPartitions(map[string][]int32{p.topic: {p.part}})
+			s.log.Warn("kafka partition paused: a record not yet settled holds its commit back, and too many later ones wait behind it",
+				"topic", p.topic, "partition", p.part, "pending", len(ps.pending), "first_pending_offset", ps.pending[0])
+		}
 	})
 	if err := ctx.Err(); err != nil && len(out) == 0 {
 		return nil, err
@@ -291,6 +306,10 @@ func (s *Source) Delete(m *queue.Message) {
 		ps.next = ps.pending[0] + 1
 		ps.pending = ps.pending[1:]
 		advanced = true
+	}
+	if ps.paused && len(ps.pending) < maxPending/2 {
+		ps.paused = false
+		s.cl.ResumeFetchPartitions(map[string][]int32{r.p.topic: {r.p.part}})
 	}
 	if advanced {
 		select {

@@ -300,3 +300,47 @@ func TestBacklogIsNotFetchedAgainPerReceive(t *testing.T) {
 		got += len(msgs)
 	}
 }
+
+// An unsettled record holds its partition's commit back, and every later record of it waits in
+// memory: past maxPending the partition pauses, so memory stays bounded; settling the held
+// record resumes it, and nothing is lost.
+func TestPartitionPausesBehindAnUnsettledRecord(t *testing.T) {
+	defer kafka.SetMaxPending(5)()
+	brokers := testenv.KafkaBrokers(t)
+	src, name := topic(t, brokers, 1, false)
+	var all []string
+	for i := range 20 {
+		all = append(all, fmt.Sprintf("r%02d", i))
+	}
+	testenv.Produce(t, testenv.KafkaProducer(t, brokers), name, all...)
+	s := open(t, src, 50)
+	defer s.Close()
+	first := receive(t, s, 1, 20*time.Second)
+	if len(first) != 1 || string(first[0].Body) != "r00" {
+		t.Fatalf("first receive: %v", bodies(first))
+	}
+	got := 1
+	for empty := 0; empty < 4; { // four empty polls in a row (500ms each): the partition is paused
+		msgs, err := s.Receive(context.Background(), 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(msgs) == 0 {
+			empty++
+		} else {
+			empty = 0
+		}
+		for _, m := range msgs {
+			s.Delete(m)
+		}
+		got += len(msgs)
+	}
+	if got >= len(all) {
+		t.Fatalf("received all %d records while r00 was unsettled: the partition never paused", got)
+	}
+	s.Delete(first[0]) // the held record settled: the partition resumes
+	rest := receive(t, s, len(all)-got, 20*time.Second)
+	if got+len(rest) != len(all) {
+		t.Fatalf("received %d + %d of %d after the held record was settled", got, len(rest), len(all))
+	}
+}
