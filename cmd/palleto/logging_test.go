@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os/exec"
@@ -129,5 +130,21 @@ func TestProgressLineIsClearedBeforeALogLine(t *testing.T) {
 	want := "first log line\n\r\033[Kpalleto: 1.0 objects/s\r\033[Ka log line\n\r\033[Kpalleto: 2.0 objects/s\r\033[K"
 	if b.String() != want {
 		t.Errorf("terminal got %q, want %q", b.String(), want)
+	}
+}
+
+// The exit summary is written whatever --log-level says: with warn, a JSON run still ends with
+// the summary line a script reads.
+func TestSummaryWrittenWhateverTheLogLevel(t *testing.T) {
+	var buf bytes.Buffer
+	l, err := newLogger(&buf, "warn", "json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	jsonLogger.Store(l)
+	defer jsonLogger.Store(nil)
+	say(&buf, slog.LevelInfo, "palleto: 3 objects processed (0 already done, 0 failed)", "objects", 3)
+	if !strings.Contains(buf.String(), `"msg":"palleto: 3 objects processed (0 already done, 0 failed)"`) || !strings.Contains(buf.String(), `"objects":3`) {
+		t.Fatalf("with --log-level warn the summary is %q", buf.String())
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"io"
 	"log/slog"
 	"sync/atomic"
+	"time"
 )
 
 // stopReason says why ctx ended: the signal it was stopped by ("interrupt signal received",
@@ -23,9 +24,14 @@ var jsonLogger atomic.Pointer[slog.Logger]
 
 // say writes one line of palleto's own to w: the text as is, or with JSON logs a JSON log line
 // whose message is that text, with args as its attributes.
+//
+// The line is written whatever --log-level says: the exit summary and the error palleto exits
+// with are what a user (or a script) reads last, also with --log-level warn.
 func say(w io.Writer, level slog.Level, text string, args ...any) {
 	if l := jsonLogger.Load(); l != nil {
-		l.Log(context.Background(), level, text, args...)
+		r := slog.NewRecord(time.Now(), level, text, 0)
+		r.Add(args...)
+		l.Handler().Handle(context.Background(), r)
 		return
 	}
 	io.WriteString(w, text+"\n")
