@@ -66,7 +66,7 @@ func main() {
 	runs := flag.Int("runs", 0, "repetitions per scenario (default 3, P2 5, 1 with -quick)")
 	p2stores := flag.String("p2-stores", "", "comma-separated stores P2 runs Palleto with (dir,tmpfs,sqlite,postgres; default all)")
 	only := flag.String("only", "", "comma-separated scenarios to run (P1,P1ISAL,P1AWS,P2,P3,P4; default all)")
-	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the in-process Palleto runs to this file (a %d in the name: one file per run, numbered)")
+	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the in-process Palleto runs (and P2's bare loops) to this file (a %d in the name: one file per run, numbered; group them with go run ./bench/pprofgroups)")
 	small := flag.Int("small-objects", 0, "P2's object count (default 10000, 100 with -quick)")
 	flag.Parse()
 	env, ok := testenv.FromEnv()

@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"runtime"
+	"runtime/pprof"
 	"slices"
 	"strings"
 	"sync"
@@ -245,6 +246,12 @@ func (b *bench) bareLoop(ctx context.Context, url string, n, conc int) time.Dura
 	for _, kv := range b.env.AWSEnv() { // as startDaemon: the clients come from the environment
 		k, v, _ := strings.Cut(kv, "=")
 		os.Setenv(k, v)
+	}
+	if b.o.CPUProfile != "" { // numbered with Palleto's runs: compare them with bench/pprofgroups
+		if f, err := os.Create(numbered(b.o.CPUProfile, &b.profiles)); err == nil {
+			pprof.StartCPUProfile(f)
+			defer func() { pprof.StopCPUProfile(); f.Close() }()
+		}
 	}
 	runtime.GC() // the garbage of the runs before is theirs
 	cpu0 := cpuTime()
