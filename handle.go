@@ -138,11 +138,12 @@ func (d *Daemon) handle(ctx context.Context, worker int, j *job) error {
 	}
 	for i, rec := range n.Records {
 		j.last = i == len(n.Records)-1
-		var st objectStats
-		done := d.met.ObjectStarted(rec.EventTime)
+		st := objectStats{metric: d.met.ObjectStarted(rec.EventTime)}
 		d.met.Working(worker, rec.Bucket, rec.Key, rec.Size)
 		f := d.object(ctx, worker, j, rec, &st)
-		done(st.outcome(f), st.fetched, st.decoded)
+		if !st.atCommit { // else the store's report decides the outcome (stored.go)
+			st.metric(st.outcome(f), st.fetched, st.decoded)
+		}
 		if f != nil {
 			j.failures = append(j.failures, *f)
 			if ctx.Err() != nil {
@@ -160,6 +161,8 @@ func (d *Daemon) handle(ctx context.Context, worker int, j *job) error {
 type objectStats struct {
 	skipped          string // metrics.OutcomeFiltered or OutcomeAlreadyDone when not processed
 	fetched, decoded int64
+	metric           func(outcome string, fetched, decoded int64) // the object's metrics, once
+	atCommit         bool                                         // its result went to the store, which calls metric
 }
 
 func (s objectStats) outcome(f *objectFailure) string {
@@ -203,9 +206,14 @@ func (d *Daemon) object(ctx context.Context, worker int, j *job, rec notify.Reco
 		d.log.Info("object skipped by filters", "bucket", rec.Bucket, "key", rec.Key, "outcome", "filtered", "message_id", m.ID)
 		return nil
 	}
-	old, err := d.store.Result(ctx, rec.Bucket, rec.Key, d.proc.Name())
-	if err != nil {
-		return fail(fmt.Errorf("result of %s: %w", where, err))
+	var old *store.Result
+	// On a first delivery (receive count 1) with a store that decides at commit, no lookup: a
+	// result is rarely there yet, and the commit reports one (stored.go). A redelivery (or a
+	// transport that counts none: 0) looks first, since work was likely done already.
+	if dc, ok := d.store.(store.CommitDecider); m.ReceiveCount != 1 || !ok || !dc.DecidesAtCommit() {
+		if old, err = d.store.Result(ctx, rec.Bucket, rec.Key, d.proc.Name()); err != nil {
+			return fail(fmt.Errorf("result of %s: %w", where, err))
+		}
 	}
 	if store.SameVersion(old, rec.VersionID, rec.ETag) || (old != nil && store.Later(old.Sequencer, rec.Sequencer)) {
 		why := "already has a result for this version"
@@ -322,16 +330,11 @@ func (d *Daemon) fetchAndProcess(ctx context.Context, worker int, j *job, rec no
 	j.mu.Lock()
 	j.pending++
 	j.mu.Unlock()
-	result := d.store.Put(ctx, res, func(err error) { d.committed(j, rec, err) })
-	d.stats.objects.Add(1)
-	d.stats.bytes.Add(decoded.n)
-	d.stats.fetched.Add(fetched.n)
-	if l, ok := fields["lines"].(int64); ok {
-		d.stats.lines.Add(l)
-	}
+	st.atCommit = true
+	put := &stored{d: d, j: j, rec: rec, res: res, metric: st.metric, took: time.Since(started)}
+	result := d.store.Put(ctx, res, put.done)
+	put.returned(result)
 	d.tracef("pipeline %d: processed %s: %d bytes %s -> %d bytes, %v; result %s", worker, where, fetched.n, dr.Encoding, decoded.n, fieldsSummary(fields), result)
-	d.log.Info("object processed", "bucket", rec.Bucket, "key", rec.Key, "size", fetched.n, "bytes", decoded.n,
-		"encoding", dr.Encoding, "duration", time.Since(started).Round(time.Microsecond).String(), "outcome", "ok", "result", result, "message_id", m.ID)
 	return nil
 }
 

@@ -32,6 +32,10 @@ import (
 // Options size the benchmark.
 type Options struct {
 	Runs int // repetitions of each scenario; the median is reported
+	// P2Runs are P2's runs (default Runs): each times, for each store, Palleto and the bare loop
+	// one after the other. P2Stores are the stores P2 runs (default P2Stores: all).
+	P2Runs   int
+	P2Stores []string
 
 	BigObjects   int   // P1
 	BigBytes     int64 // P1: decompressed bytes of each
@@ -52,16 +56,17 @@ type Options struct {
 
 // Full are the sizes of the issue; Quick are tiny, for the smoke run in the tests.
 var (
-	Full  = Options{Runs: 3, BigObjects: 4, BigBytes: 256 << 20, SmallObjects: 10000, MemObjects: 16, MemBytes: 1 << 30, MemWorkers: 16, LatObjects: 200, LatRate: 20, AWSObjects: 2, AWSBytes: 500 << 20}
+	Full  = Options{Runs: 3, P2Runs: 5, BigObjects: 4, BigBytes: 256 << 20, SmallObjects: 10000, MemObjects: 16, MemBytes: 1 << 30, MemWorkers: 16, LatObjects: 200, LatRate: 20, AWSObjects: 2, AWSBytes: 500 << 20}
 	Quick = Options{Runs: 1, BigObjects: 2, BigBytes: 1 << 20, SmallObjects: 100, MemObjects: 2, MemBytes: 4 << 20, MemWorkers: 16, LatObjects: 10, LatRate: 20, AWSObjects: 1, AWSBytes: 20 << 20}
 )
 
 func main() {
 	quick := flag.Bool("quick", false, "tiny sizes: a smoke run of the harness")
 	out := flag.String("out", "docs/PERFORMANCE.md", "file whose results section is rewritten ('' for none)")
-	runs := flag.Int("runs", 0, "repetitions per scenario (default 3, 1 with -quick)")
+	runs := flag.Int("runs", 0, "repetitions per scenario (default 3, P2 5, 1 with -quick)")
+	p2stores := flag.String("p2-stores", "", "comma-separated stores P2 runs Palleto with (dir,tmpfs,sqlite,postgres; default all)")
 	only := flag.String("only", "", "comma-separated scenarios to run (P1,P1ISAL,P1AWS,P2,P3,P4; default all)")
-	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the in-process Palleto runs to this file (a %d in the name: one file per run, numbered)")
+	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the in-process Palleto runs (and P2's bare loops) to this file (a %d in the name: one file per run, numbered; group them with go run ./bench/pprofgroups)")
 	small := flag.Int("small-objects", 0, "P2's object count (default 10000, 100 with -quick)")
 	flag.Parse()
 	env, ok := testenv.FromEnv()
@@ -74,7 +79,16 @@ func main() {
 		o = Quick
 	}
 	if *runs > 0 {
-		o.Runs = *runs
+		o.Runs, o.P2Runs = *runs, *runs
+	}
+	if *p2stores != "" {
+		o.P2Stores = strings.Split(*p2stores, ",")
+		for _, s := range o.P2Stores {
+			if !slices.Contains(P2Stores, s) {
+				fmt.Fprintf(os.Stderr, "bench: -p2-stores: %q is none of %v\n", s, P2Stores)
+				os.Exit(2)
+			}
+		}
 	}
 	o.CPUProfile = *cpuprofile
 	if *small > 0 {

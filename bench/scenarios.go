@@ -11,11 +11,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"runtime/pprof"
 	rtrace "runtime/trace"
 	"slices"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -33,9 +33,7 @@ import (
 	"github.com/palleto/palleto/internal/faultproxy"
 	"github.com/palleto/palleto/internal/testenv"
 	"github.com/palleto/palleto/metrics"
-	"github.com/palleto/palleto/notify"
 	"github.com/palleto/palleto/process"
-	"github.com/palleto/palleto/store/dir"
 	"golang.org/x/sync/errgroup"
 )
 
@@ -46,15 +44,16 @@ type bench struct {
 	s3c  *s3.Client
 	sqsc *sqs.Client
 
-	dirs       []string     // output directories, removed when the scenario ends (see tempDir)
-	buckets    []string     // buckets made, emptied and removed when the scenario ends
-	lastSQS    *countingSQS // the SQS requests of the last in-process Palleto run
-	profiles   int          // CPU profiles written so far, for a -cpuprofile name with %d
-	traces     int          // traces written so far, for a BENCH_TRACE name with %d
-	goTraces   int          // the same for BENCH_GOTRACE
-	s3Endpoint string       // when set, the S3 endpoint of in-process runs (a fault proxy)
-	withPage   bool         // in-process runs have metrics and their status page open (statuspage.go)
-	pageHow    string       // how the page was open in the last such run
+	dirs       []string      // output directories, removed when the scenario ends (see tempDir)
+	buckets    []string      // buckets made, emptied and removed when the scenario ends
+	lastSQS    *countingSQS  // the SQS requests of the last in-process Palleto run
+	lastCPU    time.Duration // the process's CPU time in the last in-process Palleto run or bare loop
+	profiles   int           // CPU profiles written so far, for a -cpuprofile name with %d
+	traces     int           // traces written so far, for a BENCH_TRACE name with %d
+	goTraces   int           // the same for BENCH_GOTRACE
+	s3Endpoint string        // when set, the S3 endpoint of in-process runs (a fault proxy)
+	withPage   bool          // in-process runs have metrics and their status page open (statuspage.go)
+	pageHow    string        // how the page was open in the last such run
 }
 
 // tempDir makes an output directory under base (the system's temporary directory when empty).
@@ -210,12 +209,15 @@ func (b *bench) runDaemon(ctx context.Context, cfg palleto.Config, outBase strin
 			defer func() { pprof.StopCPUProfile(); f.Close() }()
 		}
 	}
+	runtime.GC() // the garbage of the runs before is theirs
+	cpu0 := cpuTime()
 	d, start, stop := b.startDaemon(ctx, cfg)
 	var took time.Duration
 	for {
 		s := d.Stats()
 		if s.Deleted >= int64(n) || s.Failed > 0 {
 			took = time.Since(start)
+			b.lastCPU = cpuTime() - cpu0
 			break
 		}
 		time.Sleep(time.Millisecond)
@@ -661,266 +663,6 @@ func (b *bench) p1aws(ctx context.Context) ([]Row, error) {
 			Value: fmt.Sprintf("%.0f MB/s", r), Limit: limit, Ratio: ratio(ranged, mem), Target: 0.85},
 		{Scenario: "P1 as on AWS, one stream", Setting: set + ", --part-size 0", Value: fmt.Sprintf("%.0f MB/s", one), Limit: limit, Ratio: ratio(single, mem)},
 	}, nil
-}
-
-// P2: many small objects, default settings, against a bare receive -> get -> delete loop.
-func (b *bench) p2(ctx context.Context) ([]Row, error) {
-	bucket := b.bucket("bench-small")
-	objs := make([]object, b.o.SmallObjects)
-	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(16)
-	for i := range objs {
-		g.Go(func() error {
-			z := gz(logLines(rand.New(rand.NewPCG(2, uint64(i))), 5100)) // about 1 KiB of gzip, as the issue asks
-			key := fmt.Sprintf("small/%05d.log.gz", i)
-			objs[i] = object{key: key, etag: b.put(gctx, bucket, key, z), size: int64(len(z))}
-			return nil
-		})
-	}
-	g.Wait()
-	b.o.Log.Info("P2 data ready", "objects", len(objs), "bytes_each", objs[0].size)
-	def := palleto.DefaultConfig()
-	disk, shm := os.TempDir(), tmpfsDir()
-	var pal, bare, mem, files, perReceive, lite, pg, liteGroup, pgGroup, paged []float64
-	pgURL := os.Getenv("PALLETO_TEST_POSTGRES_URL")
-	for run := range b.o.Runs {
-		cfg := palleto.DefaultConfig()
-		// Short polls, here and in the bare loop: local-aws-sqs answers a long poll only once 10
-		// messages are there or the wait ends, so the last messages of a run would wait out a
-		// poll's whole wait, a tail that real SQS does not have. The queue is full until the end.
-		cfg.SQS.WaitTime = 0
-		if v := os.Getenv("BENCH_P2_LINGER"); v != "" { // for exploring; the table is made with the defaults
-			cfg.SQS.DeleteLinger, _ = time.ParseDuration(v)
-		}
-		if v := os.Getenv("BENCH_P2_WORKERS"); v != "" {
-			fmt.Sscan(v, &cfg.Engine.Workers)
-		}
-		if v := os.Getenv("BENCH_P2_POLLERS"); v != "" {
-			fmt.Sscan(v, &cfg.Engine.Producer.Pollers)
-		}
-		rate := func(took time.Duration) float64 { return float64(len(objs)) / took.Seconds() }
-		// The same with the status page open, first in every other run: what runs second
-		// finds the disk still writing back the first's files.
-		for _, page := range []bool{run%2 == 1, run%2 == 0} {
-			cfg.SQS.QueueURL = b.queueOf(ctx, bucket, objs)
-			b.withPage = page
-			took, _ := b.runDaemon(ctx, cfg, disk, len(objs))
-			b.withPage = false
-			if page {
-				paged = append(paged, rate(took))
-				continue
-			}
-			pal = append(pal, rate(took))
-			perReceive = append(perReceive, b.lastSQS.perReceive())
-		}
-		bare = append(bare, rate(b.bareLoop(ctx, b.queueOf(ctx, bucket, objs), len(objs), def.Engine.Workers)))
-		if shm != "" {
-			cfg.SQS.QueueURL = b.queueOf(ctx, bucket, objs)
-			took, _ := b.runDaemon(ctx, cfg, shm, len(objs))
-			mem = append(mem, rate(took))
-		}
-		files = append(files, rate(b.durableFiles(disk, len(objs), def.Engine.Workers)))
-		cfg.SQS.QueueURL = b.queueOf(ctx, bucket, objs)
-		took, sum := b.runDaemon(ctx, cfg, "sqlite:"+disk, len(objs))
-		lite, liteGroup = append(lite, rate(took)), append(liteGroup, sum.GroupSize())
-		if pgURL != "" {
-			cfg.SQS.QueueURL = b.queueOf(ctx, bucket, objs)
-			took, sum = b.runDaemon(ctx, cfg, b.freshPostgres(pgURL), len(objs))
-			pg, pgGroup = append(pg, rate(took)), append(pgGroup, sum.GroupSize())
-		}
-		b.o.Log.Info("P2 run", "run", run+1, "palleto_per_s", pal[run], "page_open_per_s", paged[run], "bare_per_s", bare[run], "palleto_tmpfs_per_s", last(mem),
-			"durable_files_per_s", files[run], "sqlite_per_s", last(lite), "sqlite_group", last(liteGroup), "postgres_per_s", last(pg), "postgres_group", last(pgGroup))
-	}
-	p, l, f := median(pal), median(bare), median(files)
-	bareLimit := fmt.Sprintf("%.0f objects/s bare receive→get→delete loop (4 receivers, %d GETs at a time, deletes of 10)", l, def.Engine.Workers)
-	rows := []Row{{Scenario: "P2 small objects",
-		Setting: fmt.Sprintf("%d × %d B gzip, defaults (%d workers, %d pollers, prefetch %d; %.1f messages per receive), results on %s",
-			len(objs), objs[0].size, def.Engine.Workers, def.Engine.Producer.Pollers, def.Engine.Prefetch, median(perReceive), fsName(disk)),
-		Value: fmt.Sprintf("%.0f objects/s", p), Limit: bareLimit, Ratio: ratio(pal, bare), Target: 0.90}}
-	rows = append(rows, Row{Scenario: "P2 small objects, status page open",
-		Setting: fmt.Sprintf("the same, with metrics and the status page %s", b.pageHow),
-		Value:   fmt.Sprintf("%.0f objects/s", median(paged)), Limit: fmt.Sprintf("%.0f objects/s, P2 without metrics or page in the same runs", p), Ratio: ratio(paged, pal)})
-	rows = append(rows, Row{Scenario: "P2 small objects, SQLite",
-		Setting: fmt.Sprintf("the same, --out sqlite: on %s, defaults (groups of up to %d or %s; %.0f results per commit seen)", fsName(disk), def.Commit.Size, def.Commit.Timeout, median(liteGroup)),
-		Value:   fmt.Sprintf("%.0f objects/s", median(lite)), Limit: bareLimit, Ratio: ratio(lite, bare), Target: 0.90})
-	if len(pg) > 0 {
-		rows = append(rows, Row{Scenario: "P2 small objects, PostgreSQL",
-			Setting: fmt.Sprintf("the same, --out postgres:// (Debian's PostgreSQL 15 on this machine, on %s; %.0f results per commit seen)", fsName(disk), median(pgGroup)),
-			Value:   fmt.Sprintf("%.0f objects/s", median(pg)), Limit: bareLimit, Ratio: ratio(pg, bare)})
-	}
-	if shm != "" {
-		m := median(mem)
-		rows = append(rows, Row{Scenario: "P2 without the disk", Setting: fmt.Sprintf("the same, results on %s, in memory: what the engine, SQS and S3 allow", fsName(shm)),
-			Value: fmt.Sprintf("%.0f objects/s", m), Limit: bareLimit, Ratio: ratio(mem, bare)})
-	}
-	// The bare loop and the durable files each keep the 2 cores busy; sharing them, their costs
-	// per object add up. That sum is what one durable result per object allows at best.
-	both := 1 / (1/l + 1/f)
-	rows = append(rows, Row{Scenario: "P2 the disk alone", Setting: fmt.Sprintf("%d durable result files (temp, fsync, rename, fsync dir), %d writers, no SQS, no S3, on %s",
-		len(objs), def.Engine.Workers, fsName(disk)), Value: fmt.Sprintf("%.0f files/s", f),
-		Limit: fmt.Sprintf("Palleto's %.0f objects/s against %.0f/s, the bare loop and these files one after the other (1 / (1/%.0f + 1/%.0f))", p, both, l, f), Ratio: p / both})
-	return rows, nil
-}
-
-// freshPostgres creates a new database on the server of url and returns its URL.
-func (b *bench) freshPostgres(url string) string {
-	return testenv.PostgresDatabase(b.tb)
-}
-
-// durableFiles writes n small results with the directory store Palleto uses (temp file, fsync, rename,
-// fsync of the directory), from conc goroutines, into a new directory under base: the rate the
-// disk allows for P2's results, with nothing else running.
-func (b *bench) durableFiles(base string, n, conc int) time.Duration {
-	d, err := dir.Open(b.tempDir(base, "palleto-bench-files"))
-	if err != nil {
-		b.tb.Fatalf("%v", err)
-	}
-	defer d.Close()
-	var next atomic.Int64
-	g := errgroup.Group{}
-	start := time.Now()
-	for range conc {
-		g.Go(func() error {
-			for i := next.Add(1); i <= int64(n); i = next.Add(1) {
-				now := time.Now()
-				r := dir.Result{Bucket: "bench-small", Key: fmt.Sprintf("small/%05d.log.gz", i), ETag: "e", Processor: "lines",
-					StartedAt: now, FinishedAt: now, Fields: map[string]any{"lines": 28, "bytes": 3000}}
-				if _, err := d.WriteResult(r); err != nil {
-					return err
-				}
-			}
-			return nil
-		})
-	}
-	if err := g.Wait(); err != nil {
-		b.tb.Fatalf("durable files: %v", err)
-	}
-	return time.Since(start)
-}
-
-// bareLoop is the least any consumer must do: conc loops of receive up to 10, GetObject each
-// (body read and dropped), DeleteMessageBatch. No engine, no decompression, no result.
-func (b *bench) bareLoop(ctx context.Context, url string, n, conc int) time.Duration {
-	// The same shape as Palleto's defaults, with nothing else: 4 receivers of 10 messages
-	// feeding a buffer of 40, conc workers that GET each object to the end, and deletes in
-	// batches of 10. What the servers and the SDK allow, not a strawman.
-	sqsc, s3c, err := palleto.AWSClients(ctx, conc+4)
-	if err != nil {
-		b.tb.Fatalf("%v", err)
-	}
-	var done atomic.Int64
-	var firstErr atomic.Value
-	fail := func(err error) { firstErr.CompareAndSwap(nil, err) }
-	msgs := make(chan sqstypes.Message, 40)
-	receipts := make(chan *string, 64)
-	stop := make(chan struct{})
-	start := time.Now()
-	var rwg, wwg, dwg sync.WaitGroup
-	for range 4 {
-		rwg.Add(1)
-		go func() {
-			defer rwg.Done()
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				r, err := sqsc.ReceiveMessage(ctx, &sqs.ReceiveMessageInput{QueueUrl: &url, MaxNumberOfMessages: 10, WaitTimeSeconds: 0})
-				if err != nil {
-					fail(err)
-					return
-				}
-				for _, m := range r.Messages {
-					select {
-					case msgs <- m:
-					case <-stop:
-						return
-					}
-				}
-			}
-		}()
-	}
-	for range conc {
-		wwg.Add(1)
-		go func() {
-			defer wwg.Done()
-			for {
-				var m sqstypes.Message
-				select {
-				case m = <-msgs:
-				case <-stop:
-					return
-				}
-				note, err := notify.Parse([]byte(aws.ToString(m.Body)))
-				if err != nil || len(note.Records) != 1 {
-					fail(fmt.Errorf("bare loop: %v", err))
-					return
-				}
-				rec := note.Records[0]
-				obj, err := s3c.GetObject(ctx, &s3.GetObjectInput{Bucket: &rec.Bucket, Key: &rec.Key})
-				if err != nil {
-					fail(err)
-					return
-				}
-				io.Copy(io.Discard, obj.Body)
-				obj.Body.Close()
-				receipts <- m.ReceiptHandle
-			}
-		}()
-	}
-	dwg.Add(1)
-	go func() {
-		defer dwg.Done()
-		var batch []sqstypes.DeleteMessageBatchRequestEntry
-		var calls sync.WaitGroup
-		defer calls.Wait()
-		slots := make(chan struct{}, 4) // 4 delete calls at once, as Palleto's deleter
-		var queued int64
-		flush := func() {
-			if len(batch) == 0 {
-				return
-			}
-			entries := batch
-			batch = nil
-			queued += int64(len(entries))
-			slots <- struct{}{}
-			calls.Add(1)
-			go func() {
-				defer func() { <-slots; calls.Done() }()
-				if _, err := sqsc.DeleteMessageBatch(ctx, &sqs.DeleteMessageBatchInput{QueueUrl: &url, Entries: entries}); err != nil {
-					fail(err)
-				}
-				done.Add(int64(len(entries)))
-			}()
-		}
-		for queued+int64(len(batch)) < int64(n) && firstErr.Load() == nil {
-			select {
-			case r := <-receipts:
-				batch = append(batch, sqstypes.DeleteMessageBatchRequestEntry{Id: aws.String(fmt.Sprint(len(batch))), ReceiptHandle: r})
-				if len(batch) == 10 {
-					flush()
-				}
-			case <-time.After(10 * time.Millisecond):
-				flush()
-			}
-		}
-		flush()
-	}()
-	dwg.Wait()
-	took := time.Since(start)
-	close(stop)
-	go func() { // the workers may wait on a full receipts channel: drain it until they are gone
-		for range receipts {
-		}
-	}()
-	wwg.Wait()
-	rwg.Wait()
-	close(receipts)
-	if err := firstErr.Load(); err != nil {
-		b.tb.Fatalf("bare loop: %v", err)
-	}
-	return took
 }
 
 // P3: peak RSS of a `palleto run` process with many workers on 1 GiB objects.

@@ -18,6 +18,14 @@ type GroupWriter interface {
 	WriteGroup(ctx context.Context, rs []Result) error
 }
 
+// GroupReporter is a GroupWriter that also says what it did with each result: kept[i] is nil
+// when rs[i] was written, ErrAlreadyStored or ErrSuperseded when the store kept the result it
+// held (see Store.Put); a nil kept means every result was written. The Committer passes each
+// report to its result's done.
+type GroupReporter interface {
+	WriteGroupReport(ctx context.Context, rs []Result) (kept []error, err error)
+}
+
 // GroupConfig sizes a Committer.
 type GroupConfig struct {
 	// Size is the most results in one commit (default 200); Timeout is the longest a result
@@ -155,7 +163,7 @@ func (c *Committer) run() {
 
 // commit writes group and calls the done of each of its results.
 func (c *Committer) commit(group []pending) {
-	err := c.write(group)
+	kept, err := c.write(group)
 	if errors.Is(err, ErrBadData) && len(group) > 1 {
 		// Find the results at fault: each half on its own, so that the healthy ones commit.
 		mid := len(group) / 2
@@ -167,15 +175,20 @@ func (c *Committer) commit(group []pending) {
 		c.cfg.Logger.Warn("result refused by the results store for its data; the object fails, the other results are committed",
 			"bucket", group[0].r.Bucket, "key", group[0].r.Key, "error", err)
 	}
-	for _, p := range group {
+	for i, p := range group {
+		if err == nil && i < len(kept) {
+			p.done(kept[i])
+			continue
+		}
 		p.done(err)
 	}
 }
 
 // write writes group in one transaction, again and again while the store is unavailable. It
-// returns nil once the group is committed, the store's refusal of its data (ErrBadData), or,
-// when the committer is closing and one more try failed, the store's unavailability.
-func (c *Committer) write(group []pending) error {
+// returns nil once the group is committed (with the writer's report, for a GroupReporter), the
+// store's refusal of its data (ErrBadData), or, when the committer is closing and one more try
+// failed, the store's unavailability.
+func (c *Committer) write(group []pending) ([]error, error) {
 	rs := make([]Result, len(group))
 	for i, p := range group {
 		rs[i] = p.r
@@ -184,7 +197,13 @@ func (c *Committer) write(group []pending) error {
 	for attempt := 1; ; attempt++ {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		start := time.Now()
-		err := c.w.WriteGroup(ctx, rs)
+		var kept []error
+		var err error
+		if gr, ok := c.w.(GroupReporter); ok {
+			kept, err = gr.WriteGroupReport(ctx, rs)
+		} else {
+			err = c.w.WriteGroup(ctx, rs)
+		}
 		cancel()
 		if c.cfg.OnCommit != nil {
 			c.cfg.OnCommit(len(rs), time.Since(start), err)
@@ -195,10 +214,10 @@ func (c *Committer) write(group []pending) error {
 			}
 			c.groups.Add(1)
 			c.results.Add(int64(len(rs)))
-			return nil
+			return kept, nil
 		}
 		if errors.Is(err, ErrBadData) {
-			return err
+			return nil, err
 		}
 		if !errors.Is(err, ErrUnavailable) {
 			err = fmt.Errorf("%w: %w", ErrUnavailable, err)
@@ -211,7 +230,7 @@ func (c *Committer) write(group []pending) error {
 		}
 		if closing && attempt >= 2 {
 			c.cfg.Logger.Error("results store commit failed at shutdown; the messages of these results are kept and come back", "results", len(rs), "error", err)
-			return err
+			return nil, err
 		}
 		if !c.failing.Swap(true) {
 			c.cfg.Logger.Error("RESULTS STORE COMMIT FAILED: no message of the group is deleted; the results are held and written again until it works",

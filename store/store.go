@@ -27,6 +27,35 @@ var ErrUnavailable = errors.New("results store unavailable")
 // not held up by it. An error never wraps both ErrBadData and ErrUnavailable.
 var ErrBadData = errors.New("result cannot be stored")
 
+// ErrAlreadyStored is what Put gives done when the store already held a result of the same
+// object version (the same version ID, else the same eTag; see SameVersion) for the same
+// processor: r was not written, the one there is kept, and the object was done already. It is
+// no failure: it wraps neither ErrUnavailable nor ErrBadData, and the message may be deleted.
+// This is how the daemon learns at commit time, without a lookup before the work, that an
+// object it processed was done already.
+var ErrAlreadyStored = errors.New("a result of this object version is stored already")
+
+// ErrSuperseded is what Put gives done when the store holds a result of a later event for the
+// object and processor (by Sequencer), which it keeps: r was not written. It wraps
+// ErrAlreadyStored (the object needs no more work), and is no failure either.
+var ErrSuperseded error = superseded{}
+
+type superseded struct{}
+
+func (superseded) Error() string        { return "a later event's result is stored" }
+func (superseded) Is(target error) bool { return target == ErrAlreadyStored }
+
+// CommitDecider is implemented by a Store whose lookup before the work (Result) costs more than
+// learning the same at commit time from Put's report (ErrAlreadyStored): a query of a database,
+// a GET from S3. For such a store the daemon skips the lookup on a message's first delivery,
+// where a result is rarely there yet; a duplicate first delivery then costs its GET and decode,
+// never a second result. The directory store does not implement it: its lookup is one open of a
+// local file, and keeping it lets a duplicate of an object already done skip the GET.
+type CommitDecider interface {
+	// DecidesAtCommit is true when the lookup before a first delivery's work is to be skipped.
+	DecidesAtCommit() bool
+}
+
 // Encode returns r's JSON (the directory store's file format), or an error wrapping ErrBadData
 // when r cannot be encoded. A store calls it (or checks the same) in Put, so that such a result
 // fails alone and at once.
@@ -147,11 +176,14 @@ type Store interface {
 	// messageID; nil when there is none.
 	Failure(ctx context.Context, bucket, key, messageID string) (*Failure, error)
 	// Put stores r, unless the store holds a result for the same object and processor from a
-	// later event (by Sequencer): that one is kept. It removes the object's failure record. It
-	// calls done exactly once: with nil once r is durable (or superseded), or with the error that
-	// stopped it; a synchronous store calls it before Put returns. where names the result for
-	// the log (a path, a row). A result the store cannot hold for its content gets an error
-	// wrapping ErrBadData, and only that result: the others are stored as if it were not there.
+	// later event (by Sequencer) or of the same object version: that one is kept. It removes the
+	// object's failure record. It calls done exactly once: with nil once r is durable (or
+	// replaced, by a result it cannot order before or after), with ErrAlreadyStored (or
+	// ErrSuperseded) when the result kept is the store's own, or with the error that stopped
+	// it; a synchronous store calls it before Put returns. Of several Puts of one object version
+	// at once, exactly one gets nil. where names the result for the log (a path, a row). A result
+	// the store cannot hold for its content gets an error wrapping ErrBadData, and only that
+	// result: the others are stored as if it were not there.
 	Put(ctx context.Context, r Result, done func(error)) (where string)
 	// PutFailure stores f durably before it returns.
 	PutFailure(ctx context.Context, f Failure) (where string, err error)

@@ -266,9 +266,9 @@ func failurePath(bucket, key, messageID string) string {
 // writes. Call it before the first Put.
 func (d *Store) WriteInBackground(n int) { d.writing = make(chan struct{}, max(n, 1)) }
 
-// Put stores r durably, unless the result there is a later event's for the same processor, and
-// removes the object's failure record; done is called once it is durable, or with the error that
-// stopped it. It calls done before it returns, unless WriteInBackground was called.
+// Put stores r durably and removes the object's failure record, unless the result there is a
+// later event's or the same version's (done gets store.ErrSuperseded, ErrAlreadyStored); done is
+// called once r is durable, or with what stopped it: before Put returns, unless in background.
 func (d *Store) Put(ctx context.Context, r Result, done func(error)) string {
 	p := Path(r.Bucket, r.Key)
 	data, err := store.Encode(r) // a result that cannot be encoded fails alone, at once
@@ -310,7 +310,7 @@ func (d *Store) Put(ctx context.Context, r Result, done func(error)) string {
 const closeWait = 10 * time.Second
 
 // WriteResult is Put without the callback: it returns the result's path relative to the output
-// directory, or the error.
+// directory, and what done would get.
 func (d *Store) WriteResult(r Result) (string, error) {
 	data, err := store.Encode(r)
 	if err != nil {
@@ -319,20 +319,20 @@ func (d *Store) WriteResult(r Result) (string, error) {
 	return d.write(r, data)
 }
 
-// write stores r, whose JSON is data.
+// write stores r, whose JSON is data, unless the result there is to be kept (see Put).
 func (d *Store) write(r Result, data []byte) (string, error) {
 	p := Path(r.Bucket, r.Key)
 	lock := d.lock(p)
 	lock.Lock()
 	defer lock.Unlock()
-	if r.Sequencer != "" {
-		old, err := d.Result(context.Background(), r.Bucket, r.Key, r.Processor)
-		if err != nil {
-			return p, err
-		}
-		if old != nil && store.Later(old.Sequencer, r.Sequencer) {
-			return p + " (kept: a later event's result)", nil
-		}
+	old, err := d.Result(context.Background(), r.Bucket, r.Key, r.Processor)
+	switch {
+	case err != nil:
+		return p, err
+	case old != nil && store.Later(old.Sequencer, r.Sequencer):
+		return p + " (kept: a later event's result)", store.ErrSuperseded
+	case store.SameVersion(old, r.VersionID, r.ETag):
+		return p + " (kept: the same version's result)", store.ErrAlreadyStored
 	}
 	if err := d.writeAtomic(p, bytesWriter(append(data, '\n'))); err != nil {
 		return p, err

@@ -2,6 +2,7 @@ package s3store
 
 import (
 	"context"
+	"errors"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -81,8 +82,8 @@ func TestTwoReplicasNeverPutAnOlderResultOverANewer(t *testing.T) {
 				t.Fatalf("replica B's write: %v", err)
 			}
 			close(h.release)
-			if err := <-doneA; err != nil {
-				t.Fatalf("replica A's write, after losing the race: %v; want it kept quietly", err)
+			if err := <-doneA; !errors.Is(err, store.ErrSuperseded) {
+				t.Fatalf("replica A's write, after losing the race: %v; want it kept, reported as store.ErrSuperseded", err)
 			}
 			got, err := b.Result(ctx, "data", "logs/app.log", "lines")
 			if err != nil || got == nil || got.ETag != "newer" {

@@ -4,7 +4,8 @@
 // same JSON the directory store writes. Every replica of a scaled-out deployment writes to one
 // place, next to the data. A result is durable when PutObject returns (S3 is strongly
 // consistent), so Put is synchronous; an older event's result never replaces a newer one's (by
-// sequencer: read, compared, and written on the condition that nothing changed meanwhile).
+// sequencer), nor a result of the same version another (read, compared, and written on the
+// condition that nothing changed meanwhile).
 package s3store
 
 import (
@@ -155,6 +156,10 @@ func (s *Store) putIf(ctx context.Context, key string, data []byte, ifMatch, ifN
 func (s *Store) Ready(ctx context.Context) error {
 	return s.put(ctx, s.prefix+"_palleto/ready.json", map[string]any{"at": time.Now().UTC()})
 }
+
+// DecidesAtCommit is true: a lookup is a GET from S3, and Put reads the result there anyway
+// (store.CommitDecider).
+func (s *Store) DecidesAtCommit() bool { return true }
 
 // Close does nothing: every result is durable when Put returns.
 func (s *Store) Close() error { return nil }

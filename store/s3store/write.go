@@ -13,8 +13,9 @@ import (
 	"github.com/palleto/palleto/store"
 )
 
-// Put writes r (calling done before it returns), unless the result there is a later event's,
-// and removes the object's failure record.
+// Put writes r (calling done before it returns), unless the result there is a later event's or
+// the same version's (done gets store.ErrSuperseded or store.ErrAlreadyStored), and removes the
+// object's failure record.
 func (s *Store) Put(ctx context.Context, r store.Result, done func(error)) string {
 	key := s.objectKey("", r.Bucket, r.Key, ".json")
 	data, err := store.Encode(r) // a result that cannot be encoded fails alone, before a call
@@ -30,33 +31,34 @@ func (s *Store) Put(ctx context.Context, r store.Result, done func(error)) strin
 // failure: the message comes back later).
 const maxRaces = 10
 
-// write stores r (JSON data) at key unless the result there is a later event's. The sequencer
-// rule holds across replicas: the write is conditional on what was read (If-Match its ETag, or
-// If-None-Match: * when there was none), and when another writer came between (412, or 409 for
-// conditional writes racing), it reads, compares and writes again. A result without a sequencer
-// is written as it is: it cannot be ordered.
+// write stores r (JSON data) at key unless the result there is a later event's or the same
+// version's. The rule holds across replicas: the write is conditional on what was read (If-Match
+// its ETag, or If-None-Match: * when there was none), and when another writer came between (412,
+// or 409 for conditional writes racing), it reads, compares and writes again.
 func (s *Store) write(ctx context.Context, key string, r store.Result, data []byte) error {
 	for race := 0; ; race++ {
 		var ifMatch, ifNoneMatch *string
-		if r.Sequencer != "" {
-			old, etag, found, err := s.getRaw(ctx, key)
-			if err != nil {
-				return err
+		old, etag, found, err := s.getRaw(ctx, key)
+		if err != nil {
+			return err
+		}
+		var prev store.Result
+		if found && jsonInto(old, &prev) && prev.Bucket == r.Bucket && prev.Key == r.Key && prev.Processor == r.Processor {
+			if store.Later(prev.Sequencer, r.Sequencer) {
+				return store.ErrSuperseded // kept: a later event's result
 			}
-			var prev store.Result
-			if found && jsonInto(old, &prev) && prev.Bucket == r.Bucket && prev.Key == r.Key && prev.Processor == r.Processor &&
-				store.Later(prev.Sequencer, r.Sequencer) {
-				return nil // kept: a later event's result
-			}
-			switch {
-			case s.unconditional.Load():
-			case found && etag != "":
-				ifMatch = aws.String(etag)
-			case !found:
-				ifNoneMatch = aws.String("*")
+			if store.SameVersion(&prev, r.VersionID, r.ETag) {
+				return store.ErrAlreadyStored
 			}
 		}
-		err := s.putIf(ctx, key, data, ifMatch, ifNoneMatch)
+		switch {
+		case s.unconditional.Load():
+		case found && etag != "":
+			ifMatch = aws.String(etag)
+		case !found:
+			ifNoneMatch = aws.String("*")
+		}
+		err = s.putIf(ctx, key, data, ifMatch, ifNoneMatch)
 		switch {
 		case errors.Is(err, errLostRace) && race < maxRaces:
 			continue

@@ -99,6 +99,21 @@ func (d dialect) upsert(n int) string {
 	return b.String()
 }
 
+// selectHeld reads the version and sequencer of the rows of n objects, given as (bucket, key,
+// processor) triples.
+func (d dialect) selectHeld(n int) string {
+	var b strings.Builder
+	b.WriteString(`SELECT bucket, "key", processor, version_id, etag, sequencer FROM results WHERE (bucket, "key", processor) IN (VALUES `)
+	for i := range n {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString("(" + d.placeholders(1+3*i, 3) + ")")
+	}
+	b.WriteString(")")
+	return b.String()
+}
+
 func (d dialect) deleteFailures(n int) string {
 	return "DELETE FROM failures WHERE subject IN (" + d.placeholders(1, n) + ")"
 }

@@ -176,62 +176,139 @@ func (s *Store) Put(ctx context.Context, r store.Result, done func(error)) strin
 	return where
 }
 
-// WriteGroup writes rs in one transaction: an upsert of every result (an older event never
-// replaces a newer one's result), and the removal of their objects' failure records.
+// WriteGroup is WriteGroupReport without the report.
 func (s *Store) WriteGroup(ctx context.Context, rs []store.Result) error {
+	_, err := s.WriteGroupReport(ctx, rs)
+	return err
+}
+
+// DecidesAtCommit is true: a lookup is a query (with PostgreSQL a round trip), while the commit
+// reads the rows of its whole group in one (store.CommitDecider).
+func (s *Store) DecidesAtCommit() bool { return true }
+
+// WriteGroupReport writes rs in one transaction: an upsert of every result but those the
+// database holds a later event's result or a result of the same object version for (kept[i] is
+// then store.ErrSuperseded or store.ErrAlreadyStored), and the removal of their objects' failure
+// records. The rows there are read in the transaction first, one query per 500 results; on
+// SQLite the transaction holds the write lock from its start, so the report is exact. On
+// PostgreSQL a replica may insert a row between the read and the upsert: the upsert still never
+// puts an older event over a newer one, and the report may then say written for both.
+func (s *Store) WriteGroupReport(ctx context.Context, rs []store.Result) ([]error, error) {
 	if err := s.checkFile(); err != nil {
-		return err
+		return nil, err
 	}
-	rs = latest(rs)
+	kept := make([]error, len(rs))
+	idx := latest(rs, kept)
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
-		return unavailable(s.where+" begin", err)
+		return nil, unavailable(s.where+" begin", err)
 	}
 	defer tx.Rollback()
 	const perStmt = 500 // rows per INSERT: well under both databases' bound on parameters
-	for start := 0; start < len(rs); start += perStmt {
-		chunk := rs[start:min(start+perStmt, len(rs))]
+	for start := 0; start < len(idx); start += perStmt {
+		chunk := idx[start:min(start+perStmt, len(idx))]
+		held, err := s.held(ctx, tx, rs, chunk)
+		if err != nil {
+			return nil, err
+		}
 		args := make([]any, 0, len(chunk)*len(resultCols))
-		for _, r := range chunk {
+		n := 0
+		for _, i := range chunk {
+			r := rs[i]
+			if h, ok := held[objectID{r.Bucket, r.Key, r.Processor}]; ok {
+				if store.Later(h.Sequencer, r.Sequencer) {
+					kept[i] = store.ErrSuperseded
+					continue
+				}
+				if store.SameVersion(h, r.VersionID, r.ETag) {
+					kept[i] = store.ErrAlreadyStored
+					continue
+				}
+			}
 			row, err := s.row(r)
 			if err != nil {
-				return err
+				return nil, err
 			}
 			args = append(args, row...)
+			n++
 		}
-		if _, err := tx.ExecContext(ctx, s.d.upsert(len(chunk)), args...); err != nil {
-			return dbErr(s.where+" insert results", err)
+		if n > 0 {
+			if _, err := tx.ExecContext(ctx, s.d.upsert(n), args...); err != nil {
+				return nil, dbErr(s.where+" insert results", err)
+			}
 		}
 		subjects := make([]any, len(chunk))
-		for i, r := range chunk {
-			subjects[i] = subject(r.Bucket, r.Key, "")
+		for k, i := range chunk {
+			subjects[k] = subject(rs[i].Bucket, rs[i].Key, "")
 		}
 		if _, err := tx.ExecContext(ctx, s.d.deleteFailures(len(chunk)), subjects...); err != nil {
-			return dbErr(s.where+" delete failures", err)
+			return nil, dbErr(s.where+" delete failures", err)
 		}
 	}
 	if err := tx.Commit(); err != nil {
-		return dbErr(s.where+" commit", err)
+		return nil, dbErr(s.where+" commit", err)
 	}
 	// Committed, but to the file the path names? One deleted meanwhile takes the group with it.
-	return s.checkFile()
+	return kept, s.checkFile()
 }
 
-// latest keeps one result per object and processor, the one of the latest event, in order.
-func latest(rs []store.Result) []store.Result {
-	type id struct{ b, k, p string }
-	at := map[id]int{}
-	out := rs[:0:0]
-	for _, r := range rs {
-		k := id{r.Bucket, r.Key, r.Processor}
-		if i, ok := at[k]; ok {
-			if !store.Later(out[i].Sequencer, r.Sequencer) {
-				out[i] = r
+// objectID is a row's key: one result per object and processor.
+type objectID struct{ bucket, key, processor string }
+
+// held returns the rows the database holds for the results rs[chunk] (their version and
+// sequencer only), read in tx.
+func (s *Store) held(ctx context.Context, tx *sql.Tx, rs []store.Result, chunk []int) (map[objectID]*store.Result, error) {
+	args := make([]any, 0, 3*len(chunk))
+	for _, i := range chunk {
+		args = append(args, rs[i].Bucket, rs[i].Key, rs[i].Processor)
+	}
+	rows, err := tx.QueryContext(ctx, s.d.selectHeld(len(chunk)), args...)
+	if err != nil {
+		return nil, dbErr(s.where+" select results", err)
+	}
+	defer rows.Close()
+	held := map[objectID]*store.Result{}
+	for rows.Next() {
+		var r store.Result
+		if err := rows.Scan(&r.Bucket, &r.Key, &r.Processor, &r.VersionID, &r.ETag, &r.Sequencer); err != nil {
+			return nil, dbErr(s.where+" select results", err)
+		}
+		held[objectID{r.Bucket, r.Key, r.Processor}] = &r
+	}
+	if err := rows.Err(); err != nil {
+		return nil, dbErr(s.where+" select results", err)
+	}
+	return held, nil
+}
+
+// latest returns the indexes of the results of rs to write: one per object and processor, the
+// one of the latest event, in order. Of the others, kept[i] says what became of them: the same
+// version as the one written (store.ErrAlreadyStored), an earlier event than it
+// (store.ErrSuperseded), or nil when the two cannot be ordered (replaced).
+func latest(rs []store.Result, kept []error) []int {
+	at := map[objectID]int{} // index in out
+	out := make([]int, 0, len(rs))
+	drop := func(i, by int) {
+		switch {
+		case store.SameVersion(&rs[by], rs[i].VersionID, rs[i].ETag):
+			kept[i] = store.ErrAlreadyStored
+		case store.Later(rs[by].Sequencer, rs[i].Sequencer):
+			kept[i] = store.ErrSuperseded
+		}
+	}
+	for i, r := range rs {
+		k := objectID{r.Bucket, r.Key, r.Processor}
+		if o, ok := at[k]; ok {
+			if prev := out[o]; !store.Later(rs[prev].Sequencer, r.Sequencer) {
+				out[o] = i
+				drop(prev, i)
+			} else {
+				drop(i, prev)
 			}
 			continue
 		}
 		at[k] = len(out)
-		out = append(out, r)
+		out = append(out, i)
 	}
 	return out
 }

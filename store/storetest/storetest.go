@@ -6,6 +6,7 @@ package storetest
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"testing"
@@ -24,6 +25,7 @@ func Run(t *testing.T, fresh func(t *testing.T) Opener) {
 	t.Run("Idempotent", func(t *testing.T) { testIdempotent(t, fresh(t)) })
 	t.Run("ProcessorIsPartOfTheIdentity", func(t *testing.T) { testProcessor(t, fresh(t)) })
 	t.Run("LaterEventWins", func(t *testing.T) { testSequencer(t, fresh(t)) })
+	t.Run("AlreadyStoredIsReported", func(t *testing.T) { testAlreadyStored(t, fresh(t)) })
 	t.Run("Failures", func(t *testing.T) { testFailures(t, fresh(t)) })
 	t.Run("ConcurrentWriters", func(t *testing.T) { testConcurrent(t, fresh(t)) })
 	t.Run("ReopenKeepsWhatWasDone", func(t *testing.T) { testReopen(t, fresh(t)) })
@@ -111,11 +113,21 @@ func testPutThenFind(t *testing.T, o Opener) {
 	}
 }
 
+// kept checks that Put reported that the store kept its own result (want: store.ErrAlreadyStored
+// or store.ErrSuperseded) instead of storing r.
+func kept(t *testing.T, s store.Store, r store.Result, want error) {
+	t.Helper()
+	err := putErr(s, r)
+	if !errors.Is(err, want) || (want == store.ErrAlreadyStored && errors.Is(err, store.ErrSuperseded)) {
+		t.Fatalf("Put %s/%s (etag %q, version %q, sequencer %q): done got %v, want %v", r.Bucket, r.Key, r.ETag, r.VersionID, r.Sequencer, err, want)
+	}
+}
+
 func testIdempotent(t *testing.T, o Opener) {
 	s := open(t, o)
 	r := result("bkt", "k", 3)
 	put(t, s, r)
-	put(t, s, r)
+	kept(t, s, r, store.ErrAlreadyStored)
 	if got := find(t, s, "bkt", "k", "lines"); lines(got) != "3" || got.ETag != r.ETag {
 		t.Fatalf("after putting the same result twice: %+v", got)
 	}
@@ -142,7 +154,7 @@ func testSequencer(t *testing.T, o Opener) {
 	put(t, s, newer)
 	older := result("bkt", "k", 1)
 	older.ETag, older.Sequencer = "old", "62D" // shorter: compared left-padded, so older
-	put(t, s, older)
+	kept(t, s, older, store.ErrSuperseded)
 	if got := find(t, s, "bkt", "k", "lines"); got == nil || got.ETag != "new" {
 		t.Fatalf("an older event replaced a newer result: %+v", got)
 	}
@@ -152,6 +164,45 @@ func testSequencer(t *testing.T, o Opener) {
 	if got := find(t, s, "bkt", "k", "lines"); got == nil || got.ETag != "latest" {
 		t.Fatalf("a later event did not replace the result: %+v", got)
 	}
+}
+
+// testAlreadyStored: Put reports a result of the same object version already there (the same
+// version ID when both have one, else the same eTag, quotes aside) and keeps it; a result of
+// another version replaces it.
+func testAlreadyStored(t *testing.T, o Opener) {
+	s := open(t, o)
+	first := result("bkt", "k", 1)
+	put(t, s, first)
+	again := result("bkt", "k", 2)
+	again.MessageID, again.ReceiveCount = "m-again", 2
+	kept(t, s, again, store.ErrAlreadyStored)
+	again.ETag = `"` + first.ETag + `"`
+	kept(t, s, again, store.ErrAlreadyStored)
+	if got := find(t, s, "bkt", "k", "lines"); got == nil || got.MessageID != first.MessageID || lines(got) != "1" {
+		t.Fatalf("a result of the same version replaced the one there: %+v", got)
+	}
+	other := result("bkt", "k", 3)
+	other.ETag = "e-other"
+	put(t, s, other)
+	if got := find(t, s, "bkt", "k", "lines"); got == nil || got.ETag != "e-other" || lines(got) != "3" {
+		t.Fatalf("a result of another eTag did not replace the one there: %+v", got)
+	}
+	v1 := result("bkt", "v", 1)
+	v1.VersionID, v1.ETag = "v1", "x"
+	put(t, s, v1)
+	v1b := v1
+	v1b.ETag, v1b.MessageID = "y", "m-v1b" // version IDs decide when both have one
+	kept(t, s, v1b, store.ErrAlreadyStored)
+	v2 := v1b
+	v2.VersionID = "v2"
+	put(t, s, v2)
+	if got := find(t, s, "bkt", "v", "lines"); got == nil || got.VersionID != "v2" {
+		t.Fatalf("a result of another version did not replace the one there: %+v", got)
+	}
+	// Other processors are other results.
+	g := result("bkt", "k", 1)
+	g.ETag, g.Processor, g.Fields = "e-other", "grep", map[string]any{"matches": int64(1)}
+	put(t, s, g)
 }
 
 func testFailures(t *testing.T, o Opener) {
@@ -194,6 +245,8 @@ func testConcurrent(t *testing.T, o Opener) {
 	s := open(t, o)
 	var wg sync.WaitGroup
 	errs := make(chan error, 8*50*2)
+	var mu sync.Mutex
+	stored := map[int]int{} // of shared/i: the Puts that stored it
 	for w := range 8 {
 		wg.Add(1)
 		go func() {
@@ -201,7 +254,16 @@ func testConcurrent(t *testing.T, o Opener) {
 			for i := range 50 {
 				// Every writer writes key shared/i too: the same object processed twice at once.
 				for _, key := range []string{fmt.Sprintf("w%d/%d", w, i), fmt.Sprintf("shared/%d", i)} {
-					if err := putErr(s, result("bkt", key, i)); err != nil {
+					err := putErr(s, result("bkt", key, i))
+					if key[0] == 's' && (err == nil || errors.Is(err, store.ErrAlreadyStored)) {
+						mu.Lock()
+						if err == nil {
+							stored[i]++
+						}
+						mu.Unlock()
+						continue
+					}
+					if err != nil {
 						errs <- err
 					}
 				}
@@ -212,6 +274,11 @@ func testConcurrent(t *testing.T, o Opener) {
 	close(errs)
 	for err := range errs {
 		t.Fatal(err)
+	}
+	for i := range 50 {
+		if stored[i] != 1 {
+			t.Fatalf("shared/%d, put by 8 writers at once: %d Puts reported it stored, want 1 (the others ErrAlreadyStored)", i, stored[i])
+		}
 	}
 	for w := range 8 {
 		for i := range 50 {
