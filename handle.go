@@ -227,7 +227,7 @@ func (d *Daemon) object(ctx context.Context, worker int, j *job, rec notify.Reco
 		return nil
 	}
 	var before *store.Failure
-	if m.ReceiveCount > 1 { // a first delivery has no failure behind it; later ones may
+	if m.ReceiveCount != 1 { // a first delivery has no failure behind it; later ones (and those of a transport that counts none: 0) may
 		if before, err = d.store.Failure(ctx, rec.Bucket, rec.Key, ""); err != nil {
 			return fail(fmt.Errorf("failure record of %s: %w", where, err))
 		}

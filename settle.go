@@ -128,7 +128,7 @@ type ownFailure struct {
 func (d *Daemon) countAttempts(ctx context.Context, m *queue.Message, own []ownFailure) {
 	for i := range own {
 		f := &own[i]
-		if f.Record.Bucket == "" && f.before == nil && m.ReceiveCount > 1 {
+		if f.Record.Bucket == "" && f.before == nil && m.ReceiveCount != 1 { // 0: a transport that counts no deliveries
 			f.before, _ = d.store.Failure(ctx, "", "", m.ID) // unreadable: counted from 1, which errs on the side of retrying
 		}
 		if f.again {
