@@ -9,7 +9,8 @@
 //   - in flight: an unacknowledged delivery stays with this consumer until it is acked or its
 //     channel closes (RabbitMQ's consumer_timeout, 30 minutes by default, bounds one object);
 //   - Delete: basic.ack;
-//   - Release: basic.nack with requeue;
+//   - Release: the message is published again at once with its delivery counted (the header
+//     x-palleto-attempts), then acked: classic queues count no deliveries;
 //   - Retry(delay): the message is published again, with its attempt count in the header
 //     x-palleto-attempts, to a delay queue whose per-queue TTL dead-letters it back into the
 //     queue, and the original is acked once the broker confirmed the copy: the delay survives a

@@ -362,14 +362,16 @@ func (s *Source) Delete(m *queue.Message) {
 	}
 }
 
-// Release nacks msgs with requeue: they are delivered again at once.
-func (s *Source) Release(_ context.Context, msgs []*queue.Message) error {
+// Release makes msgs visible again at once: each is published again to the queue with its
+// delivery counted in the x-palleto-attempts header, then acked (a nack with requeue would
+// bring it back with nothing to tell its next delivery from its second: classic queues count no
+// deliveries, and the poison guard needs to see each one). A message whose copy cannot be
+// published is nacked with requeue instead.
+func (s *Source) Release(ctx context.Context, msgs []*queue.Message) error {
 	var errs []error
 	for _, m := range msgs {
-		if h, ok := s.settle(m); ok {
-			if err := s.ackOrNack(h, false); err != nil {
-				errs = append(errs, fmt.Errorf("amqp nack %s: %w", m.ID, err))
-			}
+		if err := s.Retry(ctx, m, 0); err != nil {
+			errs = append(errs, err)
 		}
 	}
 	return errors.Join(errs...)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"testing"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -74,4 +75,68 @@ func Produce(t testing.TB, cl *kgo.Client, topic string, bodies ...string) {
 			t.Fatalf("produce to %s: %v", topic, err)
 		}
 	}
+}
+
+// KafkaLag returns how many records of topic the group has not committed past (the sum over
+// the topic's partitions of the end offset less the committed one, a partition with no commit
+// counting from 0).
+func KafkaLag(t testing.TB, brokers, topic, group string) int64 {
+	t.Helper()
+	cl := KafkaProducer(t, brokers)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	meta := kmsg.NewPtrMetadataRequest()
+	mt := kmsg.NewMetadataRequestTopic()
+	mt.Topic = kmsg.StringPtr(topic)
+	meta.Topics = append(meta.Topics, mt)
+	mresp, err := meta.RequestWith(ctx, cl)
+	if err != nil || len(mresp.Topics) != 1 {
+		t.Fatalf("metadata of %s: %v", topic, err)
+	}
+	var parts []int32
+	for _, p := range mresp.Topics[0].Partitions {
+		parts = append(parts, p.Partition)
+	}
+	lo := kmsg.NewPtrListOffsetsRequest()
+	lt := kmsg.NewListOffsetsRequestTopic()
+	lt.Topic = topic
+	for _, p := range parts {
+		lp := kmsg.NewListOffsetsRequestTopicPartition()
+		lp.Partition, lp.Timestamp = p, -1 // the end
+		lt.Partitions = append(lt.Partitions, lp)
+	}
+	lo.Topics = append(lo.Topics, lt)
+	lresp, err := lo.RequestWith(ctx, cl)
+	if err != nil {
+		t.Fatalf("list offsets of %s: %v", topic, err)
+	}
+	end := map[int32]int64{}
+	for _, rt := range lresp.Topics {
+		for _, rp := range rt.Partitions {
+			if err := kerr.ErrorForCode(rp.ErrorCode); err != nil {
+				t.Fatalf("list offsets of %s[%d]: %v", topic, rp.Partition, err)
+			}
+			end[rp.Partition] = rp.Offset
+		}
+	}
+	of := kmsg.NewPtrOffsetFetchRequest()
+	of.Group = group
+	ot := kmsg.NewOffsetFetchRequestTopic()
+	ot.Topic, ot.Partitions = topic, parts
+	of.Topics = append(of.Topics, ot)
+	oresp, err := of.RequestWith(ctx, cl)
+	if err != nil {
+		t.Fatalf("offsets of group %s: %v", group, err)
+	}
+	var lag int64
+	committed := map[int32]int64{}
+	for _, rt := range oresp.Topics {
+		for _, rp := range rt.Partitions {
+			committed[rp.Partition] = max(rp.Offset, 0)
+		}
+	}
+	for p, e := range end {
+		lag += e - committed[p]
+	}
+	return lag
 }
