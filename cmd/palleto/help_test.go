@@ -14,7 +14,7 @@ import (
 // does, `--name`, each with its PALLETO_ environment variable; none prints Go's `-name` list.
 func TestEveryCommandsHelpIsOneStyle(t *testing.T) {
 	goStyle := regexp.MustCompile(`(?m)^  -[a-z]`)
-	for _, cmd := range []string{"run", "backfill", "devstack", "demo", "version"} {
+	for _, cmd := range []string{"run", "backfill", "devstack", "demo", "version", "status"} {
 		code, stdout, stderr := runPalleto(t, nil, time.Minute, cmd, "--help")
 		help := stdout + stderr
 		if code != 0 || !strings.Contains(help, "Usage: palleto "+cmd) {

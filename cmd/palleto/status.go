@@ -30,10 +30,8 @@ Shows what a running palleto does, from its status page (/status.json on its --m
 counts, throughput over the last 15 minutes, the objects in flight and how far they are read,
 the queue, the dependencies (and why one is down), the last failures. One screen, refreshed
 until interrupted; printed once when stdout is not a terminal. For hosts without a browser.
-
-Flags:
 `)
-		fs.PrintDefaults()
+		printFlags(fs, fs.Output())
 	}
 	if err := parseFlags(fs, args); err != nil {
 		return err
