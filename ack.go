@@ -1,7 +1,11 @@
 package palleto
 
 import (
+	"errors"
+	"time"
+
 	"fmt"
+	"github.com/palleto/palleto/store"
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
@@ -133,5 +137,28 @@ func (d *Daemon) source() string {
 }
 
 // workLeft reports whether anything is left to do for the messages received: being handled,
-// waiting to commit, or waiting for its acknowledgement. An idle exit waits for it.
-func (d *Daemon) workLeft() bool { return d.unsettled.Load() > 0 }
+// waiting to commit, or waiting for its acknowledgement. An idle exit waits for it, but for a
+// batch run paused longer than idleAfterPause (the results store down): it ends then, its store's
+// Close fails what could not be committed, and those messages are put back and counted undone.
+func (d *Daemon) workLeft() bool { return d.unsettled.Load() > 0 && !d.givingUp() }
+
+// givingUp reports whether a batch run (--exit-when-idle) has had its receiving paused for
+// longer than idleAfterPause.
+func (d *Daemon) givingUp() bool {
+	since := d.health.PausedSince()
+	return d.cfg.Engine.ExitWhenIdle > 0 && !since.IsZero() && time.Since(since) >= d.idleAfterPause()
+}
+
+// committedGroup is told of each commit of a grouped store: the metrics, and the breaker, for a
+// commit that fails because the store is unavailable holds its results (and calls no done) until
+// it works: without a word to the breaker, receiving would go on piling work onto a store that
+// is down, and /readyz would say nothing.
+func (d *Daemon) committedGroup(n int, took time.Duration, err error) {
+	d.met.Committed(n, took, err)
+	switch {
+	case err == nil:
+		d.health.Success(storeKey)
+	case !errors.Is(err, store.ErrBadData): // bad data is one result's own, failed alone
+		d.health.Failure(storeKey, err, d.store.Ready)
+	}
+}

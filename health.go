@@ -161,7 +161,7 @@ func (d *Daemon) gate(ctx context.Context) (receive bool, err error) {
 	for {
 		ok, wake, retry := d.health.Admit()
 		since := d.health.PausedSince()
-		giveUp := d.cfg.Engine.ExitWhenIdle > 0 && !since.IsZero() && time.Since(since) >= d.idleAfterPause()
+		giveUp := d.givingUp()
 		if ok && !giveUp {
 			return true, nil
 		}

@@ -284,7 +284,7 @@ func New(cfg Config, deps Deps) (*Daemon, error) {
 	if d.store == nil {
 		group := cfg.Commit
 		group.Logger = d.log
-		group.OnCommit = d.met.Committed
+		group.OnCommit = d.committedGroup
 		st, err := OpenStore(context.Background(), cfg.OutDir, group, deps.S3)
 		if err != nil {
 			return nil, fmt.Errorf("out: %w", err)

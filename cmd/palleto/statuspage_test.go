@@ -176,7 +176,10 @@ func TestStatusPageInChromiumMinIO(t *testing.T) {
 		gz, _ := gzipLines(r, 100, 1)
 		putObject(t, s3c, bucket, fmt.Sprintf("p/during-outage-%d.gz", i), gz)
 	}
-	s3Row := `document.querySelector('#dependencies tr[data-name="S3"]')`
+	// The breaker keys S3 by bucket: the row is "S3 (<bucket>)", so one bucket that is down is
+	// told apart from the others.
+	s3Name := "S3 (" + bucket + ")"
+	s3Row := `document.querySelector('#dependencies tr[data-name="` + s3Name + `"]')`
 	poll("S3 shown down", s3Row+` && `+s3Row+`.dataset.up === "false"`)
 	seen := time.Now()
 	reason := eval(s3Row + `.innerText`)
@@ -185,14 +188,14 @@ func TestStatusPageInChromiumMinIO(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, d := range st.Dependencies {
-		if d.Name == "S3" {
+		if d.Name == s3Name {
 			t.Logf("S3 down since %s (breaker), seen on the page %s later: %s", d.Since.Format(time.TimeOnly), seen.Sub(d.Since).Round(time.Millisecond), reason)
 			if lag := seen.Sub(d.Since); d.Up || lag > 5*time.Second {
 				t.Errorf("S3 shown down %s after the breaker opened (up %v), want within 5s", lag, d.Up)
 			}
 		}
 	}
-	if !strings.Contains(reason, "DOWN") || !strings.Contains(reason, "S3 unreachable since") || !regexp.MustCompile(`S3 unavailable|connection reset|refused|EOF`).MatchString(reason) {
+	if !strings.Contains(reason, "DOWN") || !strings.Contains(reason, s3Name+" unreachable since") || !regexp.MustCompile(`S3 unavailable|connection reset|refused|EOF`).MatchString(reason) {
 		t.Errorf("the S3 row says %q: want DOWN and why", reason)
 	}
 	if h := eval(`document.querySelector("#health").textContent`); h != "degraded" {
