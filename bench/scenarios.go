@@ -55,6 +55,10 @@ type bench struct {
 	s3Endpoint string       // when set, the S3 endpoint of in-process runs (a fault proxy)
 	withPage   bool         // in-process runs have metrics and their status page open (statuspage.go)
 	pageHow    string       // how the page was open in the last such run
+
+	// source, when set, is what in-process runs read (palleto.Deps.Source) instead of SQS
+	// (sources.go); the run ends at its n-th delete.
+	source *countingSource
 }
 
 // tempDir makes an output directory under base (the system's temporary directory when empty).
@@ -214,6 +218,9 @@ func (b *bench) runDaemon(ctx context.Context, cfg palleto.Config, outBase strin
 	var took time.Duration
 	for {
 		s := d.Stats()
+		if b.source != nil {
+			s.Deleted = b.source.deleted.Load()
+		}
 		if s.Deleted >= int64(n) || s.Failed > 0 {
 			took = time.Since(start)
 			break
@@ -258,7 +265,11 @@ func (b *bench) startDaemon(ctx context.Context, cfg palleto.Config) (d *palleto
 	if b.withPage {
 		met = metrics.New()
 	}
-	d, err = palleto.New(cfg, palleto.Deps{SQS: counted, S3: s3c, Logger: quiet, Metrics: met})
+	deps := palleto.Deps{SQS: counted, S3: s3c, Logger: quiet, Metrics: met}
+	if b.source != nil {
+		deps.Source = b.source
+	}
+	d, err = palleto.New(cfg, deps)
 	if err != nil {
 		b.tb.Fatalf("%v", err)
 	}
@@ -597,7 +608,7 @@ func (b *bench) runBinary(ctx context.Context, bin, queueURL string, n int, args
 	out, _ := os.MkdirTemp("", "palleto-bench-bin")
 	defer os.RemoveAll(out)
 	cmd := exec.CommandContext(ctx, bin, append([]string{"run", "--queue-url", queueURL, "--out", out, "--wait-time", "0s",
-		"--exit-when-idle", "1s", "--log-level", "warn"}, args...)...)
+		"--exit-when-idle", "1s", "--log-level", "warn", "--log-format", "text"}, args...)...)
 	cmd.Env = append(os.Environ(), b.env.AWSEnv()...)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
@@ -683,6 +694,8 @@ func (b *bench) p2(ctx context.Context) ([]Row, error) {
 	disk, shm := os.TempDir(), tmpfsDir()
 	var pal, bare, mem, files, perReceive, lite, pg, liteGroup, pgGroup, paged []float64
 	pgURL := os.Getenv("PALLETO_TEST_POSTGRES_URL")
+	kafkaBrokers, amqpURL := sourceBrokers()
+	var viaKafka, viaAMQP []float64
 	for run := range b.o.Runs {
 		cfg := palleto.DefaultConfig()
 		// Short polls, here and in the bare loop: local-aws-sqs answers a long poll only once 10
@@ -699,9 +712,27 @@ func (b *bench) p2(ctx context.Context) ([]Row, error) {
 			fmt.Sscan(v, &cfg.Engine.Producer.Pollers)
 		}
 		rate := func(took time.Duration) float64 { return float64(len(objs)) / took.Seconds() }
-		// The same with the status page open, first in every other run: what runs second
-		// finds the disk still writing back the first's files.
-		for _, page := range []bool{run%2 == 1, run%2 == 0} {
+		// The same with the status page open, and through Kafka and RabbitMQ (sources.go), each
+		// first in its turn: what runs later finds the disk still writing back the others' files.
+		for _, kind := range rotated([]string{"sqs", "page", "kafka", "amqp"}, run) {
+			switch kind {
+			case "kafka", "amqp":
+				if (kind == "kafka" && kafkaBrokers == "") || (kind == "amqp" && amqpURL == "") {
+					continue
+				}
+				p2Source, to := b.p2Kafka, &viaKafka
+				where := kafkaBrokers
+				if kind == "amqp" {
+					p2Source, to, where = b.p2AMQP, &viaAMQP, amqpURL
+				}
+				r, err := p2Source(ctx, cfg, where, bucket, objs, disk)
+				if err != nil {
+					return nil, err
+				}
+				*to = append(*to, r)
+				continue
+			}
+			page := kind == "page"
 			cfg.SQS.QueueURL = b.queueOf(ctx, bucket, objs)
 			b.withPage = page
 			took, _ := b.runDaemon(ctx, cfg, disk, len(objs))
@@ -728,7 +759,7 @@ func (b *bench) p2(ctx context.Context) ([]Row, error) {
 			took, sum = b.runDaemon(ctx, cfg, b.freshPostgres(pgURL), len(objs))
 			pg, pgGroup = append(pg, rate(took)), append(pgGroup, sum.GroupSize())
 		}
-		b.o.Log.Info("P2 run", "run", run+1, "palleto_per_s", pal[run], "page_open_per_s", paged[run], "bare_per_s", bare[run], "palleto_tmpfs_per_s", last(mem),
+		b.o.Log.Info("P2 run", "run", run+1, "palleto_per_s", pal[run], "page_open_per_s", paged[run], "kafka_per_s", last(viaKafka), "rabbitmq_per_s", last(viaAMQP), "bare_per_s", bare[run], "palleto_tmpfs_per_s", last(mem),
 			"durable_files_per_s", files[run], "sqlite_per_s", last(lite), "sqlite_group", last(liteGroup), "postgres_per_s", last(pg), "postgres_group", last(pgGroup))
 	}
 	p, l, f := median(pal), median(bare), median(files)
@@ -740,6 +771,7 @@ func (b *bench) p2(ctx context.Context) ([]Row, error) {
 	rows = append(rows, Row{Scenario: "P2 small objects, status page open",
 		Setting: fmt.Sprintf("the same, with metrics and the status page %s", b.pageHow),
 		Value:   fmt.Sprintf("%.0f objects/s", median(paged)), Limit: fmt.Sprintf("%.0f objects/s, P2 without metrics or page in the same runs", p), Ratio: ratio(paged, pal)})
+	rows = append(rows, sourceRows(p, pal, viaKafka, viaAMQP)...)
 	rows = append(rows, Row{Scenario: "P2 small objects, SQLite",
 		Setting: fmt.Sprintf("the same, --out sqlite: on %s, defaults (groups of up to %d or %s; %.0f results per commit seen)", fsName(disk), def.Commit.Size, def.Commit.Timeout, median(liteGroup)),
 		Value:   fmt.Sprintf("%.0f objects/s", median(lite)), Limit: bareLimit, Ratio: ratio(lite, bare), Target: 0.90})
@@ -948,7 +980,7 @@ func (b *bench) p3(ctx context.Context) ([]Row, error) {
 	for run := range b.o.Runs {
 		out, _ := os.MkdirTemp("", "palleto-bench-p3")
 		cmd := exec.CommandContext(ctx, b.o.Bin, "run", "--queue-url", b.queueOf(ctx, bucket, objs), "--out", out,
-			"--workers", fmt.Sprint(b.o.MemWorkers), "--wait-time", "1s", "--exit-when-idle", "1s", "--log-level", "warn")
+			"--workers", fmt.Sprint(b.o.MemWorkers), "--wait-time", "1s", "--exit-when-idle", "1s", "--log-level", "warn", "--log-format", "text")
 		cmd.Env = append(os.Environ(), b.env.AWSEnv()...)
 		var stderr bytes.Buffer
 		cmd.Stderr = &stderr
