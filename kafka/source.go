@@ -36,7 +36,6 @@ type Source struct {
 	cl          *kgo.Client
 	cfg         config
 	log         *slog.Logger
-	maxHeld     int
 	waitTime    time.Duration
 	callTimeout time.Duration
 
@@ -45,8 +44,7 @@ type Source struct {
 	gen      uint64                   // counts assignments: a record of an older one is not ours to settle
 	ready    []*record                // released records, and retried ones whose delay passed: handed out first
 	deferred []*record                // retried records waiting for their delay, by due time
-	paused   bool
-	lastErr  error // the last fetch error, until a fetch works
+	lastErr  error                    // the last fetch error, until a fetch works
 	closed   bool
 
 	commitKick chan struct{} // buffered 1: a settle that made an offset committable wakes the committer
@@ -89,7 +87,7 @@ func Open(ctx context.Context, u *url.URL, opts queue.Options) (*Source, error) 
 	if err != nil {
 		return nil, err
 	}
-	s := &Source{cfg: cfg, log: opts.Logger, maxHeld: max(opts.MaxInFlight, 1), waitTime: opts.WaitTime, callTimeout: opts.CallTimeout,
+	s := &Source{cfg: cfg, log: opts.Logger, waitTime: opts.WaitTime, callTimeout: opts.CallTimeout,
 		parts: map[partition]*partState{}, commitKick: make(chan struct{}, 1)}
 	if s.log == nil {
 		s.log = slog.Default()
@@ -108,8 +106,13 @@ func Open(ctx context.Context, u *url.URL, opts queue.Options) (*Source, error) 
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
 		kgo.DialTimeout(min(s.callTimeout, 10*time.Second)),
 		kgo.RetryTimeout(s.callTimeout),
-		// Notifications are small: a fetch of 4 MiB holds thousands. One fetch at a time keeps
-		// what the client buffers ahead of the workers bounded.
+		// Notifications are small: a fetch of 4 MiB (1 MiB per partition, the client's default)
+		// holds thousands. The client buffers one fetch at a time and asks for the next only once
+		// Receive has taken every record of it, so what it holds ahead of the workers is bounded
+		// by these bytes, and nothing more is fetched while the daemon asks for nothing. (Pausing
+		// the topic instead would not bound it better, and costs: the client drops what it
+		// buffered for a paused topic at the next poll and fetches it again once resumed, so
+		// with a backlog most of every fetch was thrown away and polls came back empty.)
 		kgo.FetchMaxBytes(4 << 20),
 		kgo.MaxConcurrentFetches(1),
 		kgo.FetchMaxWait(min(s.waitTime, 5*time.Second)),
@@ -189,7 +192,6 @@ func (s *Source) Receive(ctx context.Context, n int) ([]*queue.Message, error) {
 	if len(s.deferred) > 0 {
 		wait = min(wait, max(time.Until(s.deferred[0].due), time.Millisecond))
 	}
-	s.resumeLocked()
 	s.mu.Unlock()
 	pctx, cancel := context.WithTimeout(ctx, wait)
 	fetches := s.cl.PollRecords(pctx, n)
@@ -218,10 +220,6 @@ func (s *Source) Receive(ctx context.Context, n int) ([]*queue.Message, error) {
 		r := &record{r: kr, p: p, gen: ps.gen, out: true}
 		out = append(out, s.message(r))
 	})
-	if s.cl.BufferedFetchRecords() >= int64(s.maxHeld) && !s.paused {
-		s.cl.PauseFetchTopics(s.cfg.topic)
-		s.paused = true
-	}
 	if err := ctx.Err(); err != nil && len(out) == 0 {
 		return nil, err
 	}
@@ -229,14 +227,6 @@ func (s *Source) Receive(ctx context.Context, n int) ([]*queue.Message, error) {
 		return nil, ferr
 	}
 	return out, nil
-}
-
-// resumeLocked resumes fetching once what the client buffered fell below the demand.
-func (s *Source) resumeLocked() {
-	if s.paused && s.cl.BufferedFetchRecords() < int64(s.maxHeld) {
-		s.cl.ResumeFetchTopics(s.cfg.topic)
-		s.paused = false
-	}
 }
 
 func (s *Source) takeReady(max int) []*queue.Message {
