@@ -58,7 +58,8 @@ type bench struct {
 
 	// source, when set, is what in-process runs read (palleto.Deps.Source) instead of SQS
 	// (sources.go); the run ends at its n-th delete.
-	source *countingSource
+	source  *countingSource
+	lastCPU time.Duration // the CPU time this process spent in the last runDaemon (Palleto's, in-process)
 }
 
 // tempDir makes an output directory under base (the system's temporary directory when empty).
@@ -214,6 +215,8 @@ func (b *bench) runDaemon(ctx context.Context, cfg palleto.Config, outBase strin
 			defer func() { pprof.StopCPUProfile(); f.Close() }()
 		}
 	}
+	cpu0 := processCPU()
+	defer func() { b.lastCPU = processCPU() - cpu0 }()
 	d, start, stop := b.startDaemon(ctx, cfg)
 	var took time.Duration
 	for {
@@ -696,6 +699,7 @@ func (b *bench) p2(ctx context.Context) ([]Row, error) {
 	pgURL := os.Getenv("PALLETO_TEST_POSTGRES_URL")
 	kafkaBrokers, amqpURL := sourceBrokers()
 	var viaKafka, viaAMQP []float64
+	cpu := map[string][]float64{} // µs of CPU per object, by kind of run
 	for run := range b.o.Runs {
 		cfg := palleto.DefaultConfig()
 		// Short polls, here and in the bare loop: local-aws-sqs answers a long poll only once 10
@@ -730,6 +734,7 @@ func (b *bench) p2(ctx context.Context) ([]Row, error) {
 					return nil, err
 				}
 				*to = append(*to, r)
+				cpu[kind] = append(cpu[kind], perObject(b.lastCPU, len(objs)))
 				continue
 			}
 			page := kind == "page"
@@ -742,6 +747,7 @@ func (b *bench) p2(ctx context.Context) ([]Row, error) {
 				continue
 			}
 			pal = append(pal, rate(took))
+			cpu["sqs"] = append(cpu["sqs"], perObject(b.lastCPU, len(objs)))
 			perReceive = append(perReceive, b.lastSQS.perReceive())
 		}
 		bare = append(bare, rate(b.bareLoop(ctx, b.queueOf(ctx, bucket, objs), len(objs), def.Engine.Workers)))
@@ -759,7 +765,7 @@ func (b *bench) p2(ctx context.Context) ([]Row, error) {
 			took, sum = b.runDaemon(ctx, cfg, b.freshPostgres(pgURL), len(objs))
 			pg, pgGroup = append(pg, rate(took)), append(pgGroup, sum.GroupSize())
 		}
-		b.o.Log.Info("P2 run", "run", run+1, "palleto_per_s", pal[run], "page_open_per_s", paged[run], "kafka_per_s", last(viaKafka), "rabbitmq_per_s", last(viaAMQP), "bare_per_s", bare[run], "palleto_tmpfs_per_s", last(mem),
+		b.o.Log.Info("P2 run", "run", run+1, "palleto_per_s", pal[run], "page_open_per_s", paged[run], "kafka_per_s", last(viaKafka), "rabbitmq_per_s", last(viaAMQP), "cpu_us_per_object_sqs_kafka_rabbitmq", fmt.Sprintf("%.0f %.0f %.0f", last(cpu["sqs"]), last(cpu["kafka"]), last(cpu["amqp"])), "bare_per_s", bare[run], "palleto_tmpfs_per_s", last(mem),
 			"durable_files_per_s", files[run], "sqlite_per_s", last(lite), "sqlite_group", last(liteGroup), "postgres_per_s", last(pg), "postgres_group", last(pgGroup))
 	}
 	p, l, f := median(pal), median(bare), median(files)
@@ -771,7 +777,7 @@ func (b *bench) p2(ctx context.Context) ([]Row, error) {
 	rows = append(rows, Row{Scenario: "P2 small objects, status page open",
 		Setting: fmt.Sprintf("the same, with metrics and the status page %s", b.pageHow),
 		Value:   fmt.Sprintf("%.0f objects/s", median(paged)), Limit: fmt.Sprintf("%.0f objects/s, P2 without metrics or page in the same runs", p), Ratio: ratio(paged, pal)})
-	rows = append(rows, sourceRows(p, pal, viaKafka, viaAMQP)...)
+	rows = append(rows, sourceRows(p, pal, viaKafka, viaAMQP, cpu)...)
 	rows = append(rows, Row{Scenario: "P2 small objects, SQLite",
 		Setting: fmt.Sprintf("the same, --out sqlite: on %s, defaults (groups of up to %d or %s; %.0f results per commit seen)", fsName(disk), def.Commit.Size, def.Commit.Timeout, median(liteGroup)),
 		Value:   fmt.Sprintf("%.0f objects/s", median(lite)), Limit: bareLimit, Ratio: ratio(lite, bare), Target: 0.90})

@@ -7,6 +7,7 @@ import (
 	"os"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -115,6 +116,7 @@ func (b *bench) p2Kafka(ctx context.Context, cfg palleto.Config, brokers, bucket
 	}
 	b.o.Log.Info("P2 Kafka group joined", "took", time.Since(joined).Round(time.Millisecond))
 	took := b.runSource(ctx, cfg, src, outBase, len(objs))
+	b.o.Log.Info("P2 Kafka run", "objects_per_s", float64(len(objs))/took.Seconds(), "cpu_us_per_object", perObject(b.lastCPU, len(objs)))
 	if got, err := kafkaCommitted(ctx, admin, group, topic); err != nil || got != int64(len(objs)) {
 		return 0, fmt.Errorf("P2 Kafka: %d of %d records committed after the run (%v)", got, len(objs), err)
 	}
@@ -232,6 +234,7 @@ func (b *bench) p2AMQP(ctx context.Context, cfg palleto.Config, base, bucket str
 		return 0, err
 	}
 	took := b.runSource(ctx, cfg, src, outBase, len(objs))
+	b.o.Log.Info("P2 RabbitMQ run", "objects_per_s", float64(len(objs))/took.Seconds(), "cpu_us_per_object", perObject(b.lastCPU, len(objs)))
 	if st, err := ch.QueueDeclarePassive(q, true, false, false, false, nil); err != nil || st.Messages != 0 {
 		return 0, fmt.Errorf("P2 RabbitMQ: %d messages left in the queue after the run (%v)", st.Messages, err)
 	}
@@ -244,21 +247,37 @@ func sourceBrokers() (kafkaBrokers, amqpURL string) {
 }
 
 // sourceRows are P2's rows through Kafka and RabbitMQ, each against the SQS row of the same
-// runs (p is its median, pal its runs).
-func sourceRows(p float64, pal, viaKafka, viaAMQP []float64) []Row {
+// runs (p is its median, pal its runs); cpu holds the CPU per object (µs) of each kind's runs.
+func sourceRows(p float64, pal, viaKafka, viaAMQP []float64, cpu map[string][]float64) []Row {
 	var rows []Row
 	limit := fmt.Sprintf("%.0f objects/s, the SQS row (local-aws-sqs) in the same runs", p)
+	spent := func(kind string) string {
+		return fmt.Sprintf("; Palleto's process %.0f µs of CPU per object, %.0f in the SQS row", median(cpu[kind]), median(cpu["sqs"]))
+	}
 	if len(viaKafka) > 0 {
 		rows = append(rows, Row{Scenario: "P2 small objects, Kafka source",
-			Setting: "the same objects, S3, store and defaults; their events in a topic of one partition on franz-go's kfake, one consumer group, `--source kafka://` opened in-process (kafka.Open); until the n-th record settled",
+			Setting: "the same objects, S3, store and defaults; their events in a topic of one partition on franz-go's kfake, one consumer group, `--source kafka://` opened in-process (kafka.Open); until the n-th record settled" + spent("kafka"),
 			Value:   fmt.Sprintf("%.0f objects/s", median(viaKafka)), Limit: limit, Ratio: ratio(viaKafka, pal), Target: 1})
 	}
 	if len(viaAMQP) > 0 {
 		rows = append(rows, Row{Scenario: "P2 small objects, RabbitMQ source",
-			Setting: "the same objects, S3, store and defaults; their events in a durable queue bound to a direct exchange (as MinIO's AMQP target publishes) on Debian's rabbitmq-server, `--source amqp://` opened in-process (amqp.Open); until the n-th ack",
+			Setting: "the same objects, S3, store and defaults; their events in a durable queue bound to a direct exchange (as MinIO's AMQP target publishes) on Debian's rabbitmq-server, `--source amqp://` opened in-process (amqp.Open); until the n-th ack" + spent("amqp"),
 			Value:   fmt.Sprintf("%.0f objects/s", median(viaAMQP)), Limit: limit, Ratio: ratio(viaAMQP, pal), Target: 1})
 	}
 	return rows
+}
+
+// processCPU is the CPU time (user and system) this process has used so far.
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+func perObject(cpu time.Duration, n int) float64 {
+	return float64(cpu.Microseconds()) / float64(max(n, 1))
 }
 
 // rotated returns xs turned left by n: each of them first in its turn.
