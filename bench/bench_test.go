@@ -29,7 +29,7 @@ func TestSmoke(t *testing.T) {
 		t.Fatal(err)
 	}
 	md := rep.Markdown()
-	for _, want := range []string{"P1 big objects", "P1 plain SDK reader", "P1 without the engine", "--workers 2", "P2 small objects", "P2 CPU per object, SQLite", "P2 the disk alone", "files/s", "messages per receive", "P3 memory", "P4 latency", "MiB peak RSS", "objects/s", "p99"} {
+	for _, want := range []string{"P1 big objects", "P1 plain SDK reader", "P1 without the engine", "--workers 2", "P2 small objects", "P2 CPU per object, SQLite", "P2 small objects, Kafka source", "P2 small objects, RabbitMQ source", "P2 the disk alone", "files/s", "messages per receive", "P3 memory", "P4 latency", "MiB peak RSS", "objects/s", "p99"} {
 		if !strings.Contains(md, want) {
 			t.Errorf("the table lacks %q:\n%s", want, md)
 		}

@@ -47,6 +47,8 @@ type p2Figures struct {
 	group           []float64 // results per commit (grouped stores)
 	perReceive      []float64 // messages per ReceiveMessage
 	paged           []float64 // objects/s with metrics and the status page open (dir only)
+	// Through Kafka and RabbitMQ instead of SQS (dir only, sources.go), and their CPU per object.
+	viaKafka, viaAMQP, kafkaCPU, amqpCPU []float64
 }
 
 // P2: many small objects, default settings, against a bare receive -> get -> delete loop. For
@@ -131,11 +133,33 @@ func (b *bench) p2(ctx context.Context) ([]Row, error) {
 				b.withPage = false
 				f.paged = append(f.paged, rate(took))
 			}
+			sourceRun := func(kind string) { // the same objects through another source (sources.go)
+				kafkaBrokers, amqpURL := sourceBrokers()
+				if st != "dir" || (kind == "kafka" && kafkaBrokers == "") || (kind == "amqp" && amqpURL == "") {
+					return
+				}
+				var r float64
+				var err error
+				if kind == "kafka" {
+					r, err = b.p2Kafka(ctx, cfg, kafkaBrokers, bucket, objs, disk)
+					f.viaKafka, f.kafkaCPU = append(f.viaKafka, r), append(f.kafkaCPU, perObject(b.lastCPU))
+				} else {
+					r, err = b.p2AMQP(ctx, cfg, amqpURL, bucket, objs, disk)
+					f.viaAMQP, f.amqpCPU = append(f.viaAMQP, r), append(f.amqpCPU, perObject(b.lastCPU))
+				}
+				if err != nil {
+					b.tb.Fatalf("P2 through %s: %v", kind, err)
+				}
+			}
 			if run%2 == 0 {
 				bareRun()
 				palRun()
 				pagedRun()
+				sourceRun("kafka")
+				sourceRun("amqp")
 			} else {
+				sourceRun("amqp")
+				sourceRun("kafka")
 				pagedRun()
 				palRun()
 				bareRun()
@@ -190,6 +214,9 @@ func p2Rows(figs map[string]*p2Figures, files []float64, n int, size int64, disk
 			cpu.Max = 1.2
 		}
 		rows = append(rows, cpu)
+		if len(f.viaKafka)+len(f.viaAMQP) > 0 {
+			rows = append(rows, sourceRows(median(f.pal), f.pal, f.viaKafka, f.viaAMQP, map[string][]float64{"sqs": f.palCPU, "kafka": f.kafkaCPU, "amqp": f.amqpCPU})...)
+		}
 		if len(f.paged) > 0 {
 			rows = append(rows, Row{Scenario: "P2 small objects, status page open",
 				Setting: "the same, with metrics and the status page open in headless Chromium (refreshing every 2 s); run by run " + perRun(f.paged, f.pal, "%.2f"),

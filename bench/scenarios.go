@@ -54,6 +54,10 @@ type bench struct {
 	s3Endpoint string        // when set, the S3 endpoint of in-process runs (a fault proxy)
 	withPage   bool          // in-process runs have metrics and their status page open (statuspage.go)
 	pageHow    string        // how the page was open in the last such run
+
+	// source, when set, is what in-process runs read (palleto.Deps.Source) instead of SQS
+	// (sources.go); the run ends at its n-th delete.
+	source *countingSource
 }
 
 // tempDir makes an output directory under base (the system's temporary directory when empty).
@@ -215,6 +219,9 @@ func (b *bench) runDaemon(ctx context.Context, cfg palleto.Config, outBase strin
 	var took time.Duration
 	for {
 		s := d.Stats()
+		if b.source != nil {
+			s.Deleted = b.source.deleted.Load()
+		}
 		if s.Deleted >= int64(n) || s.Failed > 0 {
 			took = time.Since(start)
 			b.lastCPU = cpuTime() - cpu0
@@ -260,7 +267,11 @@ func (b *bench) startDaemon(ctx context.Context, cfg palleto.Config) (d *palleto
 	if b.withPage {
 		met = metrics.New()
 	}
-	d, err = palleto.New(cfg, palleto.Deps{SQS: counted, S3: s3c, Logger: quiet, Metrics: met})
+	deps := palleto.Deps{SQS: counted, S3: s3c, Logger: quiet, Metrics: met}
+	if b.source != nil {
+		deps.Source = b.source
+	}
+	d, err = palleto.New(cfg, deps)
 	if err != nil {
 		b.tb.Fatalf("%v", err)
 	}
@@ -599,7 +610,7 @@ func (b *bench) runBinary(ctx context.Context, bin, queueURL string, n int, args
 	out, _ := os.MkdirTemp("", "palleto-bench-bin")
 	defer os.RemoveAll(out)
 	cmd := exec.CommandContext(ctx, bin, append([]string{"run", "--queue-url", queueURL, "--out", out, "--wait-time", "0s",
-		"--exit-when-idle", "1s", "--log-level", "warn"}, args...)...)
+		"--exit-when-idle", "1s", "--log-level", "warn", "--log-format", "text"}, args...)...)
 	cmd.Env = append(os.Environ(), b.env.AWSEnv()...)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
@@ -690,7 +701,7 @@ func (b *bench) p3(ctx context.Context) ([]Row, error) {
 	for run := range b.o.Runs {
 		out, _ := os.MkdirTemp("", "palleto-bench-p3")
 		cmd := exec.CommandContext(ctx, b.o.Bin, "run", "--queue-url", b.queueOf(ctx, bucket, objs), "--out", out,
-			"--workers", fmt.Sprint(b.o.MemWorkers), "--wait-time", "1s", "--exit-when-idle", "1s", "--log-level", "warn")
+			"--workers", fmt.Sprint(b.o.MemWorkers), "--wait-time", "1s", "--exit-when-idle", "1s", "--log-level", "warn", "--log-format", "text")
 		cmd.Env = append(os.Environ(), b.env.AWSEnv()...)
 		var stderr bytes.Buffer
 		cmd.Stderr = &stderr

@@ -4,9 +4,10 @@
 // `Records` events to a topic; Palleto processes read it as one consumer group.
 //
 // What each method of queue.Source means here:
-//   - Receive: records of the partitions the group gave this process; fetching follows demand
-//     (the partitions are paused while the records fetched and not yet handed out reach the
-//     most the daemon holds);
+//   - Receive: records of the partitions the group gave this process, at most the demand; the
+//     client holds one fetch (at most 4 MiB) ahead of it, and fetches the next only once every
+//     record of that one was handed out, so nothing more is fetched while the daemon asks for
+//     nothing;
 //   - in flight: the group session is the keep-alive (the client heartbeats on its own); a
 //     rebalance that takes a partition away mid-object loses nothing: its offset is not
 //     committed past the unfinished record, the new owner reads it again and finds the result;

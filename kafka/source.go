@@ -36,7 +36,6 @@ type Source struct {
 	cl          *kgo.Client
 	cfg         config
 	log         *slog.Logger
-	maxHeld     int
 	waitTime    time.Duration
 	callTimeout time.Duration
 
@@ -101,7 +100,7 @@ func Open(ctx context.Context, u *url.URL, opts queue.Options) (*Source, error) 
 	if err != nil {
 		return nil, err
 	}
-	s := &Source{cfg: cfg, log: opts.Logger, maxHeld: max(opts.MaxInFlight, 1), waitTime: opts.WaitTime, callTimeout: opts.CallTimeout,
+	s := &Source{cfg: cfg, log: opts.Logger, waitTime: opts.WaitTime, callTimeout: opts.CallTimeout,
 		parts: map[partition]*partState{}, commitKick: make(chan struct{}, 1)}
 	if s.log == nil {
 		s.log = slog.Default()
@@ -120,10 +119,13 @@ func Open(ctx context.Context, u *url.URL, opts queue.Options) (*Source, error) 
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
 		kgo.DialTimeout(min(s.callTimeout, 10*time.Second)),
 		kgo.RetryTimeout(s.callTimeout),
-		// Notifications are small: a fetch of 4 MiB holds thousands. One fetch at a time keeps
-		// what the client buffers ahead of the workers bounded (in flight or buffered: the next
-		// is sent once the last is polled), with no pause: pausing the topic drops its buffered
-		// fetch at the next poll, and the broker serves the same records again.
+		// Notifications are small: a fetch of 4 MiB (1 MiB per partition, the client's default)
+		// holds thousands. The client buffers one fetch at a time and asks for the next only once
+		// Receive has taken every record of it, so what it holds ahead of the workers is bounded
+		// by these bytes, and nothing more is fetched while the daemon asks for nothing. (Pausing
+		// the topic instead would not bound it better, and costs: the client drops what it
+		// buffered for a paused topic at the next poll and fetches it again once resumed, so
+		// with a backlog most of every fetch was thrown away and polls came back empty.)
 		kgo.FetchMaxBytes(4 << 20),
 		kgo.MaxConcurrentFetches(1),
 		kgo.FetchMaxWait(min(s.waitTime, 5*time.Second)),
