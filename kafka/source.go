@@ -129,6 +129,10 @@ func Open(ctx context.Context, u *url.URL, opts queue.Options) (*Source, error) 
 		kgo.FetchMaxBytes(4 << 20),
 		kgo.MaxConcurrentFetches(1),
 		kgo.FetchMaxWait(min(s.waitTime, 5*time.Second)),
+		// A member that died without leaving (kill -9) keeps its partitions until its session
+		// times out: 10s (Kafka's default is 45s) lets a restarted Palleto take them over soon.
+		// The client heartbeats on its own, so a long object does not end the session.
+		kgo.SessionTimeout(10 * time.Second),
 		kgo.OnPartitionsAssigned(s.assigned),
 		kgo.OnPartitionsRevoked(s.revoked),
 		kgo.OnPartitionsLost(s.lost),

@@ -18,7 +18,7 @@ import (
 // --to SOURCE announces n objects, palleto run --source SOURCE is killed -9 halfway and started
 // again, and every object has its result, none is recorded as failed, and settled() says every
 // message was acknowledged.
-func brokerKill9(t *testing.T, env testenv.Env, bucket, source string, settled func() string) {
+func brokerKill9(t *testing.T, env testenv.Env, bucket, source, idle string, settled func() string) {
 	t.Helper()
 	const n = 400
 	objs := uploadMany(t, env.S3(), bucket, "k i/l+l", n, 40, 31)
@@ -41,7 +41,9 @@ func brokerKill9(t *testing.T, env testenv.Env, bucket, source string, settled f
 	cmd.Wait()
 	t.Logf("killed with %d of %d results written", countResults(out, bucket), n)
 
-	code, _, stderr2 := runPalleto(t, env.AWSEnv(), 2*time.Minute, append(args, "--exit-when-idle", "5s")...)
+	// Kafka gives the killed member's partitions to the new one once its session times out (10s):
+	// the idle time of the restart must be longer than that.
+	code, _, stderr2 := runPalleto(t, env.AWSEnv(), 2*time.Minute, append(args, "--exit-when-idle", idle)...)
 	if code != 0 {
 		t.Fatalf("restart exited %d\n%s", code, tail(stderr2, 3000))
 	}
@@ -65,7 +67,7 @@ func TestEndToEndKafkaKill9(t *testing.T) {
 	testenv.CreateTopic(t, testenv.KafkaProducer(t, brokers), topic, 3)
 	createBucket(t, env, bucket)
 	group := topic + "-palleto"
-	brokerKill9(t, env, bucket, fmt.Sprintf("kafka://%s/%s?group=%s", brokers, topic, group), func() string {
+	brokerKill9(t, env, bucket, fmt.Sprintf("kafka://%s/%s?group=%s", brokers, topic, group), "20s", func() string {
 		if lag := testenv.KafkaLag(t, brokers, topic, group); lag != 0 {
 			return fmt.Sprintf("the group is %d records behind the end of the topic: not every record was settled and committed", lag)
 		}
@@ -84,7 +86,7 @@ func TestEndToEndRabbitMQKill9(t *testing.T) {
 		t.Fatal(err)
 	}
 	createBucket(t, env, bucket)
-	brokerKill9(t, env, bucket, base+"?queue="+q, func() string {
+	brokerKill9(t, env, bucket, base+"?queue="+q, "5s", func() string {
 		st, err := testenv.AMQPChannel(t, base).QueueDeclarePassive(q, true, false, false, false, nil)
 		if err != nil || st.Messages != 0 {
 			return fmt.Sprintf("the queue holds %d messages (%v): not every message was acknowledged", st.Messages, err)
