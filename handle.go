@@ -115,7 +115,9 @@ func (d *Daemon) handle(ctx context.Context, worker int, j *job) error {
 	m := j.m
 	j.pending = 1 // settle's own share: the message is decided once settle ran and every result is in
 	defer j.discardEarly()
-	d.tracef("pipeline %d: got message %s (receive count %d)", worker, m.ID, m.ReceiveCount)
+	if d.tracing() {
+		d.tracef("pipeline %d: got message %s (receive count %d)", worker, m.ID, m.ReceiveCount)
+	}
 	d.met.MessageStarted()
 	defer d.met.MessageDone()
 	d.met.MessageWaited(m.SentAt, m.ReceivedAt)
@@ -286,14 +288,16 @@ func sameFailedVersion(f *store.Failure, rec notify.Record) bool {
 func (d *Daemon) fetchAndProcess(ctx context.Context, worker int, j *job, rec notify.Record, st *objectStats) *objectFailure {
 	m := j.m
 	fail := func(err error) *objectFailure { return &objectFailure{Record: rec, Err: err} }
-	where := fmt.Sprintf("s3://%s/%s", rec.Bucket, rec.Key)
+	where := "s3://" + rec.Bucket + "/" + rec.Key
 	started := time.Now()
 	obj, err := d.open(ctx, j, rec)
 	if err != nil {
 		return fail(d.deniedAlone(ctx, rec.Bucket, where, err))
 	}
 	defer obj.Body.Close()
-	d.tracef("pipeline %d: downloading %s (%d bytes)", worker, where, obj.Size)
+	if d.tracing() {
+		d.tracef("pipeline %d: downloading %s (%d bytes)", worker, where, obj.Size)
+	}
 	if err := d.checkObjectSize(where, obj.Size); err != nil { // the size may have changed since the event
 		return fail(err)
 	}
@@ -334,7 +338,9 @@ func (d *Daemon) fetchAndProcess(ctx context.Context, worker int, j *job, rec no
 	put := &stored{d: d, j: j, rec: rec, res: res, metric: st.metric, took: time.Since(started)}
 	result := d.store.Put(ctx, res, put.done)
 	put.returned(result)
-	d.tracef("pipeline %d: processed %s: %d bytes %s -> %d bytes, %v; result %s", worker, where, fetched.n, dr.Encoding, decoded.n, fieldsSummary(fields), result)
+	if d.tracing() {
+		d.tracef("pipeline %d: processed %s: %d bytes %s -> %d bytes, %v; result %s", worker, where, fetched.n, dr.Encoding, decoded.n, fieldsSummary(fields), result)
+	}
 	return nil
 }
 

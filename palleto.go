@@ -416,6 +416,10 @@ func (s jobSource) Receive(ctx context.Context, max int) ([]*job, error) {
 	return jobs, err
 }
 
+// tracing says whether tracef writes anything: on the per-object path, a call is made only then,
+// since its arguments are boxed (allocated) even when it writes nothing.
+func (d *Daemon) tracing() bool { return d.cfg.Trace != nil }
+
 func (d *Daemon) tracef(format string, args ...any) {
 	if d.cfg.Trace == nil {
 		return

@@ -68,7 +68,9 @@ func (d *Daemon) decide(j *job) {
 		fails = append(fails, objectFailure{Record: j.putRec, Err: fmt.Errorf("result of s3://%s/%s: %w", j.putRec.Bucket, j.putRec.Key, j.putErr)})
 	}
 	if len(fails) == 0 {
-		d.tracef("sqs: message %s done; deleting", m.ID)
+		if d.tracing() {
+			d.tracef("sqs: message %s done; deleting", m.ID)
+		}
 		d.noteUnrecorded(m.ID, false)
 		d.delete(m)
 		return

@@ -21,6 +21,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"slices"
 	"strings"
 	"testing"
@@ -67,6 +68,7 @@ func main() {
 	p2stores := flag.String("p2-stores", "", "comma-separated stores P2 runs Palleto with (dir,tmpfs,sqlite,postgres; default all)")
 	only := flag.String("only", "", "comma-separated scenarios to run (P1,P1ISAL,P1AWS,P2,P3,P4; default all)")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the in-process Palleto runs (and P2's bare loops) to this file (a %d in the name: one file per run, numbered; group them with go run ./bench/pprofgroups)")
+	memprofile := flag.String("memprofile", "", "write the process's heap profile (every allocation of the whole bench: look at -sample_index=alloc_objects) to this file at the end")
 	small := flag.Int("small-objects", 0, "P2's object count (default 10000, 100 with -quick)")
 	flag.Parse()
 	env, ok := testenv.FromEnv()
@@ -98,7 +100,16 @@ func main() {
 		o.Only = strings.Split(*only, ",")
 	}
 	o.Log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	if *memprofile != "" {
+		runtime.MemProfileRate = 4096
+	}
 	rep, err := Run(context.Background(), env, o)
+	if *memprofile != "" {
+		if f, err := os.Create(*memprofile); err == nil {
+			pprof.Lookup("allocs").WriteTo(f, 0)
+			f.Close()
+		}
+	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)

@@ -36,17 +36,26 @@ func cpuTime() time.Duration {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
+// mallocs is the count of heap allocations this process has made so far (what the GC's share of
+// the CPU follows).
+func mallocs() uint64 {
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return m.Mallocs
+}
+
 // P2Stores are the ways P2 runs Palleto, as -p2-stores names them: results in a directory on
 // disk, in a directory on tmpfs, in SQLite on disk, in PostgreSQL.
 var P2Stores = []string{"dir", "tmpfs", "sqlite", "postgres"}
 
 // p2Figures are one store's figures, run by run: Palleto's, and the bare loop's run next to it.
 type p2Figures struct {
-	pal, bare       []float64 // objects/s
-	palCPU, bareCPU []float64 // µs of CPU of the process per object
-	group           []float64 // results per commit (grouped stores)
-	perReceive      []float64 // messages per ReceiveMessage
-	paged           []float64 // objects/s with metrics and the status page open (dir only)
+	pal, bare             []float64 // objects/s
+	palCPU, bareCPU       []float64 // µs of CPU of the process per object
+	palAllocs, bareAllocs []float64 // heap allocations of the process per object
+	group                 []float64 // results per commit (grouped stores)
+	perReceive            []float64 // messages per ReceiveMessage
+	paged                 []float64 // objects/s with metrics and the status page open (dir only)
 	// Through Kafka and RabbitMQ instead of SQS (dir only, sources.go), and their CPU per object.
 	viaKafka, viaAMQP, kafkaCPU, amqpCPU []float64
 }
@@ -112,6 +121,7 @@ func (b *bench) p2(ctx context.Context) ([]Row, error) {
 			bareRun := func() {
 				took := b.bareLoop(ctx, b.queueOf(ctx, bucket, objs), n, def.Engine.Workers)
 				f.bare, f.bareCPU = append(f.bare, rate(took)), append(f.bareCPU, perObject(b.lastCPU))
+				f.bareAllocs = append(f.bareAllocs, float64(b.lastMallocs)/float64(n))
 			}
 			palRun := func() {
 				out := map[string]string{"dir": disk, "tmpfs": shm, "sqlite": "sqlite:" + disk}[st]
@@ -121,6 +131,7 @@ func (b *bench) p2(ctx context.Context) ([]Row, error) {
 				cfg.SQS.QueueURL = b.queueOf(ctx, bucket, objs)
 				took, sum := b.runDaemon(ctx, cfg, out, n)
 				f.pal, f.palCPU = append(f.pal, rate(took)), append(f.palCPU, perObject(b.lastCPU))
+				f.palAllocs = append(f.palAllocs, float64(b.lastMallocs)/float64(n))
 				f.group, f.perReceive = append(f.group, sum.GroupSize()), append(f.perReceive, b.lastSQS.perReceive())
 			}
 			pagedRun := func() { // the same with the status page open in a browser (statuspage.go)
@@ -166,7 +177,7 @@ func (b *bench) p2(ctx context.Context) ([]Row, error) {
 			}
 			b.o.Log.Info("P2 run", "run", run+1, "store", st, "palleto_per_s", last(f.pal), "bare_per_s", last(f.bare),
 				"ratio", last(f.pal)/last(f.bare), "palleto_cpu_us", last(f.palCPU), "bare_cpu_us", last(f.bareCPU),
-				"cpu_ratio", last(f.palCPU)/last(f.bareCPU), "group", last(f.group))
+				"cpu_ratio", last(f.palCPU)/last(f.bareCPU), "palleto_allocs", last(f.palAllocs), "bare_allocs", last(f.bareAllocs), "group", last(f.group))
 		}
 		if slices.Contains(stores, "dir") {
 			files = append(files, rate(b.durableFiles(disk, n, def.Engine.Workers)))
@@ -299,7 +310,7 @@ func (b *bench) bareLoop(ctx context.Context, url string, n, conc int) time.Dura
 		}
 	}
 	runtime.GC() // the garbage of the runs before is theirs
-	cpu0 := cpuTime()
+	cpu0, m0 := cpuTime(), mallocs()
 	sqsc, s3c, err := palleto.AWSClients(ctx, conc+4)
 	if err != nil {
 		b.tb.Fatalf("%v", err)
@@ -406,6 +417,7 @@ func (b *bench) bareLoop(ctx context.Context, url string, n, conc int) time.Dura
 	dwg.Wait()
 	took := time.Since(start)
 	b.lastCPU = cpuTime() - cpu0
+	b.lastMallocs = mallocs() - m0
 	close(stop)
 	go func() { // the workers may wait on a full receipts channel: drain it until they are gone
 		for range receipts {

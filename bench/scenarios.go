@@ -44,16 +44,17 @@ type bench struct {
 	s3c  *s3.Client
 	sqsc *sqs.Client
 
-	dirs       []string      // output directories, removed when the scenario ends (see tempDir)
-	buckets    []string      // buckets made, emptied and removed when the scenario ends
-	lastSQS    *countingSQS  // the SQS requests of the last in-process Palleto run
-	lastCPU    time.Duration // the process's CPU time in the last in-process Palleto run or bare loop
-	profiles   int           // CPU profiles written so far, for a -cpuprofile name with %d
-	traces     int           // traces written so far, for a BENCH_TRACE name with %d
-	goTraces   int           // the same for BENCH_GOTRACE
-	s3Endpoint string        // when set, the S3 endpoint of in-process runs (a fault proxy)
-	withPage   bool          // in-process runs have metrics and their status page open (statuspage.go)
-	pageHow    string        // how the page was open in the last such run
+	dirs        []string      // output directories, removed when the scenario ends (see tempDir)
+	buckets     []string      // buckets made, emptied and removed when the scenario ends
+	lastSQS     *countingSQS  // the SQS requests of the last in-process Palleto run
+	lastCPU     time.Duration // the process's CPU time in the last in-process Palleto run or bare loop
+	lastMallocs uint64        // and its heap allocations
+	profiles    int           // CPU profiles written so far, for a -cpuprofile name with %d
+	traces      int           // traces written so far, for a BENCH_TRACE name with %d
+	goTraces    int           // the same for BENCH_GOTRACE
+	s3Endpoint  string        // when set, the S3 endpoint of in-process runs (a fault proxy)
+	withPage    bool          // in-process runs have metrics and their status page open (statuspage.go)
+	pageHow     string        // how the page was open in the last such run
 
 	// source, when set, is what in-process runs read (palleto.Deps.Source) instead of SQS
 	// (sources.go); the run ends at its n-th delete.
@@ -214,7 +215,7 @@ func (b *bench) runDaemon(ctx context.Context, cfg palleto.Config, outBase strin
 		}
 	}
 	runtime.GC() // the garbage of the runs before is theirs
-	cpu0 := cpuTime()
+	cpu0, m0 := cpuTime(), mallocs()
 	d, start, stop := b.startDaemon(ctx, cfg)
 	var took time.Duration
 	for {
@@ -225,6 +226,7 @@ func (b *bench) runDaemon(ctx context.Context, cfg palleto.Config, outBase strin
 		if s.Deleted >= int64(n) || s.Failed > 0 {
 			took = time.Since(start)
 			b.lastCPU = cpuTime() - cpu0
+			b.lastMallocs = mallocs() - m0
 			break
 		}
 		time.Sleep(time.Millisecond)

@@ -47,3 +47,52 @@ func benchGzip() ([]byte, int64) {
 	w.Close()
 	return z.Bytes(), int64(plain.Len())
 }
+
+// BenchmarkGzipSmall opens and reads one 1 KiB gzip object (about 5 KB of log lines, P2's
+// objects) through Open, as Palleto does for each small object: the per-object cost of decode.
+func BenchmarkGzipSmall(b *testing.B) {
+	z := smallGzip()
+	buf := make([]byte, 32<<10)
+	b.ReportAllocs()
+	for b.Loop() {
+		r, err := Open(bytes.NewReader(z), Options{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := io.CopyBuffer(io.Discard, struct{ io.Reader }{r}, buf); err != nil {
+			b.Fatal(err)
+		}
+		r.Close()
+	}
+}
+
+// BenchmarkGzipSmallLibrary is klauspost's gzip reader alone (reset, not made anew) over the same
+// object: the limit BenchmarkGzipSmall is compared with.
+func BenchmarkGzipSmallLibrary(b *testing.B) {
+	z := smallGzip()
+	buf := make([]byte, 32<<10)
+	var zr gzip.Reader
+	br := bytes.NewReader(z)
+	b.ReportAllocs()
+	for b.Loop() {
+		br.Reset(z)
+		if err := zr.Reset(br); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := io.CopyBuffer(io.Discard, struct{ io.Reader }{&zr}, buf); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func smallGzip() []byte {
+	var plain bytes.Buffer
+	for i := 0; plain.Len() < 5100; i++ {
+		fmt.Fprintf(&plain, "2026-12-03T06:%02d:%02d.%03dZ INFO request path=/api/v1/items/%d status=%d bytes=%d\n", i%60, i*7%60, i*13%1000, i*31%977, 200+i%3, i*7919%100000)
+	}
+	var z bytes.Buffer
+	w := gzip.NewWriter(&z)
+	w.Write(plain.Bytes())
+	w.Close()
+	return z.Bytes()
+}

@@ -167,6 +167,27 @@ type pollResult[T any] struct {
 	gated   bool // stopped at the gate: Receive was never called
 }
 
+// pollRequest asks a poller for one Receive of n items.
+type pollRequest struct{ id, n int }
+
+// poller runs the polls Run asks for, one at a time, until polls is closed; each sends exactly
+// one result (results has room for every poll in flight) and marks it done on wg.
+func (p *Producer[T]) poller(ctx, pollCtx context.Context, polls <-chan pollRequest, results chan<- pollResult[T], wg *sync.WaitGroup) {
+	for r := range polls {
+		if p.cfg.Gate != nil {
+			if err := p.cfg.Gate(ctx); err != nil {
+				results <- pollResult[T]{id: r.id, asked: r.n, err: err, gated: true}
+				wg.Done()
+				continue
+			}
+		}
+		started := time.Now()
+		items, err := p.src.Receive(pollCtx, r.n)
+		results <- pollResult[T]{id: r.id, asked: r.n, items: items, err: err, started: started}
+		wg.Done()
+	}
+}
+
 // errorBackoff is the wait after the n-th Receive error in a row (n >= 1).
 func (p *Producer[T]) errorBackoff(n int) time.Duration {
 	b := p.cfg.ErrorBackoff
@@ -181,13 +202,21 @@ func (p *Producer[T]) errorBackoff(n int) time.Duration {
 // the caller can give them back.
 func (p *Producer[T]) Run(ctx context.Context) (undelivered []T) {
 	pollCtx, cancelPolls := context.WithCancel(context.WithoutCancel(ctx))
-	// Buffered to Pollers: each poll goroutine sends exactly one result and must never block on it.
+	// Buffered to Pollers: each poll sends exactly one result and must never block on it.
 	results := make(chan pollResult[T], p.cfg.Pollers)
 	var wg sync.WaitGroup
 	var pending []T
 	demand, asking, active, partial, pollSeq, errorsInARow := 0, 0, 0, 0, 0, 0
 	inFlight := map[int]bool{} // IDs of the polls in flight
 	var backoff <-chan time.Time
+	// The pollers live as long as Run: a goroutine per poll would grow its stack through the
+	// SDK's deep call chains on every poll (in P2's profile, 6 µs of CPU an object went to that
+	// alone). At most Pollers polls are in flight, so a send on polls never blocks.
+	polls := make(chan pollRequest, p.cfg.Pollers)
+	for range p.cfg.Pollers {
+		go p.poller(ctx, pollCtx, polls, results, &wg)
+	}
+	defer close(polls) // after the deferred wait below: no poll is in flight then
 
 	defer func() {
 		if active > 0 {
@@ -232,18 +261,7 @@ func (p *Producer[T]) Run(ctx context.Context) (undelivered []T) {
 			inFlight[id] = true
 			p.trace("producer: poll #%d asking for %d events (unmet demand %d)", id, n, demand)
 			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				if p.cfg.Gate != nil {
-					if err := p.cfg.Gate(ctx); err != nil {
-						results <- pollResult[T]{id: id, asked: n, err: err, gated: true}
-						return
-					}
-				}
-				started := time.Now()
-				items, err := p.src.Receive(pollCtx, n)
-				results <- pollResult[T]{id: id, asked: n, items: items, err: err, started: started}
-			}()
+			polls <- pollRequest{id: id, n: n}
 		}
 		var out chan<- T
 		var next T

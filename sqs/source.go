@@ -220,8 +220,8 @@ func (s *Source) Receive(ctx context.Context, max int) ([]*queue.Message, error)
 		VisibilityTimeout:           int32(s.cfg.VisibilityTimeout / time.Second),
 		MessageSystemAttributeNames: []types.MessageSystemAttributeName{types.MessageSystemAttributeNameApproximateReceiveCount, types.MessageSystemAttributeNameSentTimestamp},
 		// The deprecated spelling too: older servers and emulators (local-aws-sqs) read only it.
-		AttributeNames:        []types.QueueAttributeName{"ApproximateReceiveCount", "SentTimestamp"},
-		MessageAttributeNames: []string{"All"},
+		AttributeNames: []types.QueueAttributeName{"ApproximateReceiveCount", "SentTimestamp"},
+		// No message attributes: nothing reads them, and each one received is parsed and checksummed.
 	})
 	if err != nil {
 		return nil, fmt.Errorf("sqs ReceiveMessage %s: %w", s.cfg.QueueURL, err)
@@ -382,19 +382,25 @@ const deletesInFlight = 4
 func (s *Source) runDeleter(deletes <-chan *queue.Message) {
 	var batch []*queue.Message
 	var linger <-chan time.Time
+	// deletesInFlight callers live as long as the deleter (a goroutine per call would grow its
+	// stack through the SDK on every batch); a batch waits while all of them are busy.
 	var calls sync.WaitGroup
+	batches := make(chan []*queue.Message)
+	for range deletesInFlight {
+		calls.Add(1)
+		go func() {
+			defer calls.Done()
+			for b := range batches {
+				s.deleteBatch(b)
+			}
+		}()
+	}
 	defer calls.Wait()
-	slots := make(chan struct{}, deletesInFlight)
+	defer close(batches)
 	flush := func() {
 		if len(batch) > 0 {
-			b := batch
+			batches <- batch
 			batch = make([]*queue.Message, 0, 10)
-			slots <- struct{}{}
-			calls.Add(1)
-			go func() {
-				defer func() { <-slots; calls.Done() }()
-				s.deleteBatch(b)
-			}()
 		}
 		linger = nil
 	}

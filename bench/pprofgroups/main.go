@@ -48,15 +48,25 @@ var groups = []struct{ name, prefix string }{
 }
 
 func group(stack []string) string {
+	name, _ := charged(stack)
+	return name
+}
+
+// charged returns the group a stack is charged to and the frame that decided it (the
+// outermost frame for the runtime's).
+func charged(stack []string) (string, string) {
 	for _, f := range stack { // innermost first
 		for _, g := range groups {
 			if strings.HasPrefix(f, g.prefix) {
-				return g.name
+				return g.name, f
 			}
 		}
 	}
-	return "runtime: scheduler, netpoll, other"
+	return "runtime: scheduler, netpoll, other", stack[len(stack)-1]
 }
+
+// frames, when set (-frames), names a group whose samples are told by the frame charged.
+var frames string
 
 // parse reads `go tool pprof -traces` output: blocks of a value and a stack, innermost first.
 func parse(r io.Reader) (map[string]time.Duration, error) {
@@ -65,7 +75,11 @@ func parse(r io.Reader) (map[string]time.Duration, error) {
 	var stack []string
 	flush := func() {
 		if len(stack) > 0 {
-			out[group(stack)] += val
+			g, f := charged(stack)
+			if frames != "" && strings.Contains(g, frames) {
+				g = "  " + f
+			}
+			out[g] += val
 		}
 		stack, val = nil, 0
 	}
@@ -98,6 +112,7 @@ func parse(r io.Reader) (map[string]time.Duration, error) {
 
 func main() {
 	n := flag.Int("n", 0, "objects the profiles cover, for µs per object")
+	flag.StringVar(&frames, "frames", "", "split the groups whose name holds this text by the function each sample is charged to")
 	flag.Parse()
 	total := map[string]time.Duration{}
 	for _, file := range flag.Args() {
