@@ -12,7 +12,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -26,15 +25,6 @@ import (
 	"github.com/palleto/palleto/notify"
 	"github.com/palleto/palleto/store/dir"
 )
-
-// cpuTime is the CPU time (user + system, every thread) this process has used so far.
-func cpuTime() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
 
 // mallocs is the count of heap allocations this process has made so far (what the GC's share of
 // the CPU follows).
@@ -310,7 +300,7 @@ func (b *bench) bareLoop(ctx context.Context, url string, n, conc int) time.Dura
 		}
 	}
 	runtime.GC() // the garbage of the runs before is theirs
-	cpu0, m0 := cpuTime(), mallocs()
+	cpu0, m0 := testenv.ProcessCPU(), mallocs()
 	sqsc, s3c, err := palleto.AWSClients(ctx, conc+4)
 	if err != nil {
 		b.tb.Fatalf("%v", err)
@@ -416,7 +406,7 @@ func (b *bench) bareLoop(ctx context.Context, url string, n, conc int) time.Dura
 	}()
 	dwg.Wait()
 	took := time.Since(start)
-	b.lastCPU = cpuTime() - cpu0
+	b.lastCPU = testenv.ProcessCPU() - cpu0
 	b.lastMallocs = mallocs() - m0
 	close(stop)
 	go func() { // the workers may wait on a full receipts channel: drain it until they are gone

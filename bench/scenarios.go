@@ -215,7 +215,7 @@ func (b *bench) runDaemon(ctx context.Context, cfg palleto.Config, outBase strin
 		}
 	}
 	runtime.GC() // the garbage of the runs before is theirs
-	cpu0, m0 := cpuTime(), mallocs()
+	cpu0, m0 := testenv.ProcessCPU(), mallocs()
 	d, start, stop := b.startDaemon(ctx, cfg)
 	var took time.Duration
 	for {
@@ -225,7 +225,7 @@ func (b *bench) runDaemon(ctx context.Context, cfg palleto.Config, outBase strin
 		}
 		if s.Deleted >= int64(n) || s.Failed > 0 {
 			took = time.Since(start)
-			b.lastCPU = cpuTime() - cpu0
+			b.lastCPU = testenv.ProcessCPU() - cpu0
 			b.lastMallocs = mallocs() - m0
 			break
 		}

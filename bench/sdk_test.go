@@ -13,6 +13,7 @@ import (
 	smithyendpoints "github.com/aws/smithy-go/endpoints"
 
 	"github.com/palleto/palleto"
+	"github.com/palleto/palleto/internal/testenv"
 )
 
 // cachedEndpoints resolves each distinct set of endpoint parameters once (the S3 endpoint rules
@@ -75,8 +76,8 @@ func BenchmarkGetObjectSDK(b *testing.B) {
 			c := s3.New(base.Options(), v.opt)
 			in := &s3.GetObjectInput{Bucket: aws.String("bench-small"), Key: aws.String("small/00001.log.gz")}
 			b.ReportAllocs()
-			cpu0 := cpuTime()
-			defer func() { b.ReportMetric(float64((cpuTime()-cpu0).Nanoseconds())/float64(b.N), "cpu-ns/op") }()
+			cpu0 := testenv.ProcessCPU()
+			defer func() { b.ReportMetric(float64((testenv.ProcessCPU()-cpu0).Nanoseconds())/float64(b.N), "cpu-ns/op") }()
 			for b.Loop() {
 				out, err := c.GetObject(context.Background(), in)
 				if err != nil {

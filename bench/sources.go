@@ -7,7 +7,6 @@ import (
 	"os"
 	"strings"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -265,15 +264,6 @@ func sourceRows(p float64, pal, viaKafka, viaAMQP []float64, cpu map[string][]fl
 			Value:   fmt.Sprintf("%.0f objects/s", median(viaAMQP)), Limit: limit, Ratio: ratio(viaAMQP, pal), Target: 1})
 	}
 	return rows
-}
-
-// processCPU is the CPU time (user and system) this process has used so far.
-func processCPU() time.Duration {
-	var ru syscall.Rusage
-	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 func perObjectOf(cpu time.Duration, n int) float64 {

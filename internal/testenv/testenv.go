@@ -369,3 +369,13 @@ func (n *NATS) Stop(t testing.TB) {
 	n.cmd.Wait()
 	n.cmd = nil
 }
+
+// ProcessCPU is the CPU time (user + system, every thread) this process has used so far: what
+// a benchmark's work cost the machine, fsync waits not included.
+func ProcessCPU() time.Duration {
+	var ru syscall.Rusage
+	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}

@@ -4,10 +4,10 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
-	"syscall"
 	"testing"
 	"time"
 
+	"github.com/palleto/palleto/internal/testenv"
 	"github.com/palleto/palleto/store"
 )
 
@@ -47,7 +47,7 @@ func BenchmarkSQLiteWriteGroup(b *testing.B) {
 	const group = 95
 	n := 0
 	b.ReportAllocs()
-	cpu0 := processCPU()
+	cpu0 := testenv.ProcessCPU()
 	for b.Loop() {
 		rs := make([]store.Result, group)
 		for i := range rs {
@@ -62,13 +62,5 @@ func BenchmarkSQLiteWriteGroup(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*group), "ns/result")
-	b.ReportMetric(float64((processCPU()-cpu0).Nanoseconds())/float64(b.N*group), "cpu-ns/result")
-}
-
-// processCPU is the user + system CPU time of this process so far: the fsyncs wait, they do not
-// run, so this is what a commit costs the machine.
-func processCPU() time.Duration {
-	var ru syscall.Rusage
-	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	b.ReportMetric(float64((testenv.ProcessCPU()-cpu0).Nanoseconds())/float64(b.N*group), "cpu-ns/result")
 }

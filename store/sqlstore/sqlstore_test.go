@@ -31,6 +31,25 @@ func TestPostgresConformance(t *testing.T) {
 	})
 }
 
+// openFresh opens a new store of db ("sqlite" in a temporary directory, or "postgres": a
+// database of its own on the test server, skipped without one), closed when t ends.
+func openFresh(t *testing.T, db string) *Store {
+	t.Helper()
+	var s *Store
+	var err error
+	if db == "sqlite" {
+		s, err = OpenSQLite(context.Background(), filepath.Join(t.TempDir(), "results.db"), store.GroupConfig{})
+	} else {
+		testenv.PostgresURL(t)
+		s, err = OpenPostgres(context.Background(), testenv.PostgresDatabase(t), store.GroupConfig{})
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
 // Lookups from as many workers as Palleto runs reuse their connections: none is closed for want
 // of an idle slot (each would be reopened for the next lookup, a new PostgreSQL backend or a new
 // SQLite file handle, with its statements prepared again).
@@ -38,18 +57,7 @@ func TestLookupsKeepTheirConnections(t *testing.T) {
 	for _, db := range []string{"sqlite", "postgres"} {
 		t.Run(db, func(t *testing.T) {
 			ctx := context.Background()
-			var s *Store
-			var err error
-			if db == "sqlite" {
-				s, err = OpenSQLite(ctx, filepath.Join(t.TempDir(), "results.db"), store.GroupConfig{})
-			} else {
-				testenv.PostgresURL(t)
-				s, err = OpenPostgres(ctx, testenv.PostgresDatabase(t), store.GroupConfig{})
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer s.Close()
+			s := openFresh(t, db)
 			const workers, each = 8, 50
 			var wg sync.WaitGroup
 			errs := make(chan error, workers)
@@ -86,18 +94,7 @@ func TestCommitsOfEverySize(t *testing.T) {
 	for _, db := range []string{"sqlite", "postgres"} {
 		t.Run(db, func(t *testing.T) {
 			ctx := context.Background()
-			var s *Store
-			var err error
-			if db == "sqlite" {
-				s, err = OpenSQLite(ctx, filepath.Join(t.TempDir(), "results.db"), store.GroupConfig{})
-			} else {
-				testenv.PostgresURL(t)
-				s, err = OpenPostgres(ctx, testenv.PostgresDatabase(t), store.GroupConfig{})
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer s.Close()
+			s := openFresh(t, db)
 			now := time.Now().UTC()
 			result := func(size, i int) store.Result {
 				return store.Result{Bucket: "b", Key: fmt.Sprintf("g%d/%04d", size, i), Processor: "lines", ETag: "e1",
