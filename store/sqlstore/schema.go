@@ -25,14 +25,17 @@ type dialect struct {
 	ph                 func(i int) string // the i-th placeholder, from 1
 	pad                func(col string) string
 	lock               string // run first in the migration's transaction; "" when the transaction itself serialises
-	selectResult       string
-	selectFailure      string
-	upsertFailure      string
-	readyWrite         string
-	migrations         map[int][]string
+	// serialWrites: a write transaction holds the database's write lock from its start (SQLite,
+	// opened with _txlock=immediate), so what it reads no other writer changes before it commits.
+	serialWrites  bool
+	selectResult  string
+	selectFailure string
+	upsertFailure string
+	readyWrite    string
+	migrations    map[int][]string
 }
 
-var sqlite = newDialect(dialect{name: "sqlite", bigint: "INTEGER", time: "TIMESTAMP", json: "TEXT",
+var sqlite = newDialect(dialect{name: "sqlite", bigint: "INTEGER", time: "TIMESTAMP", json: "TEXT", serialWrites: true,
 	ph:  func(int) string { return "?" },
 	pad: func(col string) string { return "substr('" + strings.Repeat("0", 64) + "' || upper(" + col + "), -64)" }})
 
@@ -116,6 +119,19 @@ func (d dialect) selectHeld(n int) string {
 
 func (d dialect) deleteFailures(n int) string {
 	return "DELETE FROM failures WHERE subject IN (" + d.placeholders(1, n) + ")"
+}
+
+// commitStmt is the text of a commit's statement of kind (upsertResults, deleteFailures,
+// selectHeld) for n rows.
+func (d dialect) commitStmt(kind, n int) string {
+	switch kind {
+	case upsertResults:
+		return d.upsert(n)
+	case deleteFailures:
+		return d.deleteFailures(n)
+	default:
+		return d.selectHeld(n)
+	}
 }
 
 // migrate creates the tables, or brings them to schemaVersion, in one transaction that no other

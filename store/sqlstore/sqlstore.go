@@ -270,11 +270,12 @@ func (s *Store) WriteGroupReport(ctx context.Context, rs []store.Result) ([]erro
 }
 
 // noFailures says whether the failures table is empty, so that a commit need not delete its
-// objects' failure records (most commits: failures are rare). Only on SQLite, where the commit's
-// transaction holds the write lock from its start, so that no failure record can be written
-// between this read and the commit; on PostgreSQL the deletes always run.
+// objects' failure records (most commits: failures are rare). Only where the commit's
+// transaction holds the write lock from its start (SQLite: dialect.serialWrites), so that no
+// failure record can be written between this read and the commit; on PostgreSQL the deletes
+// always run.
 func (s *Store) noFailures(ctx context.Context, tx *sql.Tx) (bool, error) {
-	if s.d.name != "sqlite" {
+	if !s.d.serialWrites {
 		return false, nil
 	}
 	var one int
@@ -299,37 +300,25 @@ func (s *Store) held(ctx context.Context, tx *sql.Tx, rs []store.Result, chunk [
 		args = append(args, rs[i].Bucket, rs[i].Key, rs[i].Processor)
 	}
 	held := map[objectID]*store.Result{}
-	for len(args) > 0 {
-		n := piece(len(args) / 3)
-		st, err := s.prepared(ctx, tx, selectHeld, n)
+	err := s.inPieces(ctx, tx, selectHeld, args, func(st *sql.Stmt, args []any) error {
+		rows, err := st.QueryContext(ctx, args...)
 		if err != nil {
-			return nil, dbErr(s.where+" select results", err)
+			return err
 		}
-		if err := s.readHeld(ctx, st, args[:3*n], held); err != nil {
-			return nil, err
+		defer rows.Close()
+		for rows.Next() {
+			var r store.Result
+			if err := rows.Scan(&r.Bucket, &r.Key, &r.Processor, &r.VersionID, &r.ETag, &r.Sequencer); err != nil {
+				return err
+			}
+			held[objectID{r.Bucket, r.Key, r.Processor}] = &r
 		}
-		args = args[3*n:]
+		return rows.Err()
+	})
+	if err != nil {
+		return nil, dbErr(s.where+" select results", err)
 	}
 	return held, nil
-}
-
-func (s *Store) readHeld(ctx context.Context, st *sql.Stmt, args []any, held map[objectID]*store.Result) error {
-	rows, err := st.QueryContext(ctx, args...)
-	if err != nil {
-		return dbErr(s.where+" select results", err)
-	}
-	defer rows.Close()
-	for rows.Next() {
-		var r store.Result
-		if err := rows.Scan(&r.Bucket, &r.Key, &r.Processor, &r.VersionID, &r.ETag, &r.Sequencer); err != nil {
-			return dbErr(s.where+" select results", err)
-		}
-		held[objectID{r.Bucket, r.Key, r.Processor}] = &r
-	}
-	if err := rows.Err(); err != nil {
-		return dbErr(s.where+" select results", err)
-	}
-	return nil
 }
 
 // The statements of a group's commit, by kind, and the rows each takes.
@@ -359,13 +348,22 @@ func piece(n int) int {
 
 // execPieces runs the statement of kind over args (perRow[kind] of them a row), in pieces.
 func (s *Store) execPieces(ctx context.Context, tx *sql.Tx, kind int, args []any) error {
+	return s.inPieces(ctx, tx, kind, args, func(st *sql.Stmt, args []any) error {
+		_, err := st.ExecContext(ctx, args...)
+		return err
+	})
+}
+
+// inPieces calls run with the statement of kind for each piece of args (perRow[kind] of them a
+// row) and that piece's arguments.
+func (s *Store) inPieces(ctx context.Context, tx *sql.Tx, kind int, args []any, run func(*sql.Stmt, []any) error) error {
 	for len(args) > 0 {
 		n := piece(len(args) / perRow[kind])
 		st, err := s.prepared(ctx, tx, kind, n)
 		if err != nil {
 			return err
 		}
-		if _, err := st.ExecContext(ctx, args[:n*perRow[kind]]...); err != nil {
+		if err := run(st, args[:n*perRow[kind]]); err != nil {
 			return err
 		}
 		args = args[n*perRow[kind]:]
@@ -381,9 +379,8 @@ func (s *Store) prepared(ctx context.Context, tx *sql.Tx, kind, n int) (*sql.Stm
 	st := s.stmts[k]
 	s.mu.Unlock()
 	if st == nil {
-		text := map[int]func(int) string{upsertResults: s.d.upsert, deleteFailures: s.d.deleteFailures, selectHeld: s.d.selectHeld}[kind](n)
 		var err error
-		if st, err = s.db.PrepareContext(ctx, text); err != nil {
+		if st, err = s.db.PrepareContext(ctx, s.d.commitStmt(kind, n)); err != nil {
 			return nil, err
 		}
 		s.mu.Lock()
