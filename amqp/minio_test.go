@@ -90,15 +90,15 @@ func TestBrokerOutageLosesNothing(t *testing.T) {
 	done := make(chan palleto.Summary)
 	go func() { sum, _ := d.Run(runCtx); done <- sum }()
 
-	waitFor(t, 60*time.Second, "the 10th object started", func() bool { return hold.Started() >= 10 })
+	sourcetest.WaitFor(t, 60*time.Second, "the 10th object started", func() bool { return hold.Started() >= 10 })
 	rabbit.Stop(t)
-	waitFor(t, 30*time.Second, "Ready to report the broker down", func() bool { return d.Ready(ctx) != nil })
+	sourcetest.WaitFor(t, 30*time.Second, "Ready to report the broker down", func() bool { return d.Ready(ctx) != nil })
 	hold.Release()
 	rabbit.Start(t)
-	waitFor(t, 90*time.Second, "every result stored after the broker came back", func() bool {
+	sourcetest.WaitFor(t, 90*time.Second, "every result stored after the broker came back", func() bool {
 		return len(sourcetest.Results(t, cfg.OutDir, bucket, want)) == len(want)
 	})
-	waitFor(t, 60*time.Second, "the queue to empty", func() bool {
+	sourcetest.WaitFor(t, 60*time.Second, "the queue to empty", func() bool {
 		c, err := amqp091.Dial(rabbit.URL)
 		if err != nil {
 			return false
@@ -119,16 +119,5 @@ func TestBrokerOutageLosesNothing(t *testing.T) {
 	}
 	if sum.Failed != 0 {
 		t.Fatalf("%d failures recorded: an outage of the broker is never the objects' fault", sum.Failed)
-	}
-}
-
-func waitFor(t *testing.T, within time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", within, what)
-		}
-		time.Sleep(50 * time.Millisecond)
 	}
 }

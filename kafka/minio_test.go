@@ -38,7 +38,7 @@ func TestMinIOEventsThroughKafka(t *testing.T) {
 	runCtx, cancel := context.WithCancel(ctx)
 	done := make(chan palleto.Summary)
 	go func() { s, _ := d.Run(runCtx); done <- s }()
-	waitFor(t, 90*time.Second, "every result of MinIO's events", func() bool { return len(sourcetest.Results(t, cfg.OutDir, bucket, want)) == len(want) })
+	sourcetest.WaitFor(t, 90*time.Second, "every result of MinIO's events", func() bool { return len(sourcetest.Results(t, cfg.OutDir, bucket, want)) == len(want) })
 	cancel()
 	<-done
 	if got := sourcetest.Results(t, cfg.OutDir, bucket, want); fmt.Sprint(got) != fmt.Sprint(want) {
@@ -92,13 +92,13 @@ func TestBrokerOutageLosesNothing(t *testing.T) {
 	runCtx, cancel := context.WithCancel(ctx)
 	done := make(chan palleto.Summary)
 	go func() { sum, _ := d.Run(runCtx); done <- sum }()
-	waitFor(t, 60*time.Second, "the 10th object started", func() bool { return hold.Started() >= 10 })
+	sourcetest.WaitFor(t, 60*time.Second, "the 10th object started", func() bool { return hold.Started() >= 10 })
 	broker.Close()
-	waitFor(t, 30*time.Second, "Ready to report the broker down", func() bool { return d.Ready(ctx) != nil })
+	sourcetest.WaitFor(t, 30*time.Second, "Ready to report the broker down", func() bool { return d.Ready(ctx) != nil })
 	hold.Release()
 	broker = startBroker()
 	defer broker.Close()
-	waitFor(t, 120*time.Second, "every result stored after the broker came back", func() bool {
+	sourcetest.WaitFor(t, 120*time.Second, "every result stored after the broker came back", func() bool {
 		return len(sourcetest.Results(t, cfg.OutDir, bucket, want)) == len(want)
 	})
 	cancel()

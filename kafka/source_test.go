@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/palleto/palleto/internal/sourcetest"
 	"github.com/palleto/palleto/internal/testenv"
 	"github.com/palleto/palleto/kafka"
 	"github.com/palleto/palleto/queue"
@@ -172,16 +173,16 @@ func TestRebalanceLosesNothing(t *testing.T) {
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() { defer wg.Done(); consume(a, stopA) }()
-	waitFor(t, 30*time.Second, "the first member to settle records", func() bool { return count() >= 10 })
+	sourcetest.WaitFor(t, 30*time.Second, "the first member to settle records", func() bool { return count() >= 10 })
 
 	b := open(t, src, 10) // joins mid-run: the group rebalances
 	wg.Add(1)
 	go func() { defer wg.Done(); consume(b, stopB) }()
 	testenv.Produce(t, pr, name, want[30:]...)
-	waitFor(t, 60*time.Second, "both members to settle records", func() bool { return count() >= 45 })
+	sourcetest.WaitFor(t, 60*time.Second, "both members to settle records", func() bool { return count() >= 45 })
 	close(stopB)
 	b.Close() // leaves: the group rebalances again, a takes its partitions
-	waitFor(t, 60*time.Second, "every record settled", func() bool { return count() == len(want) })
+	sourcetest.WaitFor(t, 60*time.Second, "every record settled", func() bool { return count() == len(want) })
 	close(stopA)
 	wg.Wait()
 	mu.Lock()
@@ -211,17 +212,6 @@ func TestParseURL(t *testing.T) {
 		if c.err == "" && err != nil || c.err != "" && (err == nil || !strings.Contains(err.Error(), c.err)) {
 			t.Errorf("%s: %v, want %q", c.url, err, c.err)
 		}
-	}
-}
-
-func waitFor(t *testing.T, within time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", within, what)
-		}
-		time.Sleep(50 * time.Millisecond)
 	}
 }
 
